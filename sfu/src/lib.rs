@@ -1,0 +1,233 @@
+//! Jinke's media core: a selective forwarding unit built on str0m in RTP mode.
+//!
+//! Media is forwarded without depacketizing or decoding. All peers share one UDP socket per shard
+//! (ICE-lite, DTLS-SRTP with AES-GCM profiles preferred). The control plane talks to the shards
+//! only through [`Sfu`]'s methods (commands over channels); each peer reports back through its own
+//! [`PeerEvent`] channel. See `../shared/DESIGN.md` §3 for the shape of the media path.
+
+mod keyframe;
+mod offer;
+mod peer;
+mod rewrite;
+mod route;
+mod shard;
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use jinke_signaling::{TrackInfo, TrackMapping};
+use tokio::sync::{mpsc::UnboundedSender, oneshot};
+
+pub use keyframe::KEYFRAME_REQUEST_INTERVAL;
+pub use offer::offer_publishes;
+
+/// Where the SFU listens and what address it tells clients to send media to.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// UDP address the media socket binds (port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// Address put in ICE candidates; defaults to the bound address.
+    pub announce_ip: Option<IpAddr>,
+}
+
+/// Identifies a peer (one participant's connection) inside the SFU; chosen by the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+/// What the control plane tells the SFU about a new peer.
+#[derive(Debug)]
+pub struct PeerSpec {
+    /// Unique id of this peer.
+    pub id: PeerId,
+    /// Peers forward media only to peers of the same room (a lesson id).
+    pub room: String,
+    /// The participant's identity, announced with its tracks.
+    pub identity: String,
+    /// Whether this peer may publish media. A peer that may not never has anything forwarded.
+    pub may_publish: bool,
+    /// Where the SFU reports what happens to this peer.
+    pub events: UnboundedSender<PeerEvent>,
+}
+
+/// Something that happened to one peer, reported on its [`PeerSpec::events`] channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// ICE and DTLS are up: media can flow.
+    Connected,
+    /// The SFU renegotiates: forwarded tracks were added or removed. The offer must be answered
+    /// with [`Sfu::accept_answer`].
+    Offer {
+        /// SDP offer.
+        sdp: String,
+        /// M-lines that start carrying a track.
+        added: Vec<TrackMapping>,
+        /// Mids of m-lines whose track ended.
+        removed: Vec<String>,
+    },
+    /// This peer started publishing a track.
+    TrackPublished(TrackInfo),
+    /// The peer is gone from the SFU (its connection died); all its resources are freed.
+    Closed {
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Why a peer was closed by the SFU itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// ICE or DTLS timed out, or the peer closed its DTLS session.
+    ConnectionLost,
+    /// The SFU is shutting down.
+    Shutdown,
+}
+
+/// Failures of SFU operations.
+#[derive(Debug, thiserror::Error)]
+pub enum SfuError {
+    /// Binding or configuring the media socket failed.
+    #[error("cannot set up the media socket on {addr}: {source}")]
+    Socket {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The SDP could not be parsed or negotiated.
+    #[error("unusable SDP: {0}")]
+    BadSdp(String),
+    /// The peer offered to send media but may not publish.
+    #[error("this participant may not publish media in this lesson")]
+    PublishNotAllowed,
+    /// An answer arrived with no offer outstanding.
+    #[error("no offer is waiting for an answer")]
+    NoPendingOffer,
+    /// The peer is not (or no longer) known.
+    #[error("unknown peer")]
+    UnknownPeer,
+    /// The peer id is already in use.
+    #[error("peer id already in use")]
+    DuplicatePeer,
+    /// The SFU has stopped.
+    #[error("the media server has stopped")]
+    Stopped,
+}
+
+/// Installs str0m's process-wide crypto provider (aws-lc-rs) once.
+fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+}
+
+/// Commands from the control plane to a shard.
+enum Command {
+    AddPeer {
+        spec: PeerSpec,
+        offer: String,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    AcceptAnswer {
+        peer: PeerId,
+        answer: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    RemoteCandidate {
+        peer: PeerId,
+        candidate: String,
+    },
+    RemovePeer {
+        peer: PeerId,
+    },
+    Shutdown,
+}
+
+/// Handle to the running SFU. Cheap to share behind an `Arc`; dropping it does not stop the
+/// shard: call [`Sfu::shutdown`].
+pub struct Sfu {
+    commands: mpsc::Sender<Command>,
+    local_addr: SocketAddr,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Sfu {
+    /// Binds the media socket and starts the shard thread.
+    pub fn start(config: SfuConfig) -> Result<Sfu, SfuError> {
+        install_crypto();
+        let socket_err = |source| SfuError::Socket {
+            addr: config.bind,
+            source,
+        };
+        let socket = UdpSocket::bind(config.bind).map_err(socket_err)?;
+        let local_addr = socket.local_addr().map_err(socket_err)?;
+        let announce = SocketAddr::new(
+            config.announce_ip.unwrap_or(local_addr.ip()),
+            local_addr.port(),
+        );
+        let (commands, rx) = mpsc::channel();
+        let shard = shard::Shard::new(socket, announce, rx).map_err(socket_err)?;
+        let thread = std::thread::Builder::new()
+            .name("jinke-shard-0".into())
+            .spawn(move || shard.run())
+            .map_err(socket_err)?;
+        tracing::info!(%local_addr, %announce, "media shard started");
+        Ok(Sfu {
+            commands,
+            local_addr,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The address the media socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Adds a peer from its SDP offer and returns the SDP answer. An offer that sends media from a
+    /// peer that may not publish is refused with [`SfuError::PublishNotAllowed`].
+    pub async fn add_peer(&self, spec: PeerSpec, offer: String) -> Result<String, SfuError> {
+        if !spec.may_publish && offer_publishes(&offer) {
+            return Err(SfuError::PublishNotAllowed);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::AddPeer { spec, offer, reply })?;
+        rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Applies a peer's SDP answer to the SFU's last [`PeerEvent::Offer`].
+    pub async fn accept_answer(&self, peer: PeerId, answer: String) -> Result<(), SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::AcceptAnswer {
+            peer,
+            answer,
+            reply,
+        })?;
+        rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Adds a trickled ICE candidate of a peer (a malformed one is logged and ignored).
+    pub fn add_remote_candidate(&self, peer: PeerId, candidate: String) {
+        let _ = self.send(Command::RemoteCandidate { peer, candidate });
+    }
+
+    /// Removes a peer and frees everything it held; its tracks disappear for everyone.
+    pub fn remove_peer(&self, peer: PeerId) {
+        let _ = self.send(Command::RemovePeer { peer });
+    }
+
+    /// Closes every peer and stops the shard; returns when the shard thread has ended.
+    pub fn shutdown(&self) {
+        let _ = self.send(Command::Shutdown);
+        let thread = self.thread.lock().map(|mut t| t.take()).unwrap_or(None);
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("media shard thread panicked");
+        }
+    }
+
+    fn send(&self, command: Command) -> Result<(), SfuError> {
+        self.commands.send(command).map_err(|_| SfuError::Stopped)
+    }
+}

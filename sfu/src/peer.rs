@@ -1,0 +1,199 @@
+//! One participant's WebRTC session inside a shard, and the SDP negotiation of the tracks
+//! forwarded to it.
+
+use std::time::Instant;
+
+use jinke_signaling::{MediaKind, TrackInfo, TrackMapping};
+use str0m::Rtc;
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::media::{Direction, Mid};
+use str0m::rtp::Ssrc;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::{PeerEvent, PeerId, SfuError};
+
+/// Identifies a route: the publishing peer and the mid its track arrives on.
+pub(crate) type TrackKey = (PeerId, Mid);
+
+/// A forwarded track's m-line in this peer's session, through its negotiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutState {
+    /// Waiting for the next offer.
+    ToOpen,
+    /// Offered, waiting for the answer.
+    Negotiating(Mid),
+    /// Negotiated: media flows.
+    Open(Mid),
+    /// The track ended; the m-line must be stopped in the next offer.
+    ToStop(Mid),
+    /// Stop offered, waiting for the answer.
+    Stopping(Mid),
+}
+
+/// A track forwarded to this peer.
+pub(crate) struct OutTrack {
+    pub source: TrackKey,
+    pub track: TrackInfo,
+    pub state: OutState,
+}
+
+pub(crate) struct Peer {
+    pub id: PeerId,
+    pub room: String,
+    pub identity: String,
+    pub may_publish: bool,
+    pub rtc: Rtc,
+    pub events: UnboundedSender<PeerEvent>,
+    /// When str0m next needs a timeout input.
+    pub next_timeout: Instant,
+    /// Whether this peer is queued for polling.
+    pub dirty: bool,
+    /// Tracks forwarded to this peer.
+    pub out: Vec<OutTrack>,
+    /// The offer this peer has not answered yet.
+    pending: Option<SdpPendingOffer>,
+    /// Incoming SSRC to mid, learned on the first packet of each stream.
+    ssrc_mids: Vec<(Ssrc, Mid)>,
+}
+
+impl Peer {
+    pub fn new(
+        id: PeerId,
+        room: String,
+        identity: String,
+        may_publish: bool,
+        rtc: Rtc,
+        events: UnboundedSender<PeerEvent>,
+        now: Instant,
+    ) -> Peer {
+        Peer {
+            id,
+            room,
+            identity,
+            may_publish,
+            rtc,
+            events,
+            next_timeout: now,
+            dirty: false,
+            out: Vec::new(),
+            pending: None,
+            ssrc_mids: Vec::new(),
+        }
+    }
+
+    /// Reports an event to the control plane. A closed channel means the session is already gone
+    /// and will remove this peer; nothing to do here.
+    pub fn report(&self, event: PeerEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// The mid an incoming SSRC belongs to.
+    pub fn mid_of(&mut self, ssrc: Ssrc) -> Option<Mid> {
+        if let Some((_, mid)) = self.ssrc_mids.iter().find(|(s, _)| *s == ssrc) {
+            return Some(*mid);
+        }
+        let mid = self.rtc.direct_api().stream_rx(&ssrc)?.mid();
+        self.ssrc_mids.push((ssrc, mid));
+        Some(mid)
+    }
+
+    /// The route feeding the forwarded track on `mid`, if it is open.
+    pub fn source_of(&self, mid: Mid) -> Option<TrackKey> {
+        self.out
+            .iter()
+            .find(|t| t.state == OutState::Open(mid))
+            .map(|t| t.source)
+    }
+
+    /// If forwarded tracks were added or ended and no offer is outstanding, makes the next offer
+    /// and reports it.
+    pub fn negotiate_if_needed(&mut self) {
+        if self.pending.is_some()
+            || !self
+                .out
+                .iter()
+                .any(|t| matches!(t.state, OutState::ToOpen | OutState::ToStop(_)))
+        {
+            return;
+        }
+        let mut change = self.rtc.sdp_api();
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        for t in &mut self.out {
+            match t.state {
+                OutState::ToOpen => {
+                    let kind = match t.track.kind {
+                        MediaKind::Audio => str0m::media::MediaKind::Audio,
+                        MediaKind::Video => str0m::media::MediaKind::Video,
+                    };
+                    let mid = change.add_media(
+                        kind,
+                        Direction::SendOnly,
+                        Some(t.track.identity.clone()),
+                        Some(t.track.track_id.clone()),
+                        None,
+                    );
+                    t.state = OutState::Negotiating(mid);
+                    added.push(TrackMapping {
+                        mid: mid.to_string(),
+                        track: t.track.clone(),
+                    });
+                }
+                OutState::ToStop(mid) => {
+                    change.stop_media(mid);
+                    t.state = OutState::Stopping(mid);
+                    removed.push(mid.to_string());
+                }
+                _ => {}
+            }
+        }
+        let Some((offer, pending)) = change.apply() else {
+            return;
+        };
+        self.pending = Some(pending);
+        self.report(PeerEvent::Offer {
+            sdp: offer.to_sdp_string(),
+            added,
+            removed,
+        });
+    }
+
+    /// Applies the answer to the outstanding offer. Returns the keys of the tracks that are now
+    /// open, with their mids, so that the shard adds them to their routes.
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<Vec<(TrackKey, Mid)>, SfuError> {
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let pending = self.pending.take().ok_or(SfuError::NoPendingOffer)?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let mut opened = Vec::new();
+        for t in &mut self.out {
+            if let OutState::Negotiating(mid) = t.state {
+                t.state = OutState::Open(mid);
+                opened.push((t.source, mid));
+            }
+        }
+        self.out
+            .retain(|t| !matches!(t.state, OutState::Stopping(_)));
+        Ok(opened)
+    }
+
+    /// The track fed by `source` ended: its m-line is stopped in the next offer.
+    pub fn unsubscribe(&mut self, source: TrackKey) {
+        self.out.retain_mut(|t| {
+            if t.source != source {
+                return true;
+            }
+            match t.state {
+                OutState::ToOpen => false,
+                OutState::Negotiating(mid) | OutState::Open(mid) => {
+                    t.state = OutState::ToStop(mid);
+                    true
+                }
+                OutState::ToStop(_) | OutState::Stopping(_) => true,
+            }
+        });
+    }
+}

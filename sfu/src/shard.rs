@@ -1,0 +1,449 @@
+//! A shard: one OS thread owning a UDP socket, its peers, their timers and the routes between
+//! them. Peers never move between shards.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+use jinke_signaling::{MediaKind, TrackInfo};
+use str0m::change::SdpOffer;
+use str0m::media::{Direction, KeyframeRequestKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+use crate::peer::{OutState, OutTrack, Peer, TrackKey};
+use crate::route::{Route, Subscription};
+use crate::{CloseReason, Command, PeerEvent, PeerId, PeerSpec, SfuError};
+
+/// The longest the shard blocks on its socket, bounding how late a control command is seen.
+const MAX_WAIT: Duration = Duration::from_millis(10);
+
+/// Largest datagram we accept (anything larger is not WebRTC traffic we produce or expect).
+const MAX_DATAGRAM: usize = 2048;
+
+pub(crate) struct Shard {
+    socket: UdpSocket,
+    local_addr: SocketAddr,
+    announce: SocketAddr,
+    commands: Receiver<Command>,
+    peers: HashMap<PeerId, Peer>,
+    routes: HashMap<TrackKey, Route>,
+    /// Peers queued for polling.
+    dirty: Vec<PeerId>,
+    /// Peers whose session died, to be removed after the current poll round.
+    dead: Vec<PeerId>,
+    next_track: u64,
+}
+
+impl Shard {
+    pub fn new(
+        socket: UdpSocket,
+        announce: SocketAddr,
+        commands: Receiver<Command>,
+    ) -> std::io::Result<Shard> {
+        let local_addr = socket.local_addr()?;
+        Ok(Shard {
+            socket,
+            local_addr,
+            announce,
+            commands,
+            peers: HashMap::new(),
+            routes: HashMap::new(),
+            dirty: Vec::new(),
+            dead: Vec::new(),
+            next_track: 1,
+        })
+    }
+
+    pub fn run(mut self) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            loop {
+                match self.commands.try_recv() {
+                    Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => {
+                        self.close_all();
+                        return;
+                    }
+                    Ok(command) => self.handle_command(command),
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            let now = Instant::now();
+            self.drive_time(now);
+            self.poll_dirty();
+            let wait = self
+                .next_deadline()
+                .map(|t| t.saturating_duration_since(Instant::now()))
+                .unwrap_or(MAX_WAIT)
+                .clamp(Duration::from_millis(1), MAX_WAIT);
+            if let Err(e) = self.socket.set_read_timeout(Some(wait)) {
+                tracing::error!(error = %e, "cannot set the media socket's read timeout");
+            }
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, source)) => self.handle_datagram(&buf[..n], source),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => tracing::debug!(error = %e, "media socket receive failed"),
+            }
+            self.poll_dirty();
+        }
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::AddPeer { spec, offer, reply } => {
+                let _ = reply.send(self.add_peer(spec, &offer));
+            }
+            Command::AcceptAnswer {
+                peer,
+                answer,
+                reply,
+            } => {
+                let _ = reply.send(self.accept_answer(peer, &answer));
+            }
+            Command::RemoteCandidate { peer, candidate } => {
+                let Some(p) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                let line = candidate.strip_prefix("a=").unwrap_or(&candidate);
+                match Candidate::from_sdp_string(line) {
+                    Ok(c) => {
+                        p.rtc.add_remote_candidate(c);
+                        self.mark_dirty(peer);
+                    }
+                    Err(e) => tracing::debug!(?peer, error = %e, "ignoring a malformed candidate"),
+                }
+            }
+            Command::RemovePeer { peer } => self.remove_peer(peer, None),
+            Command::Shutdown => unreachable!("handled by the run loop"),
+        }
+    }
+
+    fn add_peer(&mut self, spec: PeerSpec, offer: &str) -> Result<String, SfuError> {
+        if self.peers.contains_key(&spec.id) {
+            return Err(SfuError::DuplicatePeer);
+        }
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let now = Instant::now();
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .build(now);
+        let candidate = Candidate::host(self.announce, "udp")
+            .map_err(|e| SfuError::BadSdp(format!("announce address: {e}")))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let id = spec.id;
+        let mut peer = Peer::new(
+            id,
+            spec.room,
+            spec.identity,
+            spec.may_publish,
+            rtc,
+            spec.events,
+            now,
+        );
+        // Everything already published in the room is forwarded to the newcomer.
+        for (key, route) in &self.routes {
+            if self.peers.get(&key.0).is_some_and(|p| p.room == peer.room) {
+                peer.out.push(OutTrack {
+                    source: *key,
+                    track: route.track.clone(),
+                    state: OutState::ToOpen,
+                });
+            }
+        }
+        tracing::debug!(?id, identity = %peer.identity, room = %peer.room, "peer added");
+        self.peers.insert(id, peer);
+        self.mark_dirty(id);
+        Ok(answer.to_sdp_string())
+    }
+
+    fn accept_answer(&mut self, id: PeerId, answer: &str) -> Result<(), SfuError> {
+        let peer = self.peers.get_mut(&id).ok_or(SfuError::UnknownPeer)?;
+        let opened = peer.accept_answer(answer)?;
+        let now = Instant::now();
+        for (source, mid) in opened {
+            let Some(route) = self.routes.get_mut(&source) else {
+                // The publisher left while this was negotiated.
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    peer.unsubscribe(source);
+                }
+                continue;
+            };
+            route.subscribers.push(Subscription::new(id, mid));
+            // A new subscriber needs a keyframe to start decoding.
+            if route.track.kind == MediaKind::Video && route.keyframes.request(now) {
+                self.request_keyframe(source, KeyframeRequestKind::Pli);
+            }
+        }
+        self.mark_dirty(id);
+        Ok(())
+    }
+
+    fn handle_datagram(&mut self, data: &[u8], source: SocketAddr) {
+        let Ok(contents) = data.try_into() else {
+            return; // Neither STUN, DTLS, RTP nor RTCP.
+        };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.local_addr,
+                contents,
+            },
+        );
+        let Some(peer) = self.peers.values_mut().find(|p| p.rtc.accepts(&input)) else {
+            return;
+        };
+        let id = peer.id;
+        if let Err(e) = peer.rtc.handle_input(input) {
+            tracing::debug!(?id, error = %e, "peer input failed; closing it");
+            peer.rtc.disconnect();
+        }
+        self.mark_dirty(id);
+    }
+
+    /// Feeds timeouts to peers whose timers expired and releases deferred keyframe requests.
+    fn drive_time(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for peer in self.peers.values_mut() {
+            if peer.next_timeout <= now {
+                if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(id = ?peer.id, error = %e, "peer timeout failed; closing it");
+                    peer.rtc.disconnect();
+                }
+                expired.push(peer.id);
+            }
+        }
+        for id in expired {
+            self.mark_dirty(id);
+        }
+        let due: Vec<TrackKey> = self
+            .routes
+            .iter_mut()
+            .filter_map(|(key, route)| route.keyframes.poll(now).then_some(*key))
+            .collect();
+        for key in due {
+            self.request_keyframe(key, KeyframeRequestKind::Pli);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let peers = self.peers.values().map(|p| p.next_timeout);
+        let keyframes = self.routes.values().filter_map(|r| r.keyframes.deadline());
+        peers.chain(keyframes).min()
+    }
+
+    fn mark_dirty(&mut self, id: PeerId) {
+        if let Some(peer) = self.peers.get_mut(&id)
+            && !peer.dirty
+        {
+            peer.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// Polls every queued peer until str0m has nothing more to say, forwarding media as it comes.
+    fn poll_dirty(&mut self) {
+        while let Some(id) = self.dirty.pop() {
+            loop {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    break;
+                };
+                if !peer.rtc.is_alive() {
+                    peer.dirty = false;
+                    self.dead.push(id);
+                    break;
+                }
+                peer.negotiate_if_needed();
+                match peer.rtc.poll_output() {
+                    Ok(Output::Transmit(t)) => {
+                        if let Err(e) = self.socket.send_to(&t.contents, t.destination) {
+                            tracing::debug!(?id, error = %e, "media send failed");
+                        }
+                    }
+                    Ok(Output::Timeout(t)) => {
+                        peer.next_timeout = t;
+                        peer.dirty = false;
+                        break;
+                    }
+                    Ok(Output::Event(event)) => self.handle_event(id, event),
+                    Err(e) => {
+                        tracing::debug!(?id, error = %e, "peer output failed; closing it");
+                        peer.rtc.disconnect();
+                    }
+                }
+            }
+        }
+        while let Some(id) = self.dead.pop() {
+            self.remove_peer(id, Some(CloseReason::ConnectionLost));
+        }
+    }
+
+    fn handle_event(&mut self, id: PeerId, event: Event) {
+        match event {
+            Event::Connected => {
+                if let Some(peer) = self.peers.get(&id) {
+                    tracing::debug!(?id, "peer connected");
+                    peer.report(PeerEvent::Connected);
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    peer.rtc.disconnect();
+                }
+            }
+            Event::MediaAdded(m)
+                if matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) =>
+            {
+                let kind = match m.kind {
+                    str0m::media::MediaKind::Audio => MediaKind::Audio,
+                    str0m::media::MediaKind::Video => MediaKind::Video,
+                };
+                self.publish(id, m.mid, kind);
+            }
+            Event::RtpPacket(packet) => self.forward(id, &packet),
+            Event::KeyframeRequest(req) => {
+                let Some(source) = self.peers.get(&id).and_then(|p| p.source_of(req.mid)) else {
+                    return;
+                };
+                let now = Instant::now();
+                if self
+                    .routes
+                    .get_mut(&source)
+                    .is_some_and(|r| r.keyframes.request(now))
+                {
+                    self.request_keyframe(source, req.kind);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A peer's m-line started receiving: it becomes a route, offered to everyone in the room.
+    fn publish(&mut self, id: PeerId, mid: Mid, kind: MediaKind) {
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        if !peer.may_publish {
+            tracing::warn!(?id, "refusing media from a peer that may not publish");
+            return;
+        }
+        let track = TrackInfo {
+            track_id: format!("t{}", self.next_track),
+            identity: peer.identity.clone(),
+            kind,
+        };
+        self.next_track += 1;
+        peer.report(PeerEvent::TrackPublished(track.clone()));
+        let room = peer.room.clone();
+        let subscribers: Vec<PeerId> = self
+            .peers
+            .values_mut()
+            .filter(|p| p.id != id && p.room == room)
+            .map(|p| {
+                p.out.push(OutTrack {
+                    source: (id, mid),
+                    track: track.clone(),
+                    state: OutState::ToOpen,
+                });
+                p.id
+            })
+            .collect();
+        for s in subscribers {
+            self.mark_dirty(s);
+        }
+        self.routes.insert((id, mid), Route::new(track));
+    }
+
+    /// Forwards one received packet to every subscriber of its track.
+    fn forward(&mut self, id: PeerId, packet: &str0m::rtp::RtpPacket) {
+        let Some(publisher) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(mid) = publisher.mid_of(packet.header.ssrc) else {
+            return;
+        };
+        let Some(route) = self.routes.get_mut(&(id, mid)) else {
+            return; // Not a published track (or its publisher may not publish).
+        };
+        let pt = packet.header.payload_type;
+        let Some(params) = publisher.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
+            return;
+        };
+        let now = Instant::now();
+        for sub in &mut route.subscribers {
+            let Some(peer) = self.peers.get_mut(&sub.peer) else {
+                continue;
+            };
+            if sub.forward(&mut peer.rtc, packet, &params, now) && !peer.dirty {
+                peer.dirty = true;
+                self.dirty.push(sub.peer);
+            }
+        }
+    }
+
+    fn request_keyframe(&mut self, (publisher, mid): TrackKey, kind: KeyframeRequestKind) {
+        let Some(peer) = self.peers.get_mut(&publisher) else {
+            return;
+        };
+        let mut api = peer.rtc.direct_api();
+        if let Some(stream) = api.stream_rx_by_mid(mid, None) {
+            stream.request_keyframe(kind);
+            self.mark_dirty(publisher);
+        }
+    }
+
+    /// Removes a peer, its routes and its subscriptions. `reason` is reported to the peer's
+    /// session when the SFU itself ends it.
+    fn remove_peer(&mut self, id: PeerId, reason: Option<CloseReason>) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        peer.rtc.disconnect();
+        if let Some(reason) = reason {
+            peer.report(PeerEvent::Closed { reason });
+        }
+        self.routes.retain(|(publisher, _), route| {
+            route.subscribers.retain(|s| s.peer != id);
+            *publisher != id
+        });
+        let mut affected = Vec::new();
+        for other in self.peers.values_mut() {
+            let sources: Vec<TrackKey> = other
+                .out
+                .iter()
+                .filter(|t| t.source.0 == id)
+                .map(|t| t.source)
+                .collect();
+            if !sources.is_empty() {
+                for s in sources {
+                    other.unsubscribe(s);
+                }
+                affected.push(other.id);
+            }
+        }
+        for a in affected {
+            self.mark_dirty(a);
+        }
+        tracing::debug!(?id, identity = %peer.identity, "peer removed");
+    }
+
+    fn close_all(&mut self) {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.remove_peer(id, Some(CloseReason::Shutdown));
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! Jinke's signaling protocol: the typed messages a client and the server exchange over the
+//! WebSocket at `/ws?token=…`.
+//!
+//! The same types compile for the server and for the wasm32 web client, so the two cannot drift
+//! apart. Every message is one JSON text frame, tagged by `"type"`. The full protocol, message by
+//! message with an example exchange, is documented in `signaling/PROTOCOL.md`.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of this protocol. A client states the version it speaks in [`ClientMessage::Join`];
+/// the server refuses a version it does not speak with [`ErrorCode::ProtocolVersion`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest text frame the server accepts from a client, in bytes (an SDP offer with many
+/// m-lines and candidates stays far below this).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// What a participant is in a lesson; carried in the signed join token, never trusted from the
+/// client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Runs the lesson and always publishes camera and microphone.
+    Teacher,
+    /// Takes part; publishes only in `one_to_one` and `small_class` lessons.
+    Student,
+}
+
+/// How a lesson is shaped; decides who may publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LessonMode {
+    /// A tutor and one student, both publishing.
+    OneToOne,
+    /// A small class in which everyone publishes and everyone receives.
+    SmallClass,
+    /// One teacher broadcasting to many receive-only students.
+    Lecture,
+}
+
+impl LessonMode {
+    /// Whether a participant with `role` may publish media in a lesson of this mode.
+    pub fn may_publish(self, role: Role) -> bool {
+        match (self, role) {
+            (_, Role::Teacher) => true,
+            (LessonMode::OneToOne | LessonMode::SmallClass, Role::Student) => true,
+            (LessonMode::Lecture, Role::Student) => false,
+        }
+    }
+
+    /// The default number of participants (teacher included) for a lesson of this mode.
+    pub fn default_capacity(self) -> u32 {
+        match self {
+            LessonMode::OneToOne => 2,
+            LessonMode::SmallClass => 17,
+            LessonMode::Lecture => 1000,
+        }
+    }
+}
+
+/// Kind of a media track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    /// Opus audio.
+    Audio,
+    /// VP8 or H264 video.
+    Video,
+}
+
+/// A participant as the other members of the lesson see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Participant {
+    /// The school's identifier for this person, unique within the lesson.
+    pub identity: String,
+    /// The name shown on screen.
+    pub name: String,
+    /// The role from the join token.
+    pub role: Role,
+}
+
+/// A published track, as announced to the members of a lesson.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    /// Server-chosen identifier, stable for the life of the track.
+    pub track_id: String,
+    /// Identity of the publishing participant.
+    pub identity: String,
+    /// Audio or video.
+    pub kind: MediaKind,
+}
+
+/// Where a forwarded track arrives in the client's peer connection: the `mid` of the m-line in
+/// a server offer that carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackMapping {
+    /// The m-line's media id in the offer.
+    pub mid: String,
+    /// The track it carries.
+    pub track: TrackInfo,
+}
+
+/// The lesson as a joining client needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LessonInfo {
+    /// Lesson identifier.
+    pub id: String,
+    /// Title shown in the client.
+    pub title: String,
+    /// Shape of the lesson.
+    pub mode: LessonMode,
+}
+
+/// An ICE candidate as the browser's `RTCIceCandidate` describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceCandidate {
+    /// The `candidate:` attribute line (without `a=`).
+    pub candidate: String,
+    /// The m-line the candidate belongs to, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    /// Index of that m-line, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_m_line_index: Option<u16>,
+}
+
+/// Messages a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// First message on a new socket: the protocol version the client speaks. Answered by
+    /// [`ServerMessage::Joined`], which says whether this participant may publish.
+    Join {
+        /// Must equal [`PROTOCOL_VERSION`].
+        protocol: u32,
+    },
+    /// The client's SDP offer, sent once after [`ServerMessage::Joined`]: what it publishes (when
+    /// it publishes nothing, the offer carries a data channel only). Answered by
+    /// [`ServerMessage::Answer`], or refused with [`ErrorCode::PublishNotAllowed`] if it sends
+    /// media that the participant may not publish (the client may then offer again).
+    Offer {
+        /// The SDP offer.
+        sdp: String,
+    },
+    /// The client's SDP answer to a server [`ServerMessage::Offer`].
+    Answer {
+        /// The SDP answer.
+        sdp: String,
+    },
+    /// A trickled ICE candidate of the client (optional: the server is ICE-lite and learns the
+    /// client's address from its connectivity checks).
+    Candidate(IceCandidate),
+    /// The participant leaves the lesson.
+    Leave,
+    /// Keep-alive; answered by [`ServerMessage::Pong`].
+    Ping,
+}
+
+/// Messages the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Answer to [`ClientMessage::Join`]: who you are, the lesson, who is already there and what
+    /// they publish.
+    Joined {
+        /// The protocol version the server speaks.
+        protocol: u32,
+        /// This participant.
+        you: Participant,
+        /// The lesson joined.
+        lesson: LessonInfo,
+        /// Whether this participant may publish camera and microphone.
+        may_publish: bool,
+        /// Everyone else present, in order of arrival.
+        participants: Vec<Participant>,
+        /// Tracks already published by others.
+        tracks: Vec<TrackInfo>,
+    },
+    /// The server's SDP answer to the client's [`ClientMessage::Offer`].
+    Answer {
+        /// The SDP answer.
+        sdp: String,
+    },
+    /// A server-initiated renegotiation: forwarded tracks added to or removed from the client's
+    /// peer connection. The client answers with [`ClientMessage::Answer`].
+    Offer {
+        /// The SDP offer.
+        sdp: String,
+        /// The m-lines that start carrying a track with this offer.
+        added: Vec<TrackMapping>,
+        /// The mids of m-lines whose track ended.
+        removed: Vec<String>,
+    },
+    /// Someone joined the lesson.
+    ParticipantJoined(Participant),
+    /// Someone left the lesson (or their connection died).
+    ParticipantLeft {
+        /// Who left.
+        identity: String,
+    },
+    /// A participant started publishing a track.
+    TrackPublished(TrackInfo),
+    /// A track stopped.
+    TrackUnpublished {
+        /// The track that stopped.
+        track_id: String,
+    },
+    /// Something the client asked for was refused or went wrong. `fatal` errors close the socket.
+    Error {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// A human-readable explanation (English; clients show their own localized text by code).
+        message: String,
+        /// Whether the server closes the connection after this message.
+        fatal: bool,
+    },
+    /// The server is ending this participant's session (shutdown, lesson ended, replaced by a
+    /// newer connection of the same identity). The socket closes after it.
+    Bye {
+        /// Why.
+        reason: ByeReason,
+    },
+    /// Answer to [`ClientMessage::Ping`].
+    Pong,
+}
+
+/// Machine-readable error reasons in [`ServerMessage::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The client speaks another protocol version.
+    ProtocolVersion,
+    /// The message was not valid JSON or not a known message.
+    BadMessage,
+    /// A message came at the wrong time (for example an answer with no offer outstanding).
+    UnexpectedMessage,
+    /// The SDP could not be used.
+    BadSdp,
+    /// The participant's role may not publish in this lesson.
+    PublishNotAllowed,
+    /// The lesson has reached its capacity.
+    LessonFull,
+    /// The server is shutting down and takes no new joins.
+    ShuttingDown,
+    /// Anything else on the server's side.
+    Internal,
+}
+
+/// Why the server ended a session, in [`ServerMessage::Bye`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ByeReason {
+    /// The server is shutting down.
+    ServerShutdown,
+    /// The same identity joined again from another connection.
+    Replaced,
+    /// The media connection was lost (ICE or DTLS timed out).
+    ConnectionLost,
+}
+
+/// A malformed message from the other side.
+#[derive(Debug)]
+pub struct DecodeError(serde_json::Error);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed signaling message: {}", self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+macro_rules! json_codec {
+    ($t:ty) => {
+        impl $t {
+            /// Encodes this message as one JSON text frame.
+            pub fn to_json(&self) -> String {
+                serde_json::to_string(self).expect("signaling messages always serialize")
+            }
+
+            /// Decodes one JSON text frame.
+            pub fn from_json(text: &str) -> Result<Self, DecodeError> {
+                serde_json::from_str(text).map_err(DecodeError)
+            }
+        }
+    };
+}
+
+json_codec!(ClientMessage);
+json_codec!(ServerMessage);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_use_the_documented_wire_format() {
+        let join = ClientMessage::Join { protocol: 1 };
+        assert_eq!(join.to_json(), r#"{"type":"join","protocol":1}"#);
+        let offer = ClientMessage::Offer { sdp: "v=0".into() };
+        assert_eq!(offer.to_json(), r#"{"type":"offer","sdp":"v=0"}"#);
+        assert_eq!(ClientMessage::Leave.to_json(), r#"{"type":"leave"}"#);
+        let cand = ClientMessage::from_json(
+            r#"{"type":"candidate","candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdp_mid":"0"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            cand,
+            ClientMessage::Candidate(IceCandidate {
+                candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+                sdp_mid: Some("0".into()),
+                sdp_m_line_index: None,
+            })
+        );
+    }
+
+    #[test]
+    fn server_messages_round_trip() {
+        let msgs = vec![
+            ServerMessage::Offer {
+                sdp: "v=0".into(),
+                added: vec![TrackMapping {
+                    mid: "2".into(),
+                    track: TrackInfo {
+                        track_id: "t1".into(),
+                        identity: "teacher".into(),
+                        kind: MediaKind::Video,
+                    },
+                }],
+                removed: vec!["1".into()],
+            },
+            ServerMessage::Error {
+                code: ErrorCode::LessonFull,
+                message: "full".into(),
+                fatal: true,
+            },
+            ServerMessage::ParticipantLeft {
+                identity: "s1".into(),
+            },
+            ServerMessage::Bye {
+                reason: ByeReason::ServerShutdown,
+            },
+        ];
+        for m in msgs {
+            assert_eq!(ServerMessage::from_json(&m.to_json()).unwrap(), m);
+        }
+        assert!(
+            ServerMessage::Error {
+                code: ErrorCode::PublishNotAllowed,
+                message: String::new(),
+                fatal: false
+            }
+            .to_json()
+            .contains(r#""code":"publish_not_allowed""#)
+        );
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"type":"nope"}"#,
+            r#"{"type":"join"}"#,
+            "\u{0}",
+        ] {
+            assert!(ClientMessage::from_json(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn only_teachers_publish_in_lectures() {
+        assert!(LessonMode::Lecture.may_publish(Role::Teacher));
+        assert!(!LessonMode::Lecture.may_publish(Role::Student));
+        assert!(LessonMode::SmallClass.may_publish(Role::Student));
+        assert!(LessonMode::OneToOne.may_publish(Role::Student));
+    }
+}

@@ -1,0 +1,56 @@
+//! `jinke serve` configuration: every flag is also an environment variable.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// Flags of `jinke serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// HTTP(S) address for the REST API, the web client and signaling.
+    #[arg(long = "http", env = "JINKE_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// UDP address for media (one socket; open this port in the firewall).
+    #[arg(long = "udp", env = "JINKE_UDP", default_value = "127.0.0.1:50000")]
+    pub udp: SocketAddr,
+    /// Address put in ICE candidates (the one clients can reach); default: the UDP bind address.
+    #[arg(long, env = "JINKE_ANNOUNCE_IP")]
+    pub announce_ip: Option<IpAddr>,
+    /// Folder for the database and the server's secrets.
+    #[arg(long, env = "JINKE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// API key that schools present as `Authorization: Bearer <key>`; generated and stored in the
+    /// data folder when not given.
+    #[arg(long, env = "JINKE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Base URL of this server as browsers reach it, used in join links (default: from --http and
+    /// whether TLS is on). Set it behind a reverse proxy.
+    #[arg(long, env = "JINKE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Create a demo lesson and print the API key and ready-to-open join links.
+    #[arg(long, env = "JINKE_DEV")]
+    pub dev: bool,
+    /// PEM certificate chain: serve HTTPS and WSS directly (browsers allow the camera only on
+    /// https or localhost).
+    #[arg(long, env = "JINKE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "JINKE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ServeConfig {
+    /// A configuration for tests and embedding: loopback, free ports, the given data folder.
+    pub fn loopback(data_dir: PathBuf) -> ServeConfig {
+        ServeConfig {
+            http: "127.0.0.1:0".parse().expect("literal address"),
+            udp: "127.0.0.1:0".parse().expect("literal address"),
+            announce_ip: None,
+            data_dir,
+            api_key: None,
+            public_url: None,
+            dev: false,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}

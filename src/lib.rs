@@ -1,0 +1,22 @@
+//! Jinke (金课): a real-time streaming classroom server.
+//!
+//! This crate is the server around the media core: configuration, lessons and their database, the
+//! school REST API, join tokens, rooms, signaling sessions and the embedded web client. `jinke
+//! serve` (in `main.rs`) runs a [`server::Server`].
+
+pub mod api;
+pub mod config;
+pub mod rooms;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod tokens;
+pub mod web;
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

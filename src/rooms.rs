@@ -1,0 +1,254 @@
+//! Who is in which live lesson, and the fan-out of room events to their signaling sessions.
+//!
+//! Control plane only: a short `std` mutex guards plain maps and is never held across an await;
+//! the media path never touches it. Messages to sessions go through unbounded channels, so one slow
+//! client never blocks the room.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jinke_signaling::{ByeReason, Participant, ServerMessage, TrackInfo};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// One signaling session's place in a room.
+struct Member {
+    participant: Participant,
+    session: u64,
+    tx: UnboundedSender<ServerMessage>,
+}
+
+#[derive(Default)]
+struct Room {
+    members: Vec<Member>,
+    tracks: Vec<TrackInfo>,
+}
+
+impl Room {
+    fn broadcast(&self, except_session: u64, msg: &ServerMessage) {
+        for m in self.members.iter().filter(|m| m.session != except_session) {
+            let _ = m.tx.send(msg.clone());
+        }
+    }
+
+    /// Removes the member at `index` and tells the others that it and its tracks are gone.
+    fn remove_member(&mut self, index: usize) -> Member {
+        let gone = self.members.remove(index);
+        let identity = &gone.participant.identity;
+        let mut ended = Vec::new();
+        self.tracks.retain(|t| {
+            let keep = &t.identity != identity;
+            if !keep {
+                ended.push(t.track_id.clone());
+            }
+            keep
+        });
+        for track_id in ended {
+            self.broadcast(gone.session, &ServerMessage::TrackUnpublished { track_id });
+        }
+        self.broadcast(
+            gone.session,
+            &ServerMessage::ParticipantLeft {
+                identity: identity.clone(),
+            },
+        );
+        gone
+    }
+}
+
+/// What a newly admitted participant learns about the room.
+#[derive(Debug)]
+pub struct Admission {
+    /// This session's id in the room (used to leave it).
+    pub session: u64,
+    /// Everyone else present, in order of arrival.
+    pub others: Vec<Participant>,
+    /// Tracks already published.
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// Why a participant was not admitted.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionError {
+    /// The lesson is at capacity.
+    #[error("the lesson is full ({0} participants)")]
+    Full(u32),
+}
+
+/// All live rooms of this server.
+#[derive(Default)]
+pub struct Rooms {
+    rooms: Mutex<HashMap<String, Room>>,
+    next_session: AtomicU64,
+}
+
+impl Rooms {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Room>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits a participant to a lesson's room. A second connection of the same identity replaces
+    /// the first (which is sent [`ByeReason::Replaced`]) and does not count twice.
+    pub fn join(
+        &self,
+        lesson: &str,
+        capacity: u32,
+        participant: Participant,
+        tx: UnboundedSender<ServerMessage>,
+    ) -> Result<Admission, AdmissionError> {
+        let mut rooms = self.lock();
+        let room = rooms.entry(lesson.to_owned()).or_default();
+        if let Some(i) = room
+            .members
+            .iter()
+            .position(|m| m.participant.identity == participant.identity)
+        {
+            let old = room.remove_member(i);
+            let _ = old.tx.send(ServerMessage::Bye {
+                reason: ByeReason::Replaced,
+            });
+        }
+        if room.members.len() >= capacity as usize {
+            if room.members.is_empty() {
+                rooms.remove(lesson);
+            }
+            return Err(AdmissionError::Full(capacity));
+        }
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let admission = Admission {
+            session,
+            others: room.members.iter().map(|m| m.participant.clone()).collect(),
+            tracks: room.tracks.clone(),
+        };
+        room.broadcast(
+            session,
+            &ServerMessage::ParticipantJoined(participant.clone()),
+        );
+        room.members.push(Member {
+            participant,
+            session,
+            tx,
+        });
+        Ok(admission)
+    }
+
+    /// Removes a session from its room (no-op if it was already replaced or removed).
+    pub fn leave(&self, lesson: &str, session: u64) {
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(lesson) else {
+            return;
+        };
+        if let Some(i) = room.members.iter().position(|m| m.session == session) {
+            room.remove_member(i);
+        }
+        if room.members.is_empty() {
+            rooms.remove(lesson);
+        }
+    }
+
+    /// Announces a track a session started publishing to everyone else in the room.
+    pub fn track_published(&self, lesson: &str, session: u64, track: TrackInfo) {
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(lesson) else {
+            return;
+        };
+        if !room.members.iter().any(|m| m.session == session) {
+            return; // Replaced or gone meanwhile.
+        }
+        room.broadcast(session, &ServerMessage::TrackPublished(track.clone()));
+        room.tracks.push(track);
+    }
+
+    /// Sends a message to every session of every room (used at shutdown).
+    pub fn broadcast_all(&self, msg: &ServerMessage) {
+        for room in self.lock().values() {
+            room.broadcast(u64::MAX, msg);
+        }
+    }
+
+    /// Number of sessions in all rooms.
+    pub fn session_count(&self) -> usize {
+        self.lock().values().map(|r| r.members.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jinke_signaling::{MediaKind, Role};
+    use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+    fn person(id: &str) -> Participant {
+        Participant {
+            identity: id.into(),
+            name: id.into(),
+            role: Role::Student,
+        }
+    }
+
+    fn drain(rx: &mut UnboundedReceiver<ServerMessage>) -> Vec<ServerMessage> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[test]
+    fn joins_leaves_and_tracks_reach_the_others() {
+        let rooms = Rooms::default();
+        let (ta, mut ra) = unbounded_channel();
+        let (tb, mut rb) = unbounded_channel();
+        let a = rooms.join("l", 5, person("a"), ta).unwrap();
+        let track = TrackInfo {
+            track_id: "t1".into(),
+            identity: "a".into(),
+            kind: MediaKind::Video,
+        };
+        rooms.track_published("l", a.session, track.clone());
+        let b = rooms.join("l", 5, person("b"), tb).unwrap();
+        assert_eq!(b.others, vec![person("a")]);
+        assert_eq!(b.tracks, vec![track]);
+        assert_eq!(
+            drain(&mut ra),
+            vec![ServerMessage::ParticipantJoined(person("b"))]
+        );
+        rooms.leave("l", a.session);
+        assert_eq!(
+            drain(&mut rb),
+            vec![
+                ServerMessage::TrackUnpublished {
+                    track_id: "t1".into()
+                },
+                ServerMessage::ParticipantLeft {
+                    identity: "a".into()
+                }
+            ]
+        );
+        rooms.leave("l", b.session);
+        assert_eq!(rooms.session_count(), 0);
+    }
+
+    #[test]
+    fn capacity_is_enforced_and_a_rejoin_replaces() {
+        let rooms = Rooms::default();
+        let (t1, mut r1) = unbounded_channel();
+        let (t2, _r2) = unbounded_channel();
+        let (t3, _r3) = unbounded_channel();
+        let first = rooms.join("l", 2, person("a"), t1).unwrap();
+        rooms.join("l", 2, person("b"), t2.clone()).unwrap();
+        assert_eq!(
+            rooms.join("l", 2, person("c"), t3).unwrap_err(),
+            AdmissionError::Full(2)
+        );
+        // "a" again from a new connection: replaces, does not count twice.
+        let (t4, _r4) = unbounded_channel();
+        let again = rooms.join("l", 2, person("a"), t4).unwrap();
+        assert_eq!(
+            drain(&mut r1).last(),
+            Some(&ServerMessage::Bye {
+                reason: ByeReason::Replaced
+            })
+        );
+        rooms.leave("l", first.session); // The replaced session ending changes nothing.
+        assert_eq!(rooms.session_count(), 2);
+        rooms.leave("l", again.session);
+        assert_eq!(rooms.session_count(), 1);
+    }
+}

@@ -1,0 +1,371 @@
+//! The server side of one signaling session: `/ws?token=…`, from the token check before the
+//! upgrade to leaving the room. Wires the client to its room and to its SFU peer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use jinke_sfu::{CloseReason, PeerEvent, PeerId, PeerSpec, SfuError};
+use jinke_signaling::{
+    ByeReason, ClientMessage, ErrorCode, LessonInfo, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+    Participant, ServerMessage,
+};
+use serde::Deserialize;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+use crate::rooms::AdmissionError;
+use crate::server::AppState;
+use crate::store::Lesson;
+use crate::tokens::{JoinClaims, TokenError};
+
+/// How long a client has to send [`ClientMessage::Join`] after the upgrade.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// SFU peer ids, unique for the life of the process.
+static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+    /// When given, the token must be for this lesson.
+    lesson: Option<String>,
+}
+
+/// `GET /ws?token=…[&lesson=…]`: refuses a bad, expired or other-lesson token with 401 before
+/// upgrading; refuses new joins with 503 while shutting down. A plain GET (no upgrade) with a good
+/// token answers 426, which lets the web client check its link before connecting.
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<WsQuery>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let refuse = |status: StatusCode, code: &str, message: String| {
+        let body = serde_json::json!({"error": {"code": code, "message": message}});
+        (status, axum::Json(body)).into_response()
+    };
+    if state.is_shutting_down() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down".into(),
+        );
+    }
+    let Some(token) = q.token else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "a join token is required".into(),
+        );
+    };
+    let claims = match state.signer.verify(&token) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e {
+                TokenError::Expired => "token_expired",
+                TokenError::Invalid(_) => "invalid_token",
+            };
+            return refuse(StatusCode::UNAUTHORIZED, code, e.to_string());
+        }
+    };
+    if q.lesson.as_ref().is_some_and(|l| *l != claims.lesson) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the token is for another lesson".into(),
+        );
+    }
+    let lesson = match state.store.lesson(&claims.lesson) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the token's lesson does not exist".into(),
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "lesson lookup failed");
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error".into(),
+            );
+        }
+    };
+    let Ok(ws) = ws else {
+        return refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "the token is valid; connect with a WebSocket".into(),
+        );
+    };
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move {
+            let mut session = Session {
+                state,
+                socket,
+                lesson,
+                claims,
+            };
+            session.run().await;
+        })
+}
+
+struct Session {
+    state: Arc<AppState>,
+    socket: WebSocket,
+    lesson: Lesson,
+    claims: JoinClaims,
+}
+
+/// How a session ended, decided inside the loop.
+enum End {
+    /// The client left or its socket closed.
+    ClientGone,
+    /// The server ends it with a message to the client.
+    Tell(ServerMessage),
+}
+
+impl Session {
+    async fn send(&mut self, msg: &ServerMessage) -> bool {
+        self.socket
+            .send(Message::Text(msg.to_json().into()))
+            .await
+            .is_ok()
+    }
+
+    async fn fail(&mut self, code: ErrorCode, message: impl Into<String>) {
+        let msg = ServerMessage::Error {
+            code,
+            message: message.into(),
+            fatal: true,
+        };
+        self.send(&msg).await;
+        let _ = self.socket.send(Message::Close(None)).await;
+    }
+
+    /// Next client message; `None` when the socket closed. Malformed messages are answered with
+    /// an error and skipped.
+    async fn recv(&mut self) -> Option<ClientMessage> {
+        loop {
+            let text = match self.socket.recv().await? {
+                Ok(Message::Text(t)) => t,
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            };
+            match ClientMessage::from_json(&text) {
+                Ok(m) => return Some(m),
+                Err(e) => {
+                    let msg = ServerMessage::Error {
+                        code: ErrorCode::BadMessage,
+                        message: e.to_string(),
+                        fatal: false,
+                    };
+                    if !self.send(&msg).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run(&mut self) {
+        let first = tokio::time::timeout(JOIN_TIMEOUT, self.recv()).await;
+        match first {
+            Ok(Some(ClientMessage::Join { protocol })) if protocol == PROTOCOL_VERSION => {}
+            Ok(Some(ClientMessage::Join { protocol })) => {
+                return self
+                    .fail(
+                        ErrorCode::ProtocolVersion,
+                        format!("server speaks protocol {PROTOCOL_VERSION}, client {protocol}"),
+                    )
+                    .await;
+            }
+            Ok(Some(_)) => {
+                return self
+                    .fail(
+                        ErrorCode::UnexpectedMessage,
+                        "the first message must be join",
+                    )
+                    .await;
+            }
+            Ok(None) | Err(_) => return,
+        }
+        let you = Participant {
+            identity: self.claims.sub.clone(),
+            name: self.claims.name.clone(),
+            role: self.claims.role,
+        };
+        let (room_tx, room_rx) = unbounded_channel();
+        let admission =
+            match self
+                .state
+                .rooms
+                .join(&self.lesson.id, self.lesson.capacity, you.clone(), room_tx)
+            {
+                Ok(a) => a,
+                Err(e @ AdmissionError::Full(_)) => {
+                    return self.fail(ErrorCode::LessonFull, e.to_string()).await;
+                }
+            };
+        let may_publish = self.lesson.mode.may_publish(you.role);
+        tracing::info!(lesson = %self.lesson.id, identity = %you.identity, role = ?you.role, "joined");
+        let joined = ServerMessage::Joined {
+            protocol: PROTOCOL_VERSION,
+            you,
+            lesson: LessonInfo {
+                id: self.lesson.id.clone(),
+                title: self.lesson.title.clone(),
+                mode: self.lesson.mode,
+            },
+            may_publish,
+            participants: admission.others,
+            tracks: admission.tracks,
+        };
+        let peer = PeerId(NEXT_PEER.fetch_add(1, Ordering::Relaxed));
+        let end = if self.send(&joined).await {
+            self.serve(admission.session, peer, may_publish, room_rx)
+                .await
+        } else {
+            End::ClientGone
+        };
+        self.state.rooms.leave(&self.lesson.id, admission.session);
+        self.state.sfu.remove_peer(peer);
+        if let End::Tell(msg) = end {
+            self.send(&msg).await;
+            let _ = self.socket.send(Message::Close(None)).await;
+        }
+        tracing::info!(lesson = %self.lesson.id, identity = %self.claims.sub, "left");
+    }
+
+    /// The joined session's loop: client messages, room events and SFU events.
+    async fn serve(
+        &mut self,
+        session: u64,
+        peer: PeerId,
+        may_publish: bool,
+        mut room_rx: UnboundedReceiver<ServerMessage>,
+    ) -> End {
+        let (peer_tx, mut peer_rx) = unbounded_channel();
+        let mut peer_tx = Some(peer_tx);
+        let shutdown = shutting_down(self.state.shutdown.subscribe());
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                msg = self.recv() => {
+                    let Some(msg) = msg else { return End::ClientGone };
+                    let reply = match msg {
+                        ClientMessage::Offer { sdp } => match peer_tx.take() {
+                            Some(events) => {
+                                let spec = PeerSpec {
+                                    id: peer,
+                                    room: self.lesson.id.clone(),
+                                    identity: self.claims.sub.clone(),
+                                    may_publish,
+                                    events: events.clone(),
+                                };
+                                match self.state.sfu.add_peer(spec, sdp).await {
+                                    Ok(answer) => ServerMessage::Answer { sdp: answer },
+                                    Err(e) => {
+                                        // Refused: the client may offer again.
+                                        peer_tx = Some(events);
+                                        sfu_error(e)
+                                    }
+                                }
+                            }
+                            None => unexpected("an offer was already accepted"),
+                        },
+                        ClientMessage::Answer { sdp } => {
+                            match self.state.sfu.accept_answer(peer, sdp).await {
+                                Ok(()) => continue,
+                                Err(e) => sfu_error(e),
+                            }
+                        }
+                        ClientMessage::Candidate(c) => {
+                            self.state.sfu.add_remote_candidate(peer, c.candidate);
+                            continue;
+                        }
+                        ClientMessage::Ping => ServerMessage::Pong,
+                        ClientMessage::Leave => return End::ClientGone,
+                        ClientMessage::Join { .. } => unexpected("already joined"),
+                    };
+                    if !self.send(&reply).await {
+                        return End::ClientGone;
+                    }
+                }
+                Some(msg) = room_rx.recv() => {
+                    if let ServerMessage::Bye { .. } = msg {
+                        return End::Tell(msg);
+                    }
+                    if !self.send(&msg).await {
+                        return End::ClientGone;
+                    }
+                }
+                Some(event) = peer_rx.recv() => {
+                    let msg = match event {
+                        PeerEvent::Connected => {
+                            tracing::debug!(identity = %self.claims.sub, "media connected");
+                            continue;
+                        }
+                        PeerEvent::Offer { sdp, added, removed } => {
+                            ServerMessage::Offer { sdp, added, removed }
+                        }
+                        PeerEvent::TrackPublished(track) => {
+                            self.state.rooms.track_published(&self.lesson.id, session, track);
+                            continue;
+                        }
+                        PeerEvent::Closed { reason } => {
+                            let reason = match reason {
+                                CloseReason::ConnectionLost => ByeReason::ConnectionLost,
+                                CloseReason::Shutdown => ByeReason::ServerShutdown,
+                            };
+                            return End::Tell(ServerMessage::Bye { reason });
+                        }
+                    };
+                    if !self.send(&msg).await {
+                        return End::ClientGone;
+                    }
+                }
+                () = &mut shutdown => {
+                    return End::Tell(ServerMessage::Bye { reason: ByeReason::ServerShutdown });
+                }
+            }
+        }
+    }
+}
+
+/// Resolves when the server starts shutting down.
+async fn shutting_down(mut rx: tokio::sync::watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means the server is going away.
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+fn unexpected(message: &str) -> ServerMessage {
+    ServerMessage::Error {
+        code: ErrorCode::UnexpectedMessage,
+        message: message.into(),
+        fatal: false,
+    }
+}
+
+fn sfu_error(e: SfuError) -> ServerMessage {
+    let code = match e {
+        SfuError::PublishNotAllowed => ErrorCode::PublishNotAllowed,
+        SfuError::BadSdp(_) => ErrorCode::BadSdp,
+        SfuError::NoPendingOffer => ErrorCode::UnexpectedMessage,
+        SfuError::Stopped => ErrorCode::ShuttingDown,
+        SfuError::Socket { .. } | SfuError::UnknownPeer | SfuError::DuplicatePeer => {
+            ErrorCode::Internal
+        }
+    };
+    ServerMessage::Error {
+        code,
+        message: e.to_string(),
+        fatal: false,
+    }
+}

@@ -1,0 +1,781 @@
+//! The lesson page: checks the link, joins over signaling, publishes camera and microphone when
+//! allowed, shows the teacher large and everyone else small.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use futures_channel::mpsc::{UnboundedSender, unbounded};
+use futures_util::StreamExt;
+use jinke_signaling::{
+    ByeReason, ClientMessage, ErrorCode, IceCandidate, PROTOCOL_VERSION, Participant, Role,
+    ServerMessage, TrackMapping,
+};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{JsFuture, spawn_local};
+use web_sys::{
+    Element, HtmlVideoElement, MediaStream, MediaStreamConstraints, MediaStreamTrack, MessageEvent,
+    RtcConfiguration, RtcPeerConnection, RtcPeerConnectionIceEvent, RtcPeerConnectionState,
+    RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit,
+    RtcTrackEvent, WebSocket,
+};
+
+use crate::dom::{append, button, el, error_box, set_data, set_hidden, show, status, video};
+use crate::i18n::{Lang, Text};
+use crate::token::{self, TokenInfo};
+
+/// What the page was opened with.
+struct Link {
+    lang: Lang,
+    token: String,
+    lesson: Option<String>,
+    autojoin: bool,
+}
+
+/// One participant's tile: their video (which also plays their audio) and its stream.
+struct Tile {
+    element: Element,
+    video: HtmlVideoElement,
+    stream: MediaStream,
+}
+
+/// The joined lesson's page state.
+struct Room {
+    t: &'static Text,
+    ws: WebSocket,
+    pc: RefCell<Option<RtcPeerConnection>>,
+    local: RefCell<Option<MediaStream>>,
+    /// Forwarded tracks by the mid they arrive on.
+    mids: RefCell<HashMap<String, TrackMapping>>,
+    participants: RefCell<Vec<Participant>>,
+    tiles: RefCell<HashMap<String, Tile>>,
+    stage: Element,
+    others: Element,
+    notices: Element,
+    waiting: Element,
+    /// Set once the session ended on purpose; later socket closes are not "connection lost".
+    ended: Cell<bool>,
+}
+
+/// Entry point: reads the link and shows the first screen.
+pub fn start() {
+    let location = web_sys::window().expect("window").location();
+    let params = web_sys::UrlSearchParams::new_with_str(&location.search().unwrap_or_default())
+        .expect("URLSearchParams");
+    let lang = Lang::from_param(params.get("lang").as_deref());
+    let _ = crate::dom::document()
+        .document_element()
+        .map(|e| e.set_attribute("lang", lang.html_lang()));
+    let t = lang.text();
+    let Some(token) = params.get("token").filter(|t| !t.is_empty()) else {
+        return show(&[error_box("missing_token", t.missing_token)]);
+    };
+    let lesson = location
+        .pathname()
+        .ok()
+        .and_then(|p| p.strip_prefix("/join/").map(str::to_owned))
+        .filter(|l| !l.is_empty());
+    let link = Link {
+        lang,
+        token,
+        lesson,
+        autojoin: params.get("autojoin").as_deref() == Some("1"),
+    };
+    if !supports_webrtc() {
+        return show(&[error_box("unsupported_browser", t.unsupported)]);
+    }
+    spawn_local(async move { check_and_greet(link).await });
+}
+
+fn supports_webrtc() -> bool {
+    let window: JsValue = web_sys::window().expect("window").into();
+    js_sys::Reflect::has(&window, &"RTCPeerConnection".into()).unwrap_or(false)
+}
+
+/// Checks the token with the server (a plain GET of the signaling URL answers 401 with a reason
+/// for a bad token and 426 for a good one), then offers the join button.
+async fn check_and_greet(link: Link) {
+    let t = link.lang.text();
+    show(&[status(t.checking)]);
+    let info = token::read(&link.token);
+    let now = js_sys::Date::now() / 1000.0;
+    match &info {
+        None => return show(&[error_box("invalid_token", t.invalid_token)]),
+        Some(i) if (i.exp as f64) < now => {
+            return show(&[error_box("token_expired", t.token_expired)]);
+        }
+        Some(_) => {}
+    }
+    if let Some(code) = server_token_problem(&link).await {
+        let text = if code == "token_expired" {
+            t.token_expired
+        } else {
+            t.invalid_token
+        };
+        return show(&[error_box(&code, text)]);
+    }
+    let info = info.expect("checked above");
+    if link.autojoin {
+        return join(Rc::new(link), info);
+    }
+    let link = Rc::new(link);
+    let greeting = el("h1", "", Some(&format!("{}{}", t.hello, info.name)));
+    let go = {
+        let link = link.clone();
+        let info = info.clone();
+        button(t.join, "primary", "join", move || {
+            join(link.clone(), info.clone())
+        })
+    };
+    let screen = el("section", "center", None);
+    append(&screen, &greeting);
+    append(&screen, &go);
+    show(&[screen]);
+}
+
+/// Asks the server whether the token is acceptable; returns its error code if not.
+async fn server_token_problem(link: &Link) -> Option<String> {
+    let window = web_sys::window()?;
+    let resp = JsFuture::from(window.fetch_with_str(&signaling_path(link, false)))
+        .await
+        .ok()?;
+    let resp: web_sys::Response = resp.dyn_into().ok()?;
+    if resp.status() != 401 {
+        return None;
+    }
+    let body = JsFuture::from(resp.json().ok()?).await.ok()?;
+    let error = js_sys::Reflect::get(&body, &"error".into()).ok()?;
+    js_sys::Reflect::get(&error, &"code".into())
+        .ok()?
+        .as_string()
+        .or_else(|| Some("invalid_token".into()))
+}
+
+/// `/ws?token=…&lesson=…`, absolute with the ws(s) scheme when `websocket`.
+fn signaling_path(link: &Link, websocket: bool) -> String {
+    let mut path = format!("/ws?token={}", encode(&link.token));
+    if let Some(l) = &link.lesson {
+        path.push_str(&format!("&lesson={}", encode(l)));
+    }
+    if !websocket {
+        return path;
+    }
+    let location = web_sys::window().expect("window").location();
+    let scheme = if location.protocol().unwrap_or_default() == "https:" {
+        "wss"
+    } else {
+        "ws"
+    };
+    format!("{scheme}://{}{path}", location.host().unwrap_or_default())
+}
+
+fn encode(s: &str) -> String {
+    String::from(js_sys::encode_uri_component(s))
+}
+
+/// Opens signaling and builds the lesson screen.
+fn join(link: Rc<Link>, info: TokenInfo) {
+    let t = link.lang.text();
+    show(&[status(t.joining)]);
+    let ws = match WebSocket::new(&signaling_path(&link, true)) {
+        Ok(ws) => ws,
+        Err(_) => return show(&[error_box("connection_lost", t.connection_lost)]),
+    };
+    let stage = el("section", "stage", None);
+    let others = el("section", "others", None);
+    let notices = el("div", "", None);
+    let waiting = status(if info.role == Role::Teacher {
+        t.connecting
+    } else {
+        t.waiting_teacher
+    });
+    let room = Rc::new(Room {
+        t,
+        ws: ws.clone(),
+        pc: RefCell::new(None),
+        local: RefCell::new(None),
+        mids: RefCell::new(HashMap::new()),
+        participants: RefCell::new(Vec::new()),
+        tiles: RefCell::new(HashMap::new()),
+        stage,
+        others,
+        notices,
+        waiting,
+        ended: Cell::new(false),
+    });
+    // Messages are handled strictly in order by one task: SDP steps must not interleave.
+    let (tx, mut rx) = unbounded::<String>();
+    install_socket_handlers(&ws, tx);
+    let r = room.clone();
+    spawn_local(async move {
+        while let Some(text) = rx.next().await {
+            if text.is_empty() {
+                // The socket closed (queued behind any final error message it delivered).
+                if !r.ended.get() {
+                    r.end("connection_lost", r.t.connection_lost);
+                }
+                continue;
+            }
+            match ServerMessage::from_json(&text) {
+                Ok(msg) => r.handle(msg).await,
+                Err(e) => web_sys::console::warn_1(&e.to_string().into()),
+            }
+        }
+    });
+}
+
+fn install_socket_handlers(ws: &WebSocket, tx: UnboundedSender<String>) {
+    let onopen = {
+        let ws = ws.clone();
+        Closure::<dyn FnMut()>::new(move || {
+            let join = ClientMessage::Join {
+                protocol: PROTOCOL_VERSION,
+            };
+            let _ = ws.send_with_str(&join.to_json());
+        })
+    };
+    ws.set_onopen(Some(onopen.as_ref().unchecked_ref()));
+    onopen.forget();
+    let onmessage = {
+        let tx = tx.clone();
+        Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+            if let Some(text) = e.data().as_string().filter(|t| !t.is_empty()) {
+                let _ = tx.unbounded_send(text);
+            }
+        })
+    };
+    ws.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+    onmessage.forget();
+    // An empty string in the queue stands for "the socket closed".
+    let onclose = Closure::<dyn FnMut()>::new(move || {
+        let _ = tx.unbounded_send(String::new());
+    });
+    ws.set_onclose(Some(onclose.as_ref().unchecked_ref()));
+    onclose.forget();
+}
+
+impl Room {
+    fn send(&self, msg: &ClientMessage) {
+        let _ = self.ws.send_with_str(&msg.to_json());
+    }
+
+    async fn handle(self: &Rc<Self>, msg: ServerMessage) {
+        match msg {
+            ServerMessage::Joined {
+                you,
+                lesson,
+                may_publish,
+                participants,
+                ..
+            } => {
+                self.render(&lesson.title, &you, may_publish);
+                for p in participants {
+                    self.add_participant(p);
+                }
+                if may_publish {
+                    self.capture().await;
+                }
+                if let Err(e) = self.connect().await {
+                    self.fail_with(&e);
+                }
+            }
+            ServerMessage::Answer { sdp } => {
+                if let Some(pc) = self.pc() {
+                    let desc = description(RtcSdpType::Answer, &sdp);
+                    if let Err(e) = JsFuture::from(pc.set_remote_description(&desc)).await {
+                        self.fail_with(&e);
+                    }
+                }
+            }
+            ServerMessage::Offer {
+                sdp,
+                added,
+                removed,
+            } => {
+                for m in added {
+                    self.mids.borrow_mut().insert(m.mid.clone(), m);
+                }
+                for mid in &removed {
+                    self.drop_mid(mid);
+                }
+                if let Err(e) = self.answer(&sdp).await {
+                    self.fail_with(&e);
+                }
+            }
+            ServerMessage::ParticipantJoined(p) => self.add_participant(p),
+            ServerMessage::ParticipantLeft { identity } => self.remove_participant(&identity),
+            ServerMessage::TrackPublished(_) | ServerMessage::TrackUnpublished { .. } => {}
+            ServerMessage::Error { code, message, .. } => self.on_error(code, &message).await,
+            ServerMessage::Bye { reason } => {
+                let (code, text) = match reason {
+                    ByeReason::ServerShutdown => ("server_shutdown", self.t.server_shutdown),
+                    ByeReason::Replaced => ("replaced", self.t.replaced),
+                    ByeReason::ConnectionLost => ("connection_lost", self.t.connection_lost),
+                };
+                self.end(code, text);
+            }
+            ServerMessage::Pong => {}
+        }
+    }
+
+    fn pc(&self) -> Option<RtcPeerConnection> {
+        self.pc.borrow().clone()
+    }
+
+    /// Draws the lesson screen.
+    fn render(self: &Rc<Self>, title: &str, you: &Participant, may_publish: bool) {
+        let t = self.t;
+        let header = el("h1", "", Some(title));
+        let controls = el("div", "controls", None);
+        let preview = el("div", "tile preview", None);
+        set_data(&preview, "testid", "preview");
+        set_hidden(&preview, true);
+        if may_publish {
+            for (label, kind, testid) in [
+                (t.microphone, "audio", "toggle-mic"),
+                (t.camera, "video", "toggle-camera"),
+            ] {
+                let room = self.clone();
+                let b = button(label, "", testid, || {});
+                let _ = b.set_attribute("aria-pressed", "true");
+                let b2 = b.clone();
+                let cb = Closure::<dyn FnMut()>::new(move || {
+                    let on = room.toggle(kind);
+                    let _ = b2.set_attribute("aria-pressed", if on { "true" } else { "false" });
+                });
+                let _ = b
+                    .dyn_ref::<web_sys::HtmlElement>()
+                    .map(|h| h.set_onclick(Some(cb.as_ref().unchecked_ref())));
+                cb.forget();
+                append(&controls, &b);
+            }
+        }
+        let room = self.clone();
+        append(
+            &controls,
+            &button(t.leave, "leave", "leave", move || room.leave()),
+        );
+        let name = el("span", "name", Some(&format!("{} ({})", you.name, t.me)));
+        append(&preview, &name);
+        show(&[
+            header,
+            self.notices.clone(),
+            self.waiting.clone(),
+            self.stage.clone(),
+            self.others.clone(),
+            preview,
+            controls,
+        ]);
+    }
+
+    /// Asks for camera and microphone; on refusal, explains and continues receive-only.
+    async fn capture(&self) {
+        let Some(devices) = web_sys::window().and_then(|w| w.navigator().media_devices().ok())
+        else {
+            return self.notice("camera_refused", self.t.camera_refused);
+        };
+        let constraints = MediaStreamConstraints::new();
+        constraints.set_audio(&JsValue::TRUE);
+        constraints.set_video(&JsValue::TRUE);
+        let stream = match devices.get_user_media_with_constraints(&constraints) {
+            Ok(p) => JsFuture::from(p).await,
+            Err(e) => Err(e),
+        };
+        match stream.and_then(|s| s.dyn_into::<MediaStream>()) {
+            Ok(stream) => {
+                if let Some(preview) = crate::dom::document()
+                    .query_selector("[data-testid=preview]")
+                    .ok()
+                    .flatten()
+                {
+                    let v = video(true);
+                    v.set_src_object(Some(&stream));
+                    let _ = preview.insert_before(&v, preview.first_child().as_ref());
+                    set_hidden(&preview, false);
+                }
+                *self.local.borrow_mut() = Some(stream);
+            }
+            Err(_) => self.notice("camera_refused", self.t.camera_refused),
+        }
+    }
+
+    /// Creates the peer connection and sends the offer: local tracks send-only, or a data
+    /// channel when there is nothing to publish.
+    async fn connect(self: &Rc<Self>) -> Result<(), JsValue> {
+        let config = RtcConfiguration::new();
+        let pc = RtcPeerConnection::new_with_configuration(&config)?;
+        let local = self.local.borrow().clone();
+        match &local {
+            Some(stream) => {
+                for track in stream.get_tracks().iter() {
+                    let track: MediaStreamTrack = track.unchecked_into();
+                    let init = RtcRtpTransceiverInit::new();
+                    init.set_direction(RtcRtpTransceiverDirection::Sendonly);
+                    init.set_streams(&js_sys::Array::of1(stream));
+                    pc.add_transceiver_with_media_stream_track_and_init(&track, &init);
+                }
+            }
+            None => {
+                pc.create_data_channel("jinke");
+            }
+        }
+        self.install_pc_handlers(&pc);
+        // Exposed for tests and for troubleshooting from the console.
+        if let Some(w) = web_sys::window() {
+            let _ = js_sys::Reflect::set(&w, &"jinkePc".into(), &pc);
+        }
+        *self.pc.borrow_mut() = Some(pc.clone());
+        let offer = JsFuture::from(pc.create_offer()).await?;
+        let sdp = sdp_of(&offer)?;
+        JsFuture::from(pc.set_local_description(&description(RtcSdpType::Offer, &sdp))).await?;
+        self.send(&ClientMessage::Offer { sdp });
+        Ok(())
+    }
+
+    fn install_pc_handlers(self: &Rc<Self>, pc: &RtcPeerConnection) {
+        let room = self.clone();
+        let ontrack = Closure::<dyn FnMut(RtcTrackEvent)>::new(move |e: RtcTrackEvent| {
+            room.on_track(&e);
+        });
+        pc.set_ontrack(Some(ontrack.as_ref().unchecked_ref()));
+        ontrack.forget();
+        let ws = self.ws.clone();
+        let onice = Closure::<dyn FnMut(RtcPeerConnectionIceEvent)>::new(
+            move |e: RtcPeerConnectionIceEvent| {
+                if let Some(c) = e.candidate() {
+                    let msg = ClientMessage::Candidate(IceCandidate {
+                        candidate: c.candidate(),
+                        sdp_mid: c.sdp_mid(),
+                        sdp_m_line_index: c.sdp_m_line_index(),
+                    });
+                    let _ = ws.send_with_str(&msg.to_json());
+                }
+            },
+        );
+        pc.set_onicecandidate(Some(onice.as_ref().unchecked_ref()));
+        onice.forget();
+        let room = self.clone();
+        let pc2 = pc.clone();
+        let onstate = Closure::<dyn FnMut()>::new(move || {
+            if pc2.connection_state() == RtcPeerConnectionState::Failed && !room.ended.get() {
+                room.end("connection_lost", room.t.connection_lost);
+            }
+        });
+        pc.set_onconnectionstatechange(Some(onstate.as_ref().unchecked_ref()));
+        onstate.forget();
+    }
+
+    /// Answers a server offer (forwarded tracks added or removed).
+    async fn answer(&self, sdp: &str) -> Result<(), JsValue> {
+        let Some(pc) = self.pc() else {
+            return Ok(());
+        };
+        JsFuture::from(pc.set_remote_description(&description(RtcSdpType::Offer, sdp))).await?;
+        let answer = JsFuture::from(pc.create_answer()).await?;
+        let sdp = sdp_of(&answer)?;
+        JsFuture::from(pc.set_local_description(&description(RtcSdpType::Answer, &sdp))).await?;
+        self.send(&ClientMessage::Answer { sdp });
+        Ok(())
+    }
+
+    /// A forwarded track arrived: put it in its participant's tile.
+    fn on_track(&self, e: &RtcTrackEvent) {
+        let Some(mid) = e.transceiver().mid() else {
+            return;
+        };
+        let Some(mapping) = self.mids.borrow().get(&mid).cloned() else {
+            return;
+        };
+        let identity = mapping.track.identity;
+        let role = self
+            .participants
+            .borrow()
+            .iter()
+            .find(|p| p.identity == identity)
+            .map(|p| p.role)
+            .unwrap_or(Role::Student);
+        self.ensure_tile(&identity, &identity, role);
+        let tiles = self.tiles.borrow();
+        let Some(tile) = tiles.get(&identity) else {
+            return;
+        };
+        tile.stream.add_track(&e.track());
+        tile.video.set_src_object(Some(&tile.stream));
+        self.play(&tile.video);
+        if role == Role::Teacher {
+            set_hidden(&self.waiting, true);
+        }
+    }
+
+    /// Starts playback; where the browser blocks sound without a tap, plays muted and offers a
+    /// button that turns the sound on.
+    fn play(&self, v: &HtmlVideoElement) {
+        let Ok(promise) = v.play() else {
+            return;
+        };
+        let v = v.clone();
+        let notices = self.notices.clone();
+        let label = self.t.enable_sound;
+        spawn_local(async move {
+            if JsFuture::from(promise).await.is_ok() {
+                return;
+            }
+            v.set_muted(true);
+            let _ = v.play();
+            if notices
+                .query_selector("[data-testid=enable-sound]")
+                .ok()
+                .flatten()
+                .is_some()
+            {
+                return;
+            }
+            let v2 = v.clone();
+            let b = button(label, "primary", "enable-sound", move || {
+                v2.set_muted(false);
+                let _ = v2.play();
+            });
+            let b2 = b.clone();
+            let cb = Closure::<dyn FnMut()>::new(move || b2.remove());
+            let _ = b.add_event_listener_with_callback("click", cb.as_ref().unchecked_ref());
+            cb.forget();
+            append(&notices, &b);
+        });
+    }
+
+    fn drop_mid(&self, mid: &str) {
+        let Some(mapping) = self.mids.borrow_mut().remove(mid) else {
+            return;
+        };
+        let Some(pc) = self.pc() else {
+            return;
+        };
+        let tiles = self.tiles.borrow();
+        let Some(tile) = tiles.get(&mapping.track.identity) else {
+            return;
+        };
+        for tr in pc.get_transceivers().iter() {
+            let tr: web_sys::RtcRtpTransceiver = tr.unchecked_into();
+            if tr.mid().as_deref() == Some(mid) {
+                tile.stream.remove_track(&tr.receiver().track());
+            }
+        }
+    }
+
+    fn add_participant(&self, p: Participant) {
+        if p.role == Role::Teacher {
+            self.ensure_tile(&p.identity, &p.name, p.role);
+        }
+        let mut list = self.participants.borrow_mut();
+        list.retain(|q| q.identity != p.identity);
+        let name = p.name.clone();
+        let identity = p.identity.clone();
+        list.push(p);
+        drop(list);
+        if let Some(tile) = self.tiles.borrow().get(&identity) {
+            set_label(&tile.element, &name, self.t, self.role_of(&identity));
+        }
+    }
+
+    fn role_of(&self, identity: &str) -> Role {
+        self.participants
+            .borrow()
+            .iter()
+            .find(|p| p.identity == identity)
+            .map(|p| p.role)
+            .unwrap_or(Role::Student)
+    }
+
+    fn remove_participant(&self, identity: &str) {
+        self.participants
+            .borrow_mut()
+            .retain(|p| p.identity != identity);
+        if let Some(tile) = self.tiles.borrow_mut().remove(identity) {
+            tile.element.remove();
+        }
+        if self.role_of(identity) == Role::Teacher || !self.tiles.borrow().values().any(|_| true) {
+            set_hidden(&self.waiting, false);
+        }
+    }
+
+    /// The tile of a participant, created on first use: the teacher's on the stage, others below.
+    fn ensure_tile(&self, identity: &str, fallback_name: &str, role: Role) {
+        if self.tiles.borrow().contains_key(identity) {
+            return;
+        }
+        let name = self
+            .participants
+            .borrow()
+            .iter()
+            .find(|p| p.identity == identity)
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| fallback_name.to_owned());
+        let element = el("div", "tile", None);
+        set_data(&element, "identity", identity);
+        let v = video(false);
+        append(&element, &v);
+        append(&element, &el("span", "name", None));
+        set_label(&element, &name, self.t, role);
+        if role == Role::Teacher {
+            element.set_class_name("tile main");
+            append(&self.stage, &element);
+        } else {
+            append(&self.others, &element);
+        }
+        let stream = MediaStream::new().expect("MediaStream");
+        self.tiles.borrow_mut().insert(
+            identity.to_owned(),
+            Tile {
+                element,
+                video: v,
+                stream,
+            },
+        );
+    }
+
+    /// Turns the local microphone or camera on or off; returns whether it is now on.
+    fn toggle(&self, kind: &str) -> bool {
+        let Some(stream) = self.local.borrow().clone() else {
+            return false;
+        };
+        let mut on = false;
+        for track in stream.get_tracks().iter() {
+            let track: MediaStreamTrack = track.unchecked_into();
+            if track.kind() == kind {
+                on = !track.enabled();
+                track.set_enabled(on);
+            }
+        }
+        on
+    }
+
+    fn notice(&self, code: &str, text: &str) {
+        let p = el("p", "notice", Some(text));
+        set_data(&p, "testid", "notice");
+        set_data(&p, "code", code);
+        append(&self.notices, &p);
+    }
+
+    async fn on_error(self: &Rc<Self>, code: ErrorCode, message: &str) {
+        match code {
+            ErrorCode::PublishNotAllowed => {
+                // Watch and listen instead: drop local media and offer again, receive-only.
+                self.notice("publish_not_allowed", self.t.publish_not_allowed);
+                self.stop_local();
+                if let Some(pc) = self.pc.borrow_mut().take() {
+                    pc.close();
+                }
+                if let Err(e) = self.connect().await {
+                    self.fail_with(&e);
+                }
+            }
+            ErrorCode::LessonFull => self.end("lesson_full", self.t.lesson_full),
+            _ => {
+                let text = format!("{}{message}", self.t.generic_error);
+                self.notice(error_code_name(code), &text);
+            }
+        }
+    }
+
+    fn fail_with(&self, e: &JsValue) {
+        web_sys::console::error_1(e);
+        let text = format!("{}{}", self.t.generic_error, js_error_text(e));
+        self.notice("internal", &text);
+    }
+
+    fn stop_local(&self) {
+        if let Some(stream) = self.local.borrow_mut().take() {
+            for track in stream.get_tracks().iter() {
+                track.unchecked_into::<MediaStreamTrack>().stop();
+            }
+        }
+    }
+
+    fn close(&self) {
+        self.ended.set(true);
+        self.stop_local();
+        if let Some(pc) = self.pc.borrow_mut().take() {
+            pc.close();
+        }
+        let _ = self.ws.close();
+    }
+
+    fn leave(&self) {
+        self.send(&ClientMessage::Leave);
+        self.close();
+        self.show_ended(None, self.t.left);
+    }
+
+    /// Ends the session with an explanation and a way back in.
+    fn end(&self, code: &str, text: &str) {
+        if self.ended.get() {
+            return;
+        }
+        self.close();
+        self.show_ended(Some(code), text);
+    }
+
+    fn show_ended(&self, code: Option<&str>, text: &str) {
+        let screen = el("section", "center", None);
+        match code {
+            Some(code) => append(&screen, &error_box(code, text)),
+            None => append(&screen, &status(text)),
+        }
+        append(
+            &screen,
+            &button(self.t.rejoin, "primary", "rejoin", || {
+                if let Some(w) = web_sys::window() {
+                    let _ = w.location().reload();
+                }
+            }),
+        );
+        show(&[screen]);
+    }
+}
+
+fn set_label(tile: &Element, name: &str, t: &Text, role: Role) {
+    if let Ok(Some(label)) = tile.query_selector(".name") {
+        let text = if role == Role::Teacher {
+            format!("{name} · {}", t.teacher)
+        } else {
+            name.to_owned()
+        };
+        label.set_text_content(Some(&text));
+    }
+}
+
+fn description(kind: RtcSdpType, sdp: &str) -> RtcSessionDescriptionInit {
+    let d = RtcSessionDescriptionInit::new(kind);
+    d.set_sdp(sdp);
+    d
+}
+
+fn sdp_of(desc: &JsValue) -> Result<String, JsValue> {
+    js_sys::Reflect::get(desc, &"sdp".into())?
+        .as_string()
+        .ok_or_else(|| "description without sdp".into())
+}
+
+fn js_error_text(e: &JsValue) -> String {
+    e.as_string()
+        .or_else(|| {
+            js_sys::Reflect::get(e, &"message".into())
+                .ok()
+                .and_then(|m| m.as_string())
+        })
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+fn error_code_name(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::ProtocolVersion => "protocol_version",
+        ErrorCode::BadMessage => "bad_message",
+        ErrorCode::UnexpectedMessage => "unexpected_message",
+        ErrorCode::BadSdp => "bad_sdp",
+        ErrorCode::PublishNotAllowed => "publish_not_allowed",
+        ErrorCode::LessonFull => "lesson_full",
+        ErrorCode::ShuttingDown => "shutting_down",
+        ErrorCode::Internal => "internal",
+    }
+}

@@ -1,0 +1,135 @@
+//! The client's words: Chinese first, English with `lang=en`.
+
+/// Interface language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// 简体中文 (the default).
+    Zh,
+    /// English.
+    En,
+}
+
+impl Lang {
+    /// The language for a `lang=` URL parameter (Chinese unless it asks for English).
+    pub fn from_param(param: Option<&str>) -> Lang {
+        match param.map(str::to_ascii_lowercase).as_deref() {
+            Some("en") | Some("en-us") | Some("en-gb") => Lang::En,
+            _ => Lang::Zh,
+        }
+    }
+
+    /// The HTML `lang` attribute.
+    pub fn html_lang(self) -> &'static str {
+        match self {
+            Lang::Zh => "zh-CN",
+            Lang::En => "en",
+        }
+    }
+
+    /// All fixed texts in this language.
+    pub fn text(self) -> &'static Text {
+        match self {
+            Lang::Zh => &ZH,
+            Lang::En => &EN,
+        }
+    }
+}
+
+/// Every fixed text the client shows.
+pub struct Text {
+    pub checking: &'static str,
+    pub hello: &'static str,
+    pub join: &'static str,
+    pub joining: &'static str,
+    pub connecting: &'static str,
+    pub waiting_teacher: &'static str,
+    pub microphone: &'static str,
+    pub camera: &'static str,
+    pub leave: &'static str,
+    pub left: &'static str,
+    pub rejoin: &'static str,
+    pub me: &'static str,
+    pub teacher: &'static str,
+    pub enable_sound: &'static str,
+    pub missing_token: &'static str,
+    pub token_expired: &'static str,
+    pub invalid_token: &'static str,
+    pub lesson_full: &'static str,
+    pub camera_refused: &'static str,
+    pub connection_lost: &'static str,
+    pub server_shutdown: &'static str,
+    pub replaced: &'static str,
+    pub publish_not_allowed: &'static str,
+    pub unsupported: &'static str,
+    pub generic_error: &'static str,
+}
+
+static ZH: Text = Text {
+    checking: "正在检查上课链接…",
+    hello: "你好，",
+    join: "进入课堂",
+    joining: "正在进入课堂…",
+    connecting: "正在连接音视频…",
+    waiting_teacher: "等待老师开始上课…",
+    microphone: "麦克风",
+    camera: "摄像头",
+    leave: "离开课堂",
+    left: "你已离开课堂。",
+    rejoin: "重新进入课堂",
+    me: "我",
+    teacher: "老师",
+    enable_sound: "点这里开启声音",
+    missing_token: "这个上课链接不完整。请向学校重新索取链接。",
+    token_expired: "这个上课链接已过期。请向学校索取新的链接。",
+    invalid_token: "这个上课链接无效。请向学校索取新的链接。",
+    lesson_full: "课堂人数已满，暂时无法进入。请稍后再试，或联系老师。",
+    camera_refused: "无法使用摄像头或麦克风。请在浏览器中允许使用后刷新页面。你仍然可以观看课堂。",
+    connection_lost: "网络连接已断开。请检查网络后重新进入。",
+    server_shutdown: "服务器正在维护，课堂暂时中断。请稍后重新进入。",
+    replaced: "你已在另一个窗口或设备上进入了这个课堂。",
+    publish_not_allowed: "在这个课堂中只有老师开启摄像头和麦克风，你可以观看和收听。",
+    unsupported: "此浏览器无法进行视频课堂。请使用最新版的 Chrome、Edge、Firefox 或 Safari。",
+    generic_error: "出现了问题：",
+};
+
+static EN: Text = Text {
+    checking: "Checking your lesson link…",
+    hello: "Hello, ",
+    join: "Join the lesson",
+    joining: "Joining the lesson…",
+    connecting: "Connecting audio and video…",
+    waiting_teacher: "Waiting for the teacher…",
+    microphone: "Microphone",
+    camera: "Camera",
+    leave: "Leave",
+    left: "You have left the lesson.",
+    rejoin: "Join again",
+    me: "Me",
+    teacher: "Teacher",
+    enable_sound: "Tap here to turn on sound",
+    missing_token: "This lesson link is incomplete. Please ask your school for a new link.",
+    token_expired: "This lesson link has expired. Please ask your school for a new one.",
+    invalid_token: "This lesson link is not valid. Please ask your school for a new one.",
+    lesson_full: "The lesson is full. Please try again later or contact the teacher.",
+    camera_refused: "The camera or microphone cannot be used. Allow them in the browser and reload. You can still watch the lesson.",
+    connection_lost: "The connection was lost. Check the network and join again.",
+    server_shutdown: "The server is under maintenance; the lesson is interrupted. Please join again later.",
+    replaced: "You joined this lesson from another window or device.",
+    publish_not_allowed: "In this lesson only the teacher uses camera and microphone; you can watch and listen.",
+    unsupported: "This browser cannot take part in video lessons. Please use a current Chrome, Edge, Firefox or Safari.",
+    generic_error: "Something went wrong: ",
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chinese_unless_english_is_asked_for() {
+        assert_eq!(Lang::from_param(None), Lang::Zh);
+        assert_eq!(Lang::from_param(Some("fr")), Lang::Zh);
+        assert_eq!(Lang::from_param(Some("EN")), Lang::En);
+        assert_eq!(Lang::En.text().join, "Join the lesson");
+        assert_eq!(Lang::Zh.text().join, "进入课堂");
+    }
+}
