@@ -140,7 +140,23 @@ enum Command {
     RemovePeer {
         peer: PeerId,
     },
+    Stats {
+        reply: oneshot::Sender<SfuStats>,
+    },
     Shutdown,
+}
+
+/// Counts that show what the SFU holds, for monitoring and for tests that check cleanup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SfuStats {
+    /// Peers (participants' connections).
+    pub peers: usize,
+    /// Published tracks being routed.
+    pub routes: usize,
+    /// Track-to-subscriber forwardings.
+    pub subscriptions: usize,
+    /// Keyframe requests sent to publishers since start (after coalescing).
+    pub keyframe_requests: u64,
 }
 
 /// Handle to the running SFU. Cheap to share behind an `Arc`; dropping it does not stop the
@@ -214,6 +230,13 @@ impl Sfu {
     /// Removes a peer and frees everything it held; its tracks disappear for everyone.
     pub fn remove_peer(&self, peer: PeerId) {
         let _ = self.send(Command::RemovePeer { peer });
+    }
+
+    /// What the SFU currently holds.
+    pub async fn stats(&self) -> Result<SfuStats, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Stats { reply })?;
+        rx.await.map_err(|_| SfuError::Stopped)
     }
 
     /// Closes every peer and stops the shard; returns when the shard thread has ended.

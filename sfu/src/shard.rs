@@ -15,7 +15,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::peer::{OutState, OutTrack, Peer, TrackKey};
 use crate::route::{Route, Subscription};
-use crate::{CloseReason, Command, PeerEvent, PeerId, PeerSpec, SfuError};
+use crate::{CloseReason, Command, PeerEvent, PeerId, PeerSpec, SfuError, SfuStats};
 
 /// The longest the shard blocks on its socket, bounding how late a control command is seen.
 const MAX_WAIT: Duration = Duration::from_millis(10);
@@ -35,6 +35,7 @@ pub(crate) struct Shard {
     /// Peers whose session died, to be removed after the current poll round.
     dead: Vec<PeerId>,
     next_track: u64,
+    keyframe_requests: u64,
 }
 
 impl Shard {
@@ -54,6 +55,7 @@ impl Shard {
             dirty: Vec::new(),
             dead: Vec::new(),
             next_track: 1,
+            keyframe_requests: 0,
         })
     }
 
@@ -116,6 +118,14 @@ impl Shard {
                 }
             }
             Command::RemovePeer { peer } => self.remove_peer(peer, None),
+            Command::Stats { reply } => {
+                let _ = reply.send(SfuStats {
+                    peers: self.peers.len(),
+                    routes: self.routes.len(),
+                    subscriptions: self.routes.values().map(|r| r.subscribers.len()).sum(),
+                    keyframe_requests: self.keyframe_requests,
+                });
+            }
             Command::Shutdown => unreachable!("handled by the run loop"),
         }
     }
@@ -257,10 +267,7 @@ impl Shard {
     /// Polls every queued peer until str0m has nothing more to say, forwarding media as it comes.
     fn poll_dirty(&mut self) {
         while let Some(id) = self.dirty.pop() {
-            loop {
-                let Some(peer) = self.peers.get_mut(&id) else {
-                    break;
-                };
+            while let Some(peer) = self.peers.get_mut(&id) {
                 if !peer.rtc.is_alive() {
                     peer.dirty = false;
                     self.dead.push(id);
@@ -401,6 +408,7 @@ impl Shard {
         let mut api = peer.rtc.direct_api();
         if let Some(stream) = api.stream_rx_by_mid(mid, None) {
             stream.request_keyframe(kind);
+            self.keyframe_requests += 1;
             self.mark_dirty(publisher);
         }
     }

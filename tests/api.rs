@@ -1,0 +1,171 @@
+//! The school REST API over real HTTP: auth, validation, persistence, join links.
+
+mod common;
+
+use common::*;
+
+#[tokio::test]
+async fn lessons_and_tokens_need_the_right_api_key() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"title": "x", "mode": "lecture"});
+    for auth in [None, Some("Bearer wrong-key-0123456789"), Some("Basic abc")] {
+        let mut req = client.post(server.url("/api/v1/lessons")).json(&body);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401, "auth {auth:?}");
+        let json: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(json["error"]["code"], "unauthorized");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("API key")
+        );
+    }
+    let resp = client
+        .get(server.url("/api/v1/lessons/whatever"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_json_and_bad_fields_are_400_with_a_message() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(server.url("/api/v1/lessons"))
+        .bearer_auth(API_KEY)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let json: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(json["error"]["code"], "bad_request");
+
+    for bad in [
+        serde_json::json!({"title": "", "mode": "lecture"}),
+        serde_json::json!({"title": "x", "mode": "seminar"}),
+        serde_json::json!({"title": "x", "mode": "one_to_one", "capacity": 3}),
+        serde_json::json!({"title": "x", "mode": "lecture", "capacity": 0}),
+        serde_json::json!({"mode": "lecture"}),
+        serde_json::json!({"title": "x", "mode": "lecture", "extra": 1}),
+    ] {
+        let (status, body) = server.post("/api/v1/lessons", bad.clone()).await;
+        assert_eq!(status, 400, "{bad} -> {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let lesson = server.create_lesson("small_class").await;
+    for bad in [
+        serde_json::json!({"identity": "", "name": "n", "role": "student"}),
+        serde_json::json!({"identity": "i", "name": "n", "role": "principal"}),
+        serde_json::json!({"identity": "i", "name": "n", "role": "student", "ttl_secs": 0}),
+        serde_json::json!({"identity": "i", "name": "n", "role": "student", "ttl_secs": 99999999}),
+    ] {
+        let (status, body) = server
+            .post(&format!("/api/v1/lessons/{lesson}/tokens"), bad.clone())
+            .await;
+        assert_eq!(status, 400, "{bad} -> {body}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_lessons_are_404() {
+    let server = TestServer::start().await;
+    let resp = reqwest::Client::new()
+        .get(server.url("/api/v1/lessons/nope"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let (status, body) = server
+        .post(
+            "/api/v1/lessons/nope/tokens",
+            serde_json::json!({"identity": "i", "name": "n", "role": "student"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "not_found");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn lessons_survive_a_restart() {
+    let server = TestServer::start().await;
+    let (status, created) = server
+        .post(
+            "/api/v1/lessons",
+            serde_json::json!({"title": "老年书法课", "mode": "lecture", "capacity": 300}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let dir = server.data_dir.clone();
+    let mut server = server;
+    server.server.take().unwrap().shutdown().await;
+
+    let again = TestServer::start_in(dir).await;
+    let resp = reqwest::Client::new()
+        .get(again.url(&format!("/api/v1/lessons/{id}")))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(got, created);
+    assert_eq!(got["capacity"], 300);
+    again.stop().await;
+}
+
+#[tokio::test]
+async fn a_join_url_opens_the_web_client() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("lecture").await;
+    let (status, body) = server
+        .post(
+            &format!("/api/v1/lessons/{lesson}/tokens"),
+            serde_json::json!({"identity": "s1", "name": "王芳", "role": "student", "ttl_secs": 600}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let token = body["token"].as_str().unwrap();
+    let url = body["join_url"].as_str().unwrap();
+    assert_eq!(
+        url,
+        format!("http://{}/join/{lesson}?token={token}", server.http)
+    );
+    let client = reqwest::Client::new();
+    let page = client
+        .get(format!("{url}&autojoin=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("jinke_web_client.js"));
+    for (path, kind) in [
+        ("/assets/jinke_web_client.js", "text/javascript"),
+        ("/assets/jinke_web_client_bg.wasm", "application/wasm"),
+        ("/assets/style.css", "text/css"),
+    ] {
+        let resp = client.get(server.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(ct.starts_with(kind), "{path}: {ct}");
+        assert!(!resp.bytes().await.unwrap().is_empty());
+    }
+    server.stop().await;
+}

@@ -1,0 +1,576 @@
+//! Test harness: a real Jinke server on loopback and webrtc-rs (an independent WebRTC stack) as
+//! the clients, going through the REST API and signaling exactly as a real client does.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use jinke::config::ServeConfig;
+use jinke::server::Server;
+use jinke_signaling::{ClientMessage, PROTOCOL_VERSION, ServerMessage};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+};
+
+/// The API key test servers use.
+pub const API_KEY: &str = "test-api-key-0123456789";
+
+pub const OPUS_PT: u8 = 111;
+pub const VP8_PT: u8 = 96;
+
+/// Generous bound for anything a test waits for.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
+
+/// A Jinke server running in this process on loopback, with its own data folder.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    http_client: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let data_dir = std::env::temp_dir().join(format!(
+            "jinke-test-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        Self::start_in(data_dir).await
+    }
+
+    pub async fn start_in(data_dir: PathBuf) -> TestServer {
+        let mut config = ServeConfig::loopback(data_dir.clone());
+        config.api_key = Some(API_KEY.into());
+        let server = Server::start(config).await.expect("server starts");
+        TestServer {
+            http: server.http_addr(),
+            server: Some(server),
+            data_dir,
+            http_client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
+    }
+
+    /// `POST` JSON with the API key; returns status and body.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = self
+            .http_client
+            .post(self.url(path))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn create_lesson(&self, mode: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/api/v1/lessons",
+                serde_json::json!({"title": "测试课", "mode": mode}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().expect("lesson id").to_owned()
+    }
+
+    pub async fn token(&self, lesson: &str, identity: &str, role: &str) -> String {
+        let (status, body) = self
+            .post(
+                &format!("/api/v1/lessons/{lesson}/tokens"),
+                serde_json::json!({"identity": identity, "name": identity, "role": role}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn stats(&self) -> jinke_sfu::SfuStats {
+        self.server().state.sfu.stats().await.expect("sfu stats")
+    }
+
+    /// Waits until `check` holds for the SFU's stats.
+    pub async fn wait_stats(&self, what: &str, check: impl Fn(&jinke_sfu::SfuStats) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let s = self.stats().await;
+            if check(&s) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; stats: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// What a test client publishes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    Nothing,
+    AudioVideo,
+}
+
+/// A received RTP packet, as the test sees it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub seq: u16,
+    pub ssrc: u32,
+    pub payload: Vec<u8>,
+}
+
+/// Media a client received, by the server's track id.
+type Inbox = Arc<Mutex<HashMap<String, Vec<Received>>>>;
+
+struct Handler {
+    gathered: watch::Sender<bool>,
+    state: watch::Sender<RTCPeerConnectionState>,
+    inbox: Inbox,
+    remote_tracks: Arc<Mutex<Vec<Arc<dyn TrackRemote>>>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathered.send_replace(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        self.state.send_replace(state);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        self.remote_tracks.lock().unwrap().push(track.clone());
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            let track_id = track.track_id().await.to_string();
+            while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(p) = event {
+                    inbox
+                        .lock()
+                        .unwrap()
+                        .entry(track_id.clone())
+                        .or_default()
+                        .push(Received {
+                            seq: p.header.sequence_number,
+                            ssrc: p.header.ssrc,
+                            payload: p.payload.to_vec(),
+                        });
+                }
+            }
+        });
+    }
+}
+
+/// A local track a test client sends known packets on.
+pub struct LocalTrack {
+    pub track: Arc<TrackLocalStaticRTP>,
+    pub ssrc: u32,
+    pub pt: u8,
+    seq: Mutex<u16>,
+}
+
+impl LocalTrack {
+    /// Sends one RTP packet with this payload.
+    pub async fn send(&self, payload: Vec<u8>) {
+        let seq = {
+            let mut s = self.seq.lock().unwrap();
+            *s = s.wrapping_add(1);
+            *s
+        };
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                marker: true,
+                payload_type: self.pt,
+                sequence_number: seq,
+                timestamp: u32::from(seq).wrapping_mul(960),
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload: payload.into(),
+        };
+        self.track.write_rtp(packet).await.expect("write_rtp");
+    }
+}
+
+/// A participant: signaling over WebSocket and media through a webrtc-rs peer connection. Server
+/// offers (renegotiation) are answered in the background.
+pub struct TestClient {
+    pub identity: String,
+    pub joined: ServerMessage,
+    pub pc: Arc<dyn PeerConnection>,
+    pub audio: Option<LocalTrack>,
+    pub video: Option<LocalTrack>,
+    pub inbox: Inbox,
+    pub remote_tracks: Arc<Mutex<Vec<Arc<dyn TrackRemote>>>>,
+    pub state: watch::Receiver<RTCPeerConnectionState>,
+    gathered: watch::Receiver<bool>,
+    /// Every server message except answers, in order.
+    pub events: mpsc::UnboundedReceiver<ServerMessage>,
+    outgoing: mpsc::UnboundedSender<ClientMessage>,
+    answers: mpsc::UnboundedReceiver<Result<String, ServerMessage>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn codec(kind: RtpCodecKind) -> RTCRtpCodecParameters {
+    let (mime, clock_rate, channels, pt, fmtp) = match kind {
+        RtpCodecKind::Audio => (
+            MIME_TYPE_OPUS,
+            48000,
+            2,
+            OPUS_PT,
+            "minptime=10;useinbandfec=1",
+        ),
+        _ => (MIME_TYPE_VP8, 90000, 0, VP8_PT, ""),
+    };
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.to_owned(),
+            clock_rate,
+            channels,
+            sdp_fmtp_line: fmtp.to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: pt,
+    }
+}
+
+/// Opens the signaling socket; `Err` carries the HTTP status of a refused upgrade.
+pub async fn open_ws(
+    http: SocketAddr,
+    query: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    u16,
+> {
+    match tokio_tungstenite::connect_async(format!("ws://{http}/ws?{query}")).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("websocket connect failed: {e}"),
+    }
+}
+
+impl TestClient {
+    /// Joins with `token` and sends an offer that publishes `publish`; waits for the answer.
+    pub async fn join(server: &TestServer, token: &str, identity: &str, publish: Publish) -> Self {
+        let mut client = Self::join_signaling(server, token, identity, publish).await;
+        client
+            .offer()
+            .await
+            .unwrap_or_else(|e| panic!("{identity}: offer refused: {e:?}"));
+        client
+    }
+
+    /// Joins signaling and builds the peer connection, without offering yet.
+    pub async fn join_signaling(
+        server: &TestServer,
+        token: &str,
+        identity: &str,
+        publish: Publish,
+    ) -> Self {
+        let ws = open_ws(server.http, &format!("token={token}"))
+            .await
+            .expect("upgrade accepted");
+        let (mut sink, mut stream) = ws.split();
+        sink.send(Message::Text(
+            ClientMessage::Join {
+                protocol: PROTOCOL_VERSION,
+            }
+            .to_json()
+            .into(),
+        ))
+        .await
+        .expect("send join");
+        let joined = loop {
+            let msg = tokio::time::timeout(WAIT, stream.next())
+                .await
+                .expect("joined in time")
+                .expect("socket open")
+                .expect("frame");
+            if let Message::Text(t) = msg {
+                break ServerMessage::from_json(&t).expect("server message");
+            }
+        };
+
+        let mut media = MediaEngine::default();
+        media
+            .register_codec(codec(RtpCodecKind::Audio), RtpCodecKind::Audio)
+            .unwrap();
+        media
+            .register_codec(codec(RtpCodecKind::Video), RtpCodecKind::Video)
+            .unwrap();
+        let registry = register_default_interceptors(Default::default(), &mut media).unwrap();
+        let settings = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
+            .with_include_loopback_candidate(true)
+            .build();
+        let (gathered_tx, gathered) = watch::channel(false);
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let inbox: Inbox = Default::default();
+        let remote_tracks: Arc<Mutex<Vec<Arc<dyn TrackRemote>>>> = Default::default();
+        let handler = Arc::new(Handler {
+            gathered: gathered_tx,
+            state: state_tx,
+            inbox: inbox.clone(),
+            remote_tracks: remote_tracks.clone(),
+        });
+        let pc: Arc<dyn PeerConnection> = Arc::new(
+            PeerConnectionBuilder::new()
+                .with_configuration(RTCConfigurationBuilder::new().build())
+                .with_media_engine(media)
+                .with_interceptor_registry(registry)
+                .with_setting_engine(settings)
+                .with_handler(handler)
+                .with_udp_addrs(vec!["127.0.0.1:0"])
+                .build()
+                .await
+                .expect("peer connection"),
+        );
+        let (audio, video) = if publish == Publish::AudioVideo {
+            let mut out = Vec::new();
+            for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+                let ssrc = rand::random::<u32>();
+                let c = codec(kind);
+                let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                    format!("{identity}-stream"),
+                    format!("{identity}-{kind}"),
+                    format!("{identity}-{kind}"),
+                    kind,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec: c.rtp_codec.clone(),
+                        ..Default::default()
+                    }],
+                )));
+                pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+                    .await
+                    .expect("add track");
+                out.push(LocalTrack {
+                    track,
+                    ssrc,
+                    pt: c.payload_type,
+                    seq: Mutex::new(rand::random::<u16>() / 2),
+                });
+            }
+            let video = out.pop();
+            (out.pop(), video)
+        } else {
+            pc.create_data_channel("jinke", None)
+                .await
+                .expect("data channel");
+            (None, None)
+        };
+
+        let (outgoing, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
+        let writer = tokio::spawn(async move {
+            while let Some(msg) = out_rx.recv().await {
+                if sink
+                    .send(Message::Text(msg.to_json().into()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (answers_tx, answers) = mpsc::unbounded_channel();
+        let reader = {
+            let pc = pc.clone();
+            let outgoing = outgoing.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(frame)) = stream.next().await {
+                    let Message::Text(text) = frame else { continue };
+                    let msg = ServerMessage::from_json(&text).expect("valid server message");
+                    match &msg {
+                        ServerMessage::Answer { sdp } => {
+                            let _ = answers_tx.send(Ok(sdp.clone()));
+                            continue;
+                        }
+                        ServerMessage::Error { .. } => {
+                            let _ = answers_tx.send(Err(msg.clone()));
+                        }
+                        ServerMessage::Offer { sdp, .. } => {
+                            let offer = RTCSessionDescription::offer(sdp.clone()).unwrap();
+                            pc.set_remote_description(offer)
+                                .await
+                                .expect("server offer");
+                            let answer = pc.create_answer(None).await.expect("answer");
+                            pc.set_local_description(answer.clone())
+                                .await
+                                .expect("local answer");
+                            let _ = outgoing.send(ClientMessage::Answer { sdp: answer.sdp });
+                        }
+                        _ => {}
+                    }
+                    let _ = events_tx.send(msg);
+                }
+            })
+        };
+        TestClient {
+            identity: identity.to_owned(),
+            joined,
+            pc,
+            audio,
+            video,
+            inbox,
+            remote_tracks,
+            state,
+            gathered,
+            events,
+            outgoing,
+            answers,
+            tasks: vec![writer, reader],
+        }
+    }
+
+    /// Sends the offer and applies the answer; `Err` is the server's error message.
+    pub async fn offer(&mut self) -> Result<(), ServerMessage> {
+        let offer = self.pc.create_offer(None).await.expect("create offer");
+        self.pc
+            .set_local_description(offer)
+            .await
+            .expect("set local offer");
+        // Wait for gathering so the offer carries the client's candidates (no trickle needed).
+        let _ = tokio::time::timeout(WAIT, self.gathered.wait_for(|g| *g)).await;
+        let sdp = self.pc.local_description().await.expect("local offer").sdp;
+        self.send(ClientMessage::Offer { sdp });
+        let answer = tokio::time::timeout(WAIT, self.answers.recv())
+            .await
+            .expect("answer in time")
+            .expect("socket open")?;
+        self.pc
+            .set_remote_description(RTCSessionDescription::answer(answer).unwrap())
+            .await
+            .expect("server answer applies");
+        Ok(())
+    }
+
+    pub fn send(&self, msg: ClientMessage) {
+        let _ = self.outgoing.send(msg);
+    }
+
+    pub async fn wait_connected(&mut self) {
+        let connected = tokio::time::timeout(
+            WAIT,
+            self.state
+                .wait_for(|s| *s == RTCPeerConnectionState::Connected),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        let state = *self.state.borrow();
+        assert!(
+            connected,
+            "{}: not connected; state {state:?}",
+            self.identity
+        );
+    }
+
+    /// Waits for the next server event matching `pred`, skipping others.
+    pub async fn expect_event(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&ServerMessage) -> bool,
+    ) -> ServerMessage {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(m)) if pred(&m) => return m,
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("{}: socket closed waiting for {what}", self.identity),
+                Err(_) => panic!("{}: timed out waiting for {what}", self.identity),
+            }
+        }
+    }
+
+    /// Packets received on the track with this server track id.
+    pub fn received(&self, track_id: &str) -> Vec<Received> {
+        self.inbox
+            .lock()
+            .unwrap()
+            .get(track_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Track ids this client receives media on.
+    pub fn receiving(&self) -> Vec<String> {
+        self.inbox.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// Ends the client without a goodbye: no `leave`, no DTLS close; the socket just drops.
+    pub fn vanish(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        drop(self);
+    }
+
+    /// Closes the peer connection (DTLS close) but keeps signaling open.
+    pub async fn close_media(&self) {
+        let _ = self.pc.close().await;
+    }
+}
+
+/// Payload `i` of a test stream: distinctive bytes that show corruption or reordering.
+pub fn payload(tag: u8, i: u32, len: usize) -> Vec<u8> {
+    let mut p = Vec::with_capacity(len);
+    // A VP8 payload descriptor start (S bit) so nothing mistakes it for anything stranger.
+    p.push(0x10);
+    p.push(tag);
+    p.extend_from_slice(&i.to_be_bytes());
+    while p.len() < len {
+        p.push((p.len() as u32 ^ i.wrapping_mul(31)) as u8);
+    }
+    p
+}

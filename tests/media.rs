@@ -1,0 +1,383 @@
+//! Media through the real server on loopback, with webrtc-rs clients: byte-exact, in-order
+//! forwarding, both directions, publish permissions, cleanup.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use jinke_signaling::{ByeReason, ErrorCode, MediaKind, ServerMessage, TrackInfo};
+
+const AUDIO_TAG: u8 = 0xA0;
+const VIDEO_TAG: u8 = 0xB0;
+const WARMUP_TAG: u8 = 0xFF;
+const AUDIO_LEN: usize = 160;
+const VIDEO_LEN: usize = 1100;
+
+fn tracks_of(joined: &ServerMessage) -> Vec<TrackInfo> {
+    match joined {
+        ServerMessage::Joined { tracks, .. } => tracks.clone(),
+        other => panic!("expected joined, got {other:?}"),
+    }
+}
+
+fn track_id(tracks: &[TrackInfo], identity: &str, kind: MediaKind) -> String {
+    tracks
+        .iter()
+        .find(|t| t.identity == identity && t.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} track of {identity} in {tracks:?}"))
+        .track_id
+        .clone()
+}
+
+/// Sends warm-up packets from `publisher` until every receiver gets both of its tracks, so that
+/// the numbered run that follows is measured on fully set-up paths.
+async fn warm_up(publisher: &TestClient, receivers: &[&TestClient], audio: &str, video: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for i in 0.. {
+        let ready = receivers
+            .iter()
+            .all(|r| !r.received(audio).is_empty() && !r.received(video).is_empty());
+        if ready {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "media never reached every receiver"
+        );
+        publisher
+            .audio
+            .as_ref()
+            .unwrap()
+            .send(payload(WARMUP_TAG, i, AUDIO_LEN))
+            .await;
+        publisher
+            .video
+            .as_ref()
+            .unwrap()
+            .send(payload(WARMUP_TAG, i, VIDEO_LEN))
+            .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `n` numbered packets on each of the publisher's tracks.
+async fn send_numbered(publisher: &TestClient, n: u32) {
+    for i in 0..n {
+        publisher
+            .audio
+            .as_ref()
+            .unwrap()
+            .send(payload(AUDIO_TAG, i, AUDIO_LEN))
+            .await;
+        publisher
+            .video
+            .as_ref()
+            .unwrap()
+            .send(payload(VIDEO_TAG, i, VIDEO_LEN))
+            .await;
+        tokio::time::sleep(Duration::from_millis(4)).await;
+    }
+}
+
+/// Waits for the numbered packets and checks every one arrived byte-exact, in order, with
+/// consecutive sequence numbers and one SSRC.
+async fn assert_numbered(receiver: &TestClient, track: &str, tag: u8, len: usize, n: u32) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let numbered = loop {
+        let got: Vec<Received> = receiver
+            .received(track)
+            .into_iter()
+            .filter(|r| r.payload.get(1) == Some(&tag))
+            .collect();
+        if got.len() >= n as usize || tokio::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        numbered.len(),
+        n as usize,
+        "{} received {} of {n} packets on {track}",
+        receiver.identity,
+        numbered.len()
+    );
+    for (i, r) in numbered.iter().enumerate() {
+        assert_eq!(
+            r.payload,
+            payload(tag, i as u32, len),
+            "{}: packet {i} on {track} differs",
+            receiver.identity
+        );
+    }
+    assert!(
+        numbered
+            .windows(2)
+            .all(|w| w[1].seq == w[0].seq.wrapping_add(1) && w[1].ssrc == w[0].ssrc),
+        "{}: sequence numbers on {track} are not consecutive",
+        receiver.identity
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lecture_reaches_three_students_byte_exact_and_in_order() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("lecture").await;
+    let token = server.token(&lesson, "teacher", "teacher").await;
+    let mut teacher = TestClient::join(&server, &token, "teacher", Publish::AudioVideo).await;
+    teacher.wait_connected().await;
+    server
+        .wait_stats("the teacher's two tracks", |s| s.routes == 2)
+        .await;
+
+    let mut students = Vec::new();
+    for i in 0..3 {
+        let id = format!("student-{i}");
+        let token = server.token(&lesson, &id, "student").await;
+        let mut s = TestClient::join(&server, &token, &id, Publish::Nothing).await;
+        s.wait_connected().await;
+        students.push(s);
+    }
+    server
+        .wait_stats("six subscriptions", |s| s.subscriptions == 6)
+        .await;
+    let tracks = tracks_of(&students[0].joined);
+    let audio = track_id(&tracks, "teacher", MediaKind::Audio);
+    let video = track_id(&tracks, "teacher", MediaKind::Video);
+
+    let receivers: Vec<&TestClient> = students.iter().collect();
+    warm_up(&teacher, &receivers, &audio, &video).await;
+    send_numbered(&teacher, 100).await;
+    for s in &students {
+        assert_numbered(s, &audio, AUDIO_TAG, AUDIO_LEN, 100).await;
+        assert_numbered(s, &video, VIDEO_TAG, VIDEO_LEN, 100).await;
+        assert_eq!(s.receiving().len(), 2, "students receive only the teacher");
+    }
+    assert!(teacher.receiving().is_empty(), "nothing is sent back");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_to_one_tutoring_works_both_ways() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("one_to_one").await;
+    let t = server.token(&lesson, "tutor", "teacher").await;
+    let mut tutor = TestClient::join(&server, &t, "tutor", Publish::AudioVideo).await;
+    tutor.wait_connected().await;
+    let s = server.token(&lesson, "pupil", "student").await;
+    let mut pupil = TestClient::join(&server, &s, "pupil", Publish::AudioVideo).await;
+    pupil.wait_connected().await;
+    server
+        .wait_stats("two tracks each way", |s| {
+            s.routes == 4 && s.subscriptions == 4
+        })
+        .await;
+
+    let from_tutor = tracks_of(&pupil.joined);
+    let t_audio = track_id(&from_tutor, "tutor", MediaKind::Audio);
+    let t_video = track_id(&from_tutor, "tutor", MediaKind::Video);
+    // The tutor learns the pupil's tracks from track_published events.
+    let mut from_pupil = Vec::new();
+    while from_pupil.len() < 2 {
+        if let ServerMessage::TrackPublished(t) = tutor
+            .expect_event("the pupil's tracks", |m| {
+                matches!(m, ServerMessage::TrackPublished(_))
+            })
+            .await
+        {
+            from_pupil.push(t);
+        }
+    }
+    let p_audio = track_id(&from_pupil, "pupil", MediaKind::Audio);
+    let p_video = track_id(&from_pupil, "pupil", MediaKind::Video);
+
+    warm_up(&tutor, &[&pupil], &t_audio, &t_video).await;
+    warm_up(&pupil, &[&tutor], &p_audio, &p_video).await;
+    tokio::join!(send_numbered(&tutor, 60), send_numbered(&pupil, 60));
+    assert_numbered(&pupil, &t_audio, AUDIO_TAG, AUDIO_LEN, 60).await;
+    assert_numbered(&pupil, &t_video, VIDEO_TAG, VIDEO_LEN, 60).await;
+    assert_numbered(&tutor, &p_audio, AUDIO_TAG, AUDIO_LEN, 60).await;
+    assert_numbered(&tutor, &p_video, VIDEO_TAG, VIDEO_LEN, 60).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lecture_student_cannot_publish_and_nothing_of_it_is_forwarded() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("lecture").await;
+    let t = server.token(&lesson, "teacher", "teacher").await;
+    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
+    teacher.wait_connected().await;
+
+    let s = server.token(&lesson, "bold", "student").await;
+    let mut bold = TestClient::join_signaling(&server, &s, "bold", Publish::AudioVideo).await;
+    assert!(
+        matches!(
+            bold.joined,
+            ServerMessage::Joined {
+                may_publish: false,
+                ..
+            }
+        ),
+        "a lecture student is told it may not publish"
+    );
+    match bold.offer().await {
+        Err(ServerMessage::Error {
+            code: ErrorCode::PublishNotAllowed,
+            fatal: false,
+            ..
+        }) => {}
+        other => panic!("publishing offer was not refused: {other:?}"),
+    }
+    assert_eq!(server.stats().await.peers, 1, "no peer for a refused offer");
+
+    // Another student joins and receives exactly the teacher's two tracks.
+    let o = server.token(&lesson, "other", "student").await;
+    let mut other = TestClient::join(&server, &o, "other", Publish::Nothing).await;
+    other.wait_connected().await;
+    let offer = other
+        .expect_event("the teacher's tracks", |m| {
+            matches!(m, ServerMessage::Offer { .. })
+        })
+        .await;
+    let ServerMessage::Offer { added, .. } = offer else {
+        unreachable!()
+    };
+    assert_eq!(added.len(), 2);
+    assert!(added.iter().all(|m| m.track.identity == "teacher"));
+    // The refused student may still watch, with a receive-only session.
+    let mut watcher = TestClient::join(&server, &s, "bold", Publish::Nothing).await;
+    watcher.wait_connected().await;
+    server
+        .wait_stats("two watchers of two tracks", |s| {
+            s.routes == 2 && s.subscriptions == 4
+        })
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_student_who_vanishes_is_cleaned_up_for_everyone() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("small_class").await;
+    let t = server.token(&lesson, "teacher", "teacher").await;
+    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
+    teacher.wait_connected().await;
+    let s = server.token(&lesson, "leaver", "student").await;
+    let mut leaver = TestClient::join(&server, &s, "leaver", Publish::AudioVideo).await;
+    leaver.wait_connected().await;
+    server
+        .wait_stats("both publishing, both subscribed", |s| {
+            s.routes == 4 && s.subscriptions == 4
+        })
+        .await;
+
+    leaver.vanish();
+    teacher
+        .expect_event(
+            "the leaver's departure",
+            |m| matches!(m, ServerMessage::ParticipantLeft { identity } if identity == "leaver"),
+        )
+        .await;
+    server
+        .wait_stats("only the teacher left", |s| {
+            s.peers == 1 && s.routes == 2 && s.subscriptions == 0
+        })
+        .await;
+    assert_eq!(server.server().state.rooms.session_count(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_media_connection_ends_the_session() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("small_class").await;
+    let t = server.token(&lesson, "teacher", "teacher").await;
+    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
+    teacher.wait_connected().await;
+    let s = server.token(&lesson, "flaky", "student").await;
+    let mut flaky = TestClient::join(&server, &s, "flaky", Publish::AudioVideo).await;
+    flaky.wait_connected().await;
+    server
+        .wait_stats("both publishing", |s| s.routes == 4)
+        .await;
+
+    // Media dies while signaling stays up: the SFU notices and the session ends.
+    flaky.close_media().await;
+    flaky
+        .expect_event("goodbye", |m| {
+            matches!(
+                m,
+                ServerMessage::Bye {
+                    reason: ByeReason::ConnectionLost
+                }
+            )
+        })
+        .await;
+    teacher
+        .expect_event(
+            "flaky's departure",
+            |m| matches!(m, ServerMessage::ParticipantLeft { identity } if identity == "flaky"),
+        )
+        .await;
+    server
+        .wait_stats("flaky's resources freed", |s| {
+            s.peers == 1 && s.routes == 2 && s.subscriptions == 0
+        })
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyframe_requests_from_many_students_are_coalesced() {
+    use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("lecture").await;
+    let t = server.token(&lesson, "teacher", "teacher").await;
+    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
+    teacher.wait_connected().await;
+    let mut students = Vec::new();
+    for i in 0..3 {
+        let id = format!("s{i}");
+        let token = server.token(&lesson, &id, "student").await;
+        let mut s = TestClient::join(&server, &token, &id, Publish::Nothing).await;
+        s.wait_connected().await;
+        students.push(s);
+    }
+    let tracks = tracks_of(&students[0].joined);
+    let audio = track_id(&tracks, "teacher", MediaKind::Audio);
+    let video = track_id(&tracks, "teacher", MediaKind::Video);
+    let receivers: Vec<&TestClient> = students.iter().collect();
+    warm_up(&teacher, &receivers, &audio, &video).await;
+    // Joining subscribers asked for keyframes too; measure from here.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = server.stats().await.keyframe_requests;
+
+    // Each student asks for a keyframe every 20 ms for 1 s: 150 requests.
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        for s in &students {
+            let tracks = s.remote_tracks.lock().unwrap().clone();
+            for track in tracks {
+                let ssrcs = track.ssrcs().await;
+                if track.kind().await == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video {
+                    let pli = PictureLossIndication {
+                        sender_ssrc: 0,
+                        media_ssrc: ssrcs[0],
+                    };
+                    let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let sent = server.stats().await.keyframe_requests - before;
+    // At most one per 500 ms window over ~1.6 s, and at least one got through.
+    assert!(
+        (1..=4).contains(&sent),
+        "{sent} keyframe requests reached the teacher"
+    );
+    server.stop().await;
+}

@@ -1,0 +1,334 @@
+//! Signaling over a real WebSocket: token checks before the upgrade, protocol errors, capacity,
+//! shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use jinke::tokens::JoinClaims;
+use jinke_signaling::{ByeReason, ClientMessage, ErrorCode, PROTOCOL_VERSION, Role, ServerMessage};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next_message(ws: &mut Ws) -> Option<ServerMessage> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("in time")?
+        {
+            Ok(Message::Text(t)) => return Some(ServerMessage::from_json(&t).unwrap()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, text: String) {
+    ws.send(Message::Text(text.into())).await.unwrap();
+}
+
+fn signed(server: &TestServer, lesson: &str, exp_offset: i64) -> String {
+    let now = jinke::unix_now();
+    server.server().state.signer.sign(&JoinClaims {
+        lesson: lesson.into(),
+        sub: "s1".into(),
+        name: "s1".into(),
+        role: Role::Student,
+        iat: now,
+        exp: now + exp_offset,
+    })
+}
+
+#[tokio::test]
+async fn bad_expired_and_other_lesson_tokens_are_refused_before_the_upgrade() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("lecture").await;
+    let other = server.create_lesson("lecture").await;
+    let good = server.token(&lesson, "s1", "student").await;
+    let forged = jinke::tokens::TokenSigner::new(&[1; 32])
+        .unwrap()
+        .sign(&JoinClaims {
+            lesson: lesson.clone(),
+            sub: "x".into(),
+            name: "x".into(),
+            role: Role::Teacher,
+            iat: 0,
+            exp: jinke::unix_now() + 600,
+        });
+    let expired = signed(&server, &lesson, -5);
+    let ghost = signed(&server, "no-such-lesson", 600);
+    for (what, query) in [
+        ("no token", String::new()),
+        ("garbage", "token=abc".to_owned()),
+        ("forged", format!("token={forged}")),
+        ("expired", format!("token={expired}")),
+        ("other lesson", format!("token={good}&lesson={other}")),
+        ("deleted lesson", format!("token={ghost}")),
+    ] {
+        assert_eq!(
+            open_ws(server.http, &query).await.err(),
+            Some(401),
+            "{what} was not refused"
+        );
+    }
+    // The refusal says why, for the web client's message.
+    let resp = reqwest::get(server.url(&format!("/ws?token={expired}")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "token_expired");
+    // A good token without an upgrade: 426, so a page can check its link first.
+    let resp = reqwest::get(server.url(&format!("/ws?token={good}&lesson={lesson}")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 426);
+    assert!(
+        open_ws(server.http, &format!("token={good}&lesson={lesson}"))
+            .await
+            .is_ok()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_messages_get_an_error_and_the_session_goes_on() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("small_class").await;
+    let token = server.token(&lesson, "s1", "student").await;
+    let mut ws = open_ws(server.http, &format!("token={token}"))
+        .await
+        .unwrap();
+    send(
+        &mut ws,
+        ClientMessage::Join {
+            protocol: PROTOCOL_VERSION,
+        }
+        .to_json(),
+    )
+    .await;
+    assert!(matches!(
+        next_message(&mut ws).await,
+        Some(ServerMessage::Joined { .. })
+    ));
+    for bad in ["{", "[1,2]", r#"{"type":"fly"}"#, "\u{0}\u{1}"] {
+        send(&mut ws, bad.into()).await;
+        match next_message(&mut ws).await {
+            Some(ServerMessage::Error {
+                code: ErrorCode::BadMessage,
+                fatal: false,
+                ..
+            }) => {}
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    // Garbage SDP is refused cleanly too.
+    send(
+        &mut ws,
+        ClientMessage::Offer {
+            sdp: "v=0 nonsense".into(),
+        }
+        .to_json(),
+    )
+    .await;
+    assert!(matches!(
+        next_message(&mut ws).await,
+        Some(ServerMessage::Error {
+            code: ErrorCode::BadSdp,
+            ..
+        })
+    ));
+    send(
+        &mut ws,
+        ClientMessage::Answer { sdp: "v=0".into() }.to_json(),
+    )
+    .await;
+    assert!(matches!(
+        next_message(&mut ws).await,
+        Some(ServerMessage::Error { .. })
+    ));
+    send(&mut ws, ClientMessage::Ping.to_json()).await;
+    assert_eq!(next_message(&mut ws).await, Some(ServerMessage::Pong));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_protocol_version_or_first_message_is_refused() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("small_class").await;
+    let token = server.token(&lesson, "s1", "student").await;
+    let mut ws = open_ws(server.http, &format!("token={token}"))
+        .await
+        .unwrap();
+    send(&mut ws, ClientMessage::Join { protocol: 999 }.to_json()).await;
+    assert!(matches!(
+        next_message(&mut ws).await,
+        Some(ServerMessage::Error {
+            code: ErrorCode::ProtocolVersion,
+            fatal: true,
+            ..
+        })
+    ));
+    assert_eq!(next_message(&mut ws).await, None, "the socket closes");
+
+    let mut ws = open_ws(server.http, &format!("token={token}"))
+        .await
+        .unwrap();
+    send(&mut ws, ClientMessage::Ping.to_json()).await;
+    assert!(matches!(
+        next_message(&mut ws).await,
+        Some(ServerMessage::Error {
+            code: ErrorCode::UnexpectedMessage,
+            fatal: true,
+            ..
+        })
+    ));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_lesson_says_so() {
+    let server = TestServer::start().await;
+    let (status, body) = server
+        .post(
+            "/api/v1/lessons",
+            serde_json::json!({"title": "一对一", "mode": "one_to_one"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let lesson = body["id"].as_str().unwrap().to_owned();
+    let mut sockets = Vec::new();
+    for who in ["a", "b", "c"] {
+        let token = server.token(&lesson, who, "student").await;
+        let mut ws = open_ws(server.http, &format!("token={token}"))
+            .await
+            .unwrap();
+        send(
+            &mut ws,
+            ClientMessage::Join {
+                protocol: PROTOCOL_VERSION,
+            }
+            .to_json(),
+        )
+        .await;
+        let reply = next_message(&mut ws).await;
+        if who == "c" {
+            assert!(
+                matches!(
+                    reply,
+                    Some(ServerMessage::Error {
+                        code: ErrorCode::LessonFull,
+                        fatal: true,
+                        ..
+                    })
+                ),
+                "{reply:?}"
+            );
+        } else {
+            assert!(
+                matches!(reply, Some(ServerMessage::Joined { .. })),
+                "{reply:?}"
+            );
+        }
+        sockets.push(ws);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn participants_see_each_other_come_and_go() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("small_class").await;
+    let ta = server.token(&lesson, "a", "teacher").await;
+    let tb = server.token(&lesson, "b", "student").await;
+    let mut a = open_ws(server.http, &format!("token={ta}")).await.unwrap();
+    send(
+        &mut a,
+        ClientMessage::Join {
+            protocol: PROTOCOL_VERSION,
+        }
+        .to_json(),
+    )
+    .await;
+    assert!(matches!(
+        next_message(&mut a).await,
+        Some(ServerMessage::Joined { .. })
+    ));
+    let mut b = open_ws(server.http, &format!("token={tb}")).await.unwrap();
+    send(
+        &mut b,
+        ClientMessage::Join {
+            protocol: PROTOCOL_VERSION,
+        }
+        .to_json(),
+    )
+    .await;
+    match next_message(&mut b).await {
+        Some(ServerMessage::Joined {
+            participants,
+            you,
+            may_publish,
+            ..
+        }) => {
+            assert_eq!(you.identity, "b");
+            assert!(may_publish, "small-class students publish");
+            assert_eq!(participants.len(), 1);
+            assert_eq!(participants[0].identity, "a");
+            assert_eq!(participants[0].role, Role::Teacher);
+        }
+        other => panic!("{other:?}"),
+    }
+    match next_message(&mut a).await {
+        Some(ServerMessage::ParticipantJoined(p)) => assert_eq!(p.identity, "b"),
+        other => panic!("{other:?}"),
+    }
+    send(&mut b, ClientMessage::Leave.to_json()).await;
+    match next_message(&mut a).await {
+        Some(ServerMessage::ParticipantLeft { identity }) => assert_eq!(identity, "b"),
+        other => panic!("{other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_says_goodbye_and_refuses_new_joins() {
+    let mut server = TestServer::start().await;
+    let lesson = server.create_lesson("small_class").await;
+    let token = server.token(&lesson, "a", "student").await;
+    let mut ws = open_ws(server.http, &format!("token={token}"))
+        .await
+        .unwrap();
+    send(
+        &mut ws,
+        ClientMessage::Join {
+            protocol: PROTOCOL_VERSION,
+        }
+        .to_json(),
+    )
+    .await;
+    assert!(matches!(
+        next_message(&mut ws).await,
+        Some(ServerMessage::Joined { .. })
+    ));
+
+    let state = server.server().state.clone();
+    let running = server.server.take().unwrap();
+    let stopping = tokio::spawn(running.shutdown());
+    assert_eq!(
+        next_message(&mut ws).await,
+        Some(ServerMessage::Bye {
+            reason: ByeReason::ServerShutdown
+        })
+    );
+    assert!(state.is_shutting_down());
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("shutdown completes")
+        .unwrap();
+    assert_eq!(state.rooms.session_count(), 0);
+    server.stop().await;
+}
