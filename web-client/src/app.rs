@@ -43,6 +43,8 @@ struct Tile {
 /// The joined lesson's page state.
 struct Room {
     t: &'static Text,
+    /// This participant's role (from the token; the server enforces what it allows).
+    role: Role,
     ws: WebSocket,
     pc: RefCell<Option<RtcPeerConnection>>,
     local: RefCell<Option<MediaStream>>,
@@ -192,6 +194,7 @@ fn join(link: Rc<Link>, info: TokenInfo) {
     });
     let room = Rc::new(Room {
         t,
+        role: info.role,
         ws: ws.clone(),
         pc: RefCell::new(None),
         local: RefCell::new(None),
@@ -457,10 +460,15 @@ impl Room {
         onice.forget();
         let room = self.clone();
         let pc2 = pc.clone();
-        let onstate = Closure::<dyn FnMut()>::new(move || {
-            if pc2.connection_state() == RtcPeerConnectionState::Failed && !room.ended.get() {
+        let onstate = Closure::<dyn FnMut()>::new(move || match pc2.connection_state() {
+            RtcPeerConnectionState::Failed if !room.ended.get() => {
                 room.end("connection_lost", room.t.connection_lost);
             }
+            // The teacher's "connecting" line ends here; students wait for the teacher's video.
+            RtcPeerConnectionState::Connected if room.role == Role::Teacher => {
+                set_hidden(&room.waiting, true);
+            }
+            _ => {}
         });
         pc.set_onconnectionstatechange(Some(onstate.as_ref().unchecked_ref()));
         onstate.forget();
@@ -501,8 +509,12 @@ impl Room {
             return;
         };
         tile.stream.add_track(&e.track());
-        tile.video.set_src_object(Some(&tile.stream));
-        self.play(&tile.video);
+        // Attach once: the element picks up tracks added to its stream later, while setting the
+        // source again would abort the pending play().
+        if tile.video.src_object().is_none() {
+            tile.video.set_src_object(Some(&tile.stream));
+            self.play(&tile.video);
+        }
         if role == Role::Teacher {
             set_hidden(&self.waiting, true);
         }
@@ -518,7 +530,14 @@ impl Room {
         let notices = self.notices.clone();
         let label = self.t.enable_sound;
         spawn_local(async move {
-            if JsFuture::from(promise).await.is_ok() {
+            let refused = match JsFuture::from(promise).await {
+                Ok(_) => false,
+                Err(e) => js_sys::Reflect::get(&e, &"name".into())
+                    .ok()
+                    .and_then(|n| n.as_string())
+                    .is_some_and(|n| n == "NotAllowedError"),
+            };
+            if !refused {
                 return;
             }
             v.set_muted(true);

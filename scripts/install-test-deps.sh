@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs what the tests need on a fresh Debian machine (as root): the wasm32 target, Debian's
+# chromium, Node.js with npm, iproute2 and util-linux (for the loopback-only namespace), and the
+# browser tests' npm packages. Quick when everything is already there.
+set -eu
+cd "$(dirname "$0")/.."
+rustup target add wasm32-unknown-unknown >/dev/null
+missing=""
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+command -v node >/dev/null || missing="$missing nodejs"
+command -v npm >/dev/null || missing="$missing npm"
+command -v ip >/dev/null || missing="$missing iproute2"
+command -v unshare >/dev/null || missing="$missing util-linux"
+if [ -n "$missing" ]; then
+  echo "installing:$missing"
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)

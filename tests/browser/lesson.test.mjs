@@ -1,0 +1,237 @@
+// A real lesson in real browsers: Debian chromium (fake camera and microphone) driven by
+// playwright-core, against `jinke serve`, inside a loopback-only network namespace.
+//
+// Run through tests/browser/run.sh, which creates the namespace. The teacher opens the API's join
+// link and broadcasts; two students join; their RTCPeerConnection.getStats() must show the
+// teacher's video decoding and audio arriving. Prints the median time from the join click to the
+// first decoded teacher frame.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const BIN = process.env.JINKE_BIN ?? "target/debug/jinke";
+const HTTP = "127.0.0.1:18080";
+const UDP = "127.0.0.1:18081";
+const BASE = `http://${HTTP}`;
+const API_KEY = "browser-test-key-0123456789";
+const ROUNDS = 3; // Each student joins this many times: 2 x ROUNDS join-to-frame samples.
+
+let server;
+let serverExit;
+let browser;
+let dataDir;
+
+// /proc/net/dev lists the interfaces of this process's network namespace (sysfs may show the
+// host's).
+function onlyLoopback() {
+  const ifaces = readFileSync("/proc/net/dev", "utf8")
+    .split("\n")
+    .slice(2)
+    .map((l) => l.split(":")[0].trim())
+    .filter(Boolean);
+  return ifaces.length === 1 && ifaces[0] === "lo";
+}
+
+async function api(path, body) {
+  const resp = await fetch(`${BASE}${path}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const json = await resp.json();
+  assert.equal(resp.status, 201, JSON.stringify(json));
+  return json;
+}
+
+async function waitForServer() {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    try {
+      const r = await fetch(`${BASE}/`);
+      if (r.ok) return;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("jinke serve did not come up");
+}
+
+before(async () => {
+  assert.ok(
+    onlyLoopback(),
+    "browser tests must run in a loopback-only network namespace (use tests/browser/run.sh)",
+  );
+  dataDir = mkdtempSync(join(tmpdir(), "jinke-browser-"));
+  server = spawn(
+    BIN,
+    ["serve", "--http", HTTP, "--udp", UDP, "--data-dir", dataDir, "--api-key", API_KEY],
+    { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, RUST_LOG: "warn" } },
+  );
+  serverExit = new Promise((resolve) => server.on("exit", (code, signal) => resolve({ code, signal })));
+  await waitForServer();
+  browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--disable-dev-shm-usage",
+      "--use-fake-device-for-media-stream",
+      "--use-fake-ui-for-media-stream",
+      "--allow-loopback-in-peer-connection",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (server && server.exitCode === null) {
+    server.kill("SIGTERM");
+    const { code } = await serverExit;
+    assert.equal(code, 0, "jinke serve exits cleanly on SIGTERM");
+  }
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
+
+async function newPage() {
+  const context = await browser.newContext({ permissions: ["camera", "microphone"] });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  return page;
+}
+
+/** Inbound stats of the page's peer connection, summed by kind. */
+async function inbound(page) {
+  return page.evaluate(async () => {
+    const pc = window.jinkePc;
+    const out = { video: { frames: 0, packets: 0, width: 0 }, audio: { packets: 0 } };
+    if (!pc) return out;
+    const stats = await pc.getStats();
+    stats.forEach((s) => {
+      if (s.type !== "inbound-rtp") return;
+      if (s.kind === "video") {
+        out.video.frames += s.framesDecoded ?? 0;
+        out.video.packets += s.packetsReceived ?? 0;
+        out.video.width = Math.max(out.video.width, s.frameWidth ?? 0);
+      } else if (s.kind === "audio") {
+        out.audio.packets += s.packetsReceived ?? 0;
+      }
+    });
+    return out;
+  });
+}
+
+/** Clicks join and returns milliseconds until the first teacher video frame is decoded. */
+async function joinAndTimeFirstFrame(page, url) {
+  await page.goto(url);
+  const join = page.getByTestId("join");
+  await join.waitFor({ timeout: 15_000 });
+  const clicked = Date.now();
+  await join.click();
+  const deadline = clicked + 20_000;
+  while (Date.now() < deadline) {
+    if ((await inbound(page)).video.frames > 0) return Date.now() - clicked;
+    await page.waitForTimeout(20);
+  }
+  throw new Error(`no teacher frame decoded at ${url}`);
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+test("students see and hear the teacher through the SFU", async () => {
+  const lesson = await api("/api/v1/lessons", { title: "书法入门", mode: "lecture" });
+  const link = async (identity, name, role) =>
+    (await api(`/api/v1/lessons/${lesson.id}/tokens`, { identity, name, role })).join_url;
+
+  const teacher = await newPage();
+  await teacher.goto(await link("teacher", "李老师", "teacher"));
+  await teacher.getByTestId("join").click();
+  await teacher.getByTestId("preview").locator("video").waitFor({ timeout: 15_000 });
+  await teacher.waitForFunction(
+    () => window.jinkePc?.connectionState === "connected",
+    null,
+    { timeout: 15_000 },
+  );
+
+  const students = [await newPage(), await newPage()];
+  const urls = [await link("s1", "学员一", "student"), await link("s2", "学员二", "student")];
+  const samples = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    for (let i = 0; i < students.length; i++) {
+      if (round > 0) {
+        await students[i].getByTestId("leave").click();
+        await students[i].getByTestId("rejoin").waitFor();
+      }
+      samples.push(await joinAndTimeFirstFrame(students[i], urls[i]));
+    }
+  }
+
+  for (const page of students) {
+    const first = await inbound(page);
+    await page.waitForTimeout(3000);
+    const second = await inbound(page);
+    assert.ok(second.video.frames > first.video.frames + 20, `video keeps decoding: ${JSON.stringify([first, second])}`);
+    assert.ok(second.audio.packets > first.audio.packets + 50, `audio keeps arriving: ${JSON.stringify([first, second])}`);
+    assert.equal(second.video.width, 640, "the fake camera's 640x480 arrives");
+    // The teacher is shown on the stage, labelled.
+    const tile = page.locator('.stage [data-identity="teacher"]');
+    await tile.waitFor();
+    assert.match(await tile.innerText(), /李老师/);
+  }
+  // Lecture students publish nothing: their pages show no local preview.
+  assert.equal(await students[0].getByTestId("preview").isVisible(), false);
+
+  console.log(
+    `join click -> first decoded teacher frame: median ${median(samples)} ms over ${samples.length} joins (${samples.join(", ")} ms)`,
+  );
+});
+
+test("an expired link and a full lesson explain themselves, in Chinese or English", async () => {
+  const lesson = await api("/api/v1/lessons", { title: "一对一辅导", mode: "one_to_one" });
+  const expired = await api(`/api/v1/lessons/${lesson.id}/tokens`, {
+    identity: "late",
+    name: "迟到",
+    role: "student",
+    ttl_secs: 1,
+  });
+  await new Promise((r) => setTimeout(r, 2100));
+  const page = await newPage();
+  await page.goto(expired.join_url);
+  const error = page.getByTestId("error");
+  await error.waitFor();
+  assert.equal(await error.getAttribute("data-code"), "token_expired");
+  assert.match(await error.innerText(), /已过期/);
+  await page.goto(`${expired.join_url}&lang=en`);
+  await page.getByTestId("error").waitFor();
+  assert.match(await page.getByTestId("error").innerText(), /expired/);
+
+  await page.goto(`${BASE}/join/${lesson.id}`);
+  assert.equal(await page.getByTestId("error").getAttribute("data-code"), "missing_token");
+
+  // Two participants fill a one-to-one lesson; a third is told it is full.
+  const pages = [];
+  for (const who of ["a", "b", "c"]) {
+    const t = await api(`/api/v1/lessons/${lesson.id}/tokens`, { identity: who, name: who, role: "student" });
+    const p = await newPage();
+    await p.goto(`${t.join_url}&autojoin=1`);
+    pages.push(p);
+    if (who !== "c") await p.getByTestId("leave").waitFor();
+  }
+  const full = pages[2].getByTestId("error");
+  await full.waitFor();
+  assert.equal(await full.getAttribute("data-code"), "lesson_full");
+  assert.match(await full.innerText(), /已满/);
+});
