@@ -26,6 +26,9 @@ pub struct ServeConfig {
     /// whether TLS is on). Set it behind a reverse proxy.
     #[arg(long, env = "JINKE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Seconds a participant's media connection has to come up before it is dropped.
+    #[arg(long, env = "JINKE_CONNECT_TIMEOUT", default_value_t = 20)]
+    pub connect_timeout: u64,
     /// Create a demo lesson and print the API key and ready-to-open join links.
     #[arg(long, env = "JINKE_DEV")]
     pub dev: bool,
@@ -48,6 +51,7 @@ impl ServeConfig {
             data_dir,
             api_key: None,
             public_url: None,
+            connect_timeout: 20,
             dev: false,
             tls_cert: None,
             tls_key: None,

@@ -77,6 +77,7 @@ impl Server {
         let sfu = Sfu::start(SfuConfig {
             bind: config.udp,
             announce_ip: config.announce_ip,
+            connect_timeout: Duration::from_secs(config.connect_timeout.max(1)),
         })
         .context("starting the media server")?;
 

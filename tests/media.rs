@@ -329,6 +329,41 @@ async fn a_dead_media_connection_ends_the_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_connects_is_dropped() {
+    let server = TestServer::start_with(fresh_dir(), |c| c.connect_timeout = 1).await;
+    let lesson = server.create_lesson("small_class").await;
+    let t = server.token(&lesson, "teacher", "teacher").await;
+    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
+    teacher.wait_connected().await;
+    let s = server.token(&lesson, "ghost", "student").await;
+    let mut ghost = TestClient::join_signaling(&server, &s, "ghost", Publish::Nothing).await;
+    ghost.offer_and_never_connect().await;
+    assert_eq!(server.stats().await.peers, 2);
+    ghost
+        .expect_event("goodbye", |m| {
+            matches!(
+                m,
+                ServerMessage::Bye {
+                    reason: ByeReason::ConnectionLost
+                }
+            )
+        })
+        .await;
+    teacher
+        .expect_event(
+            "the ghost's departure",
+            |m| matches!(m, ServerMessage::ParticipantLeft { identity } if identity == "ghost"),
+        )
+        .await;
+    server
+        .wait_stats("the ghost's peer freed", |s| s.peers == 1)
+        .await;
+    // The teacher, who did connect, stays.
+    assert_eq!(server.server().state.rooms.session_count(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyframe_requests_from_many_students_are_coalesced() {
     use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 

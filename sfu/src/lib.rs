@@ -30,6 +30,9 @@ pub struct SfuConfig {
     pub bind: SocketAddr,
     /// Address put in ICE candidates; defaults to the bound address.
     pub announce_ip: Option<IpAddr>,
+    /// How long a new peer has to complete ICE and DTLS before it is closed. (str0m's ICE-lite
+    /// agent never gives up on a peer that sends no connectivity check at all.)
+    pub connect_timeout: std::time::Duration,
 }
 
 /// Identifies a peer (one participant's connection) inside the SFU; chosen by the control plane.
@@ -78,7 +81,7 @@ pub enum PeerEvent {
 /// Why a peer was closed by the SFU itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
-    /// ICE or DTLS timed out, or the peer closed its DTLS session.
+    /// ICE or DTLS timed out, the peer never connected, or it closed its DTLS session.
     ConnectionLost,
     /// The SFU is shutting down.
     Shutdown,
@@ -182,7 +185,8 @@ impl Sfu {
             local_addr.port(),
         );
         let (commands, rx) = mpsc::channel();
-        let shard = shard::Shard::new(socket, announce, rx).map_err(socket_err)?;
+        let shard =
+            shard::Shard::new(socket, announce, config.connect_timeout, rx).map_err(socket_err)?;
         let thread = std::thread::Builder::new()
             .name("jinke-shard-0".into())
             .spawn(move || shard.run())

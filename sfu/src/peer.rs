@@ -10,7 +10,7 @@ use str0m::media::{Direction, Mid};
 use str0m::rtp::Ssrc;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::{PeerEvent, PeerId, SfuError};
+use crate::{PeerEvent, PeerId, PeerSpec, SfuError};
 
 /// Identifies a route: the publishing peer and the mid its track arrives on.
 pub(crate) type TrackKey = (PeerId, Mid);
@@ -46,6 +46,8 @@ pub(crate) struct Peer {
     pub events: UnboundedSender<PeerEvent>,
     /// When str0m next needs a timeout input.
     pub next_timeout: Instant,
+    /// Until connected: when the peer is given up on.
+    pub connect_deadline: Option<Instant>,
     /// Whether this peer is queued for polling.
     pub dirty: bool,
     /// Tracks forwarded to this peer.
@@ -57,23 +59,17 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub fn new(
-        id: PeerId,
-        room: String,
-        identity: String,
-        may_publish: bool,
-        rtc: Rtc,
-        events: UnboundedSender<PeerEvent>,
-        now: Instant,
-    ) -> Peer {
+    /// A peer for `spec`, around its negotiated `rtc`.
+    pub fn new(spec: PeerSpec, rtc: Rtc, now: Instant, connect_deadline: Instant) -> Peer {
         Peer {
-            id,
-            room,
-            identity,
-            may_publish,
+            id: spec.id,
+            room: spec.room,
+            identity: spec.identity,
+            may_publish: spec.may_publish,
             rtc,
-            events,
+            events: spec.events,
             next_timeout: now,
+            connect_deadline: Some(connect_deadline),
             dirty: false,
             out: Vec::new(),
             pending: None,

@@ -27,6 +27,7 @@ pub(crate) struct Shard {
     socket: UdpSocket,
     local_addr: SocketAddr,
     announce: SocketAddr,
+    connect_timeout: Duration,
     commands: Receiver<Command>,
     peers: HashMap<PeerId, Peer>,
     routes: HashMap<TrackKey, Route>,
@@ -42,6 +43,7 @@ impl Shard {
     pub fn new(
         socket: UdpSocket,
         announce: SocketAddr,
+        connect_timeout: Duration,
         commands: Receiver<Command>,
     ) -> std::io::Result<Shard> {
         let local_addr = socket.local_addr()?;
@@ -49,6 +51,7 @@ impl Shard {
             socket,
             local_addr,
             announce,
+            connect_timeout,
             commands,
             peers: HashMap::new(),
             routes: HashMap::new(),
@@ -153,15 +156,7 @@ impl Shard {
             .accept_offer(offer)
             .map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let id = spec.id;
-        let mut peer = Peer::new(
-            id,
-            spec.room,
-            spec.identity,
-            spec.may_publish,
-            rtc,
-            spec.events,
-            now,
-        );
+        let mut peer = Peer::new(spec, rtc, now, now + self.connect_timeout);
         // Everything already published in the room is forwarded to the newcomer.
         for (key, route) in &self.routes {
             if self.peers.get(&key.0).is_some_and(|p| p.room == peer.room) {
@@ -224,11 +219,16 @@ impl Shard {
         self.mark_dirty(id);
     }
 
-    /// Feeds timeouts to peers whose timers expired and releases deferred keyframe requests.
+    /// Feeds timeouts to peers whose timers expired, closes peers that never connected, and
+    /// releases deferred keyframe requests.
     fn drive_time(&mut self, now: Instant) {
         let mut expired = Vec::new();
         for peer in self.peers.values_mut() {
-            if peer.next_timeout <= now {
+            if peer.connect_deadline.is_some_and(|d| d <= now) {
+                tracing::debug!(id = ?peer.id, "peer did not connect in time; closing it");
+                peer.rtc.disconnect();
+                expired.push(peer.id);
+            } else if peer.next_timeout <= now {
                 if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
                     tracing::debug!(id = ?peer.id, error = %e, "peer timeout failed; closing it");
                     peer.rtc.disconnect();
@@ -301,8 +301,9 @@ impl Shard {
     fn handle_event(&mut self, id: PeerId, event: Event) {
         match event {
             Event::Connected => {
-                if let Some(peer) = self.peers.get(&id) {
+                if let Some(peer) = self.peers.get_mut(&id) {
                     tracing::debug!(?id, "peer connected");
+                    peer.connect_deadline = None;
                     peer.report(PeerEvent::Connected);
                 }
             }

@@ -44,6 +44,17 @@ pub const WAIT: Duration = Duration::from_secs(15);
 
 static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
 
+/// A new, empty data folder for a test server.
+pub fn fresh_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "jinke-test-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// A Jinke server running in this process on loopback, with its own data folder.
 pub struct TestServer {
     pub server: Option<Server>,
@@ -54,18 +65,21 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
-        let data_dir = std::env::temp_dir().join(format!(
-            "jinke-test-{}-{}",
-            std::process::id(),
-            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&data_dir);
-        Self::start_in(data_dir).await
+        Self::start_in(fresh_dir()).await
     }
 
     pub async fn start_in(data_dir: PathBuf) -> TestServer {
+        Self::start_with(data_dir, |_| {}).await
+    }
+
+    /// Starts a server whose configuration `adjust` changes first.
+    pub async fn start_with(
+        data_dir: PathBuf,
+        adjust: impl FnOnce(&mut ServeConfig),
+    ) -> TestServer {
         let mut config = ServeConfig::loopback(data_dir.clone());
         config.api_key = Some(API_KEY.into());
+        adjust(&mut config);
         let server = Server::start(config).await.expect("server starts");
         TestServer {
             http: server.http_addr(),
@@ -494,6 +508,14 @@ impl TestClient {
             .await
             .expect("server answer applies");
         Ok(())
+    }
+
+    /// Sends an offer and takes the answer without applying it: the client never starts ICE.
+    pub async fn offer_and_never_connect(&mut self) {
+        let offer = self.pc.create_offer(None).await.expect("create offer");
+        self.send(ClientMessage::Offer { sdp: offer.sdp });
+        let answer = tokio::time::timeout(WAIT, self.answers.recv()).await;
+        assert!(matches!(answer, Ok(Some(Ok(_)))), "{answer:?}");
     }
 
     pub fn send(&self, msg: ClientMessage) {
