@@ -112,6 +112,8 @@ impl Server {
         let service = app.into_make_service();
         let task = match tls {
             Some((cert, key)) => {
+                // One crypto provider for rustls, whatever else the process links.
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
                 let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
                     .context("loading the TLS certificate and key")?;

@@ -169,3 +169,62 @@ async fn a_join_url_opens_the_web_client() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn tls_serves_https_and_https_join_links() {
+    let dir = fresh_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::start_with(dir, |c| {
+        c.tls_cert = Some(cert_path.clone());
+        c.tls_key = Some(key_path.clone());
+    })
+    .await;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let https = format!("https://{}", server.http);
+    let resp = client
+        .post(format!("{https}/api/v1/lessons"))
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({"title": "安全课", "mode": "small_class"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let lesson: serde_json::Value = resp.json().await.unwrap();
+    let resp = client
+        .post(format!(
+            "{https}/api/v1/lessons/{}/tokens",
+            lesson["id"].as_str().unwrap()
+        ))
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({"identity": "a", "name": "a", "role": "student"}))
+        .send()
+        .await
+        .unwrap();
+    let issued: serde_json::Value = resp.json().await.unwrap();
+    let join_url = issued["join_url"].as_str().unwrap();
+    assert!(
+        join_url.starts_with(&format!("{https}/join/")),
+        "{join_url}"
+    );
+    let page = client.get(join_url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    // Signaling is served over TLS too (426: a good token, but not a WebSocket request).
+    let token = issued["token"].as_str().unwrap();
+    let ws = client
+        .get(format!("{https}/ws?token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ws.status(), 426);
+    // Plain HTTP is not served on a TLS port.
+    let plain = reqwest::get(server.url("/")).await;
+    assert!(plain.map_or(true, |r| !r.status().is_success()));
+    server.stop().await;
+}

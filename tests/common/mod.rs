@@ -77,6 +77,8 @@ impl TestServer {
         data_dir: PathBuf,
         adjust: impl FnOnce(&mut ServeConfig),
     ) -> TestServer {
+        // The test HTTP client speaks TLS too and needs rustls's provider chosen.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut config = ServeConfig::loopback(data_dir.clone());
         config.api_key = Some(API_KEY.into());
         adjust(&mut config);
