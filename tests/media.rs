@@ -158,6 +158,45 @@ async fn a_lecture_reaches_three_students_byte_exact_and_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_at_the_media_port_disturbs_nobody() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("lecture").await;
+    let t = server.token(&lesson, "teacher", "teacher").await;
+    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
+    teacher.wait_connected().await;
+    let s = server.token(&lesson, "student", "student").await;
+    let mut student = TestClient::join(&server, &s, "student", Publish::Nothing).await;
+    student.wait_connected().await;
+    let tracks = tracks_of(&student.joined);
+    let audio = track_id(&tracks, "teacher", MediaKind::Audio);
+    let video = track_id(&tracks, "teacher", MediaKind::Video);
+    warm_up(&teacher, &[&student], &audio, &video).await;
+
+    // Datagrams that look like STUN, DTLS, RTP and RTCP but are broken, and plain noise.
+    let media = server.server().state.sfu.local_addr();
+    let attacker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut junk: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42], // truncated STUN binding request
+        vec![0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff], // DTLS record, bad length
+        vec![0x80, 0x60, 0x00, 0x01],                         // RTP header cut short
+        vec![0x81, 0xc8, 0x00, 0x40, 1, 2, 3, 4],             // RTCP SR claiming 260 bytes
+        vec![0x90; 1500],
+    ];
+    for i in 0..200u32 {
+        junk.push(payload(0x5A, i, 20 + (i as usize * 7) % 1400));
+    }
+    for d in &junk {
+        let _ = attacker.send_to(d, media);
+    }
+    send_numbered(&teacher, 50).await;
+    assert_numbered(&student, &audio, AUDIO_TAG, AUDIO_LEN, 50).await;
+    assert_numbered(&student, &video, VIDEO_TAG, VIDEO_LEN, 50).await;
+    assert_eq!(server.stats().await.peers, 2);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_to_one_tutoring_works_both_ways() {
     let server = TestServer::start().await;
     let lesson = server.create_lesson("one_to_one").await;

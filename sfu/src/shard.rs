@@ -30,6 +30,8 @@ pub(crate) struct Shard {
     connect_timeout: Duration,
     commands: Receiver<Command>,
     peers: HashMap<PeerId, Peer>,
+    /// Which peer a remote address belongs to, learned from accepted datagrams.
+    by_addr: HashMap<SocketAddr, PeerId>,
     routes: HashMap<TrackKey, Route>,
     /// Peers queued for polling.
     dirty: Vec<PeerId>,
@@ -54,6 +56,7 @@ impl Shard {
             connect_timeout,
             commands,
             peers: HashMap::new(),
+            by_addr: HashMap::new(),
             routes: HashMap::new(),
             dirty: Vec::new(),
             dead: Vec::new(),
@@ -208,10 +211,23 @@ impl Shard {
                 contents,
             },
         );
-        let Some(peer) = self.peers.values_mut().find(|p| p.rtc.accepts(&input)) else {
+        // The address cache makes the common case one lookup; a miss (a new peer, or an address
+        // that moved) falls back to asking every peer.
+        let cached = self
+            .by_addr
+            .get(&source)
+            .copied()
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
+        let Some(id) = cached.or_else(|| {
+            let id = self.peers.values().find(|p| p.rtc.accepts(&input))?.id;
+            self.by_addr.insert(source, id);
+            Some(id)
+        }) else {
             return;
         };
-        let id = peer.id;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         if let Err(e) = peer.rtc.handle_input(input) {
             tracing::debug!(?id, error = %e, "peer input failed; closing it");
             peer.rtc.disconnect();
@@ -421,6 +437,7 @@ impl Shard {
             return;
         };
         peer.rtc.disconnect();
+        self.by_addr.retain(|_, p| *p != id);
         if let Some(reason) = reason {
             peer.report(PeerEvent::Closed { reason });
         }
