@@ -1,0 +1,338 @@
+//! One simulated participant: Jinke signaling over a WebSocket, WebRTC through str0m (sans-IO,
+//! no decoding) on its own UDP socket. Publishers send the clip and the Opus frames; everyone
+//! records what they receive.
+
+use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use jinke_signaling::{ClientMessage, PROTOCOL_VERSION, ServerMessage};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::media::{AUDIO_FRAME, AUDIO_TS_STEP, Frame, VIDEO_CLOCK, VIDEO_FPS};
+use crate::metrics::{ReceiverStats, SentLog};
+
+/// Everything the clients of one run share (single-threaded: `Rc`/`RefCell`).
+pub struct Shared {
+    /// Every packet sent, for integrity and latency.
+    pub sent: RefCell<SentLog>,
+    /// The measurement window, once it is set.
+    pub window: Cell<Option<(Instant, Instant)>>,
+    /// The VP8 clip, packetized.
+    pub video: Vec<Frame>,
+    /// Opus frames, looped.
+    pub audio: Vec<Arc<[u8]>>,
+    /// Becomes true when clients must leave.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// How to join.
+pub struct ClientSpec {
+    /// Server base URL, `http://host:port`.
+    pub base: String,
+    /// Join token.
+    pub token: String,
+    /// Whether this client publishes the clip and audio.
+    pub publish: bool,
+    /// Local address to bind the media socket to.
+    pub bind_ip: IpAddr,
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Runs one participant until `shared.stop`; its observations go to `stats`.
+pub async fn run(
+    spec: ClientSpec,
+    shared: Rc<Shared>,
+    stats: Rc<RefCell<ReceiverStats>>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let ws_url = format!(
+        "{}/ws?token={}",
+        spec.base.replacen("http", "ws", 1),
+        spec.token
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(&ws_url)
+        .await
+        .context("signaling connect")?;
+    let (mut sink, mut stream) = ws.split();
+    send(
+        &mut sink,
+        ClientMessage::Join {
+            protocol: PROTOCOL_VERSION,
+        },
+    )
+    .await?;
+    match next_message(&mut stream).await? {
+        ServerMessage::Joined { .. } => {}
+        other => bail!("expected joined, got {other:?}"),
+    }
+
+    let socket = UdpSocket::bind(SocketAddr::new(spec.bind_ip, 0)).await?;
+    let local = socket.local_addr()?;
+    let mut rtc = Rtc::builder()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp")?);
+    let mut change = rtc.sdp_api();
+    let mids = if spec.publish {
+        let a = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let v = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        Some((a, v))
+    } else {
+        change.add_channel("jinke".into());
+        None
+    };
+    let (offer, pending) = change.apply().context("an offer with media or a channel")?;
+    let mut pending = Some(pending);
+    send(
+        &mut sink,
+        ClientMessage::Offer {
+            sdp: offer.to_sdp_string(),
+        },
+    )
+    .await?;
+
+    let mut publisher = mids.map(|(audio, video)| Publisher::new(audio, video));
+    let mut stop = shared.stop.clone();
+    let mut buf = vec![0u8; 2048];
+    let mut media_tick = tokio::time::interval(Duration::from_millis(5));
+    media_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_receive = Instant::now();
+    let mut connected = false;
+    loop {
+        // Let str0m say everything it has to say.
+        let timeout = loop {
+            match rtc.poll_output()? {
+                Output::Timeout(t) => break t,
+                Output::Transmit(t) => {
+                    let _ = socket.try_send_to(&t.contents, t.destination);
+                }
+                Output::Event(Event::Connected) => connected = true,
+                Output::Event(Event::RtpPacket(p)) => {
+                    let mut st = stats.borrow_mut();
+                    if st.join_time.is_none() {
+                        st.join_time = Some(last_receive - started);
+                    }
+                    st.record(
+                        *p.header.ssrc,
+                        *p.seq_no,
+                        p.header.timestamp,
+                        &p.payload,
+                        last_receive,
+                        &shared.sent.borrow(),
+                        shared.window.get(),
+                    );
+                }
+                Output::Event(_) => {}
+            }
+        };
+        if !rtc.is_alive() {
+            bail!("media connection closed");
+        }
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let (n, source) = r?;
+                last_receive = Instant::now();
+                if let Ok(contents) = buf[..n].try_into() {
+                    rtc.handle_input(Input::Receive(last_receive, Receive {
+                        proto: Protocol::Udp,
+                        source,
+                        destination: local,
+                        contents,
+                    }))?;
+                }
+            }
+            msg = next_message(&mut stream) => match msg? {
+                ServerMessage::Answer { sdp } => {
+                    let pending = pending.take().context("an answer without an offer")?;
+                    rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&sdp)?)?;
+                }
+                ServerMessage::Offer { sdp, .. } => {
+                    let answer = rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&sdp)?)?;
+                    send(&mut sink, ClientMessage::Answer { sdp: answer.to_sdp_string() }).await?;
+                }
+                ServerMessage::Bye { reason } => bail!("server said bye: {reason:?}"),
+                ServerMessage::Error { code, message, .. } => bail!("server error {code:?}: {message}"),
+                _ => {}
+            },
+            _ = tokio::time::sleep_until(timeout.into()) => {
+                rtc.handle_input(Input::Timeout(Instant::now()))?;
+            }
+            _ = media_tick.tick(), if connected && publisher.is_some() => {
+                if let Some(p) = &mut publisher {
+                    p.send_due(&mut rtc, &shared, Instant::now());
+                }
+            }
+            _ = stop.wait_for(|s| *s) => {
+                let _ = send(&mut sink, ClientMessage::Leave).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn send(
+    sink: &mut futures_util::stream::SplitSink<Ws, Message>,
+    msg: ClientMessage,
+) -> anyhow::Result<()> {
+    sink.send(Message::Text(msg.to_json().into()))
+        .await
+        .context("signaling send")
+}
+
+async fn next_message(
+    stream: &mut futures_util::stream::SplitStream<Ws>,
+) -> anyhow::Result<ServerMessage> {
+    loop {
+        match stream.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(ServerMessage::from_json(&t)?),
+            Some(Ok(Message::Close(_))) | None => bail!("signaling closed"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
+/// The sending side of a publisher: paces the clip and the audio in real time, looping both
+/// with continuous timestamps.
+struct Publisher {
+    audio_mid: Mid,
+    video_mid: Mid,
+    pts: Option<(Pt, Pt)>,
+    started: Option<Instant>,
+    audio_sent: u64,
+    video_sent: u64,
+    audio_seq: u64,
+    video_seq: u64,
+    audio_ts0: u32,
+    video_ts0: u32,
+}
+
+impl Publisher {
+    fn new(audio_mid: Mid, video_mid: Mid) -> Publisher {
+        Publisher {
+            audio_mid,
+            video_mid,
+            pts: None,
+            started: None,
+            audio_sent: 0,
+            video_sent: 0,
+            audio_seq: 1,
+            video_seq: 1,
+            audio_ts0: rand_u32(),
+            video_ts0: rand_u32(),
+        }
+    }
+
+    fn payload_types(rtc: &Rtc) -> Option<(Pt, Pt)> {
+        let pt = |codec| {
+            rtc.codec_config()
+                .find(|p| p.spec().codec == codec)
+                .map(|p| p.pt())
+        };
+        Some((pt(Codec::Opus)?, pt(Codec::Vp8)?))
+    }
+
+    /// Sends every audio and video frame that is due by `now`.
+    fn send_due(&mut self, rtc: &mut Rtc, shared: &Shared, now: Instant) {
+        let Some((opus, vp8)) = self.pts.or_else(|| Self::payload_types(rtc)) else {
+            return;
+        };
+        self.pts = Some((opus, vp8));
+        let started = *self.started.get_or_insert(now);
+        let elapsed = now - started;
+        let audio_due = (elapsed.as_micros() / AUDIO_FRAME.as_micros()) as u64 + 1;
+        while self.audio_sent < audio_due {
+            let frame = &shared.audio[(self.audio_sent % shared.audio.len() as u64) as usize];
+            let ts = self
+                .audio_ts0
+                .wrapping_add((self.audio_sent as u32).wrapping_mul(AUDIO_TS_STEP));
+            self.write(
+                rtc,
+                shared,
+                self.audio_mid,
+                opus,
+                self.audio_seq,
+                ts,
+                frame,
+                true,
+                now,
+            );
+            self.audio_seq += 1;
+            self.audio_sent += 1;
+        }
+        let video_due = (elapsed.as_micros() * VIDEO_FPS as u128 / 1_000_000) as u64 + 1;
+        while self.video_sent < video_due {
+            let frame = &shared.video[(self.video_sent % shared.video.len() as u64) as usize];
+            let ts = self
+                .video_ts0
+                .wrapping_add((self.video_sent as u32).wrapping_mul(VIDEO_CLOCK / VIDEO_FPS));
+            let last = frame.packets.len() - 1;
+            for (i, payload) in frame.packets.iter().enumerate() {
+                self.write(
+                    rtc,
+                    shared,
+                    self.video_mid,
+                    vp8,
+                    self.video_seq,
+                    ts,
+                    payload,
+                    i == last,
+                    now,
+                );
+                self.video_seq += 1;
+            }
+            self.video_sent += 1;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        rtc: &mut Rtc,
+        shared: &Shared,
+        mid: Mid,
+        pt: Pt,
+        seq: u64,
+        ts: u32,
+        payload: &Arc<[u8]>,
+        marker: bool,
+        now: Instant,
+    ) {
+        let mut api = rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+            return;
+        };
+        stream.write_rtp(
+            RtpWrite::new(pt, SeqNo::from(seq), ts, now, payload.clone())
+                .marker(marker)
+                .nackable(true),
+        );
+        shared.sent.borrow_mut().record(ts, payload, now);
+    }
+}
+
+fn rand_u32() -> u32 {
+    // Good enough to keep publishers' timestamps apart; not security relevant.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16)).wrapping_mul(2_654_435_761)
+}

@@ -1,0 +1,79 @@
+//! The `jinke-load` command line.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use jinke_load::{LoadConfig, Scenario};
+use tracing_subscriber::EnvFilter;
+
+/// Simulates classes against a running Jinke server and reports what it measured.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The school's API key.
+    #[arg(long, env = "JINKE_API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// What to simulate.
+    #[arg(long, value_enum, default_value = "lecture")]
+    scenario: Scenario,
+    /// Students (lecture), participants (small-class) or pairs (tutoring).
+    #[arg(short = 'n', long, default_value_t = 50)]
+    size: usize,
+    /// Seconds to wait after everyone joined before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// The server's process id, to measure its CPU and memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Local address for the clients' media sockets.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_ip: IpAddr,
+    /// Clients joining at once.
+    #[arg(long, default_value_t = 32)]
+    join_concurrency: usize,
+    /// Seconds a client may take to receive media before it counts as failed.
+    #[arg(long, default_value_t = 60.0)]
+    join_timeout: f64,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = LoadConfig {
+        url: args.url.trim_end_matches('/').to_owned(),
+        api_key: args.api_key,
+        scenario: args.scenario,
+        size: args.size,
+        warmup: Duration::from_secs_f64(args.warmup),
+        duration: Duration::from_secs_f64(args.duration),
+        server_pid: args.server_pid,
+        bind_ip: args.bind_ip,
+        join_concurrency: args.join_concurrency,
+        join_timeout: Duration::from_secs_f64(args.join_timeout),
+    };
+    // One thread: the point is to show how much one core of clients can simulate.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(jinke_load::run(config))?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)?
+    } else {
+        report.table()
+    };
+    println!("{text}");
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! The media a simulated publisher sends: a real VP8 clip, packetized and looped with rewritten
+//! timestamps, and Opus audio encoded at start-up from a synthesized voice-like signal.
+
+use std::f32::consts::TAU;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The committed clip (see `media/README.md` for the command that made it).
+const CLIP: &[u8] = include_bytes!("../media/clip-640x480.ivf");
+
+/// Largest RTP payload we produce (leaves room for headers and SRTP within a 1200-byte MTU).
+const MAX_PAYLOAD: usize = 1100;
+
+/// Video frame rate of the clip.
+pub const VIDEO_FPS: u32 = 30;
+/// RTP clock of VP8.
+pub const VIDEO_CLOCK: u32 = 90_000;
+/// Opus frame length.
+pub const AUDIO_FRAME: Duration = Duration::from_millis(20);
+/// RTP timestamp step per Opus frame (48 kHz clock).
+pub const AUDIO_TS_STEP: u32 = 960;
+
+/// One encoded frame, already split into RTP payloads.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// RTP payloads; the last one carries the marker bit.
+    pub packets: Vec<Arc<[u8]>>,
+    /// Whether this is a VP8 keyframe.
+    pub keyframe: bool,
+}
+
+/// Errors reading the clip.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// The IVF container is not what we expect.
+    #[error("bad IVF clip: {0}")]
+    BadIvf(&'static str),
+    /// Opus failed.
+    #[error("opus: {0}")]
+    Opus(#[from] opus::Error),
+}
+
+/// Reads the VP8 frames of the embedded IVF clip and packetizes them (RFC 7741: a one-byte
+/// payload descriptor with the start bit on each frame's first packet).
+pub fn video_frames() -> Result<Vec<Frame>, MediaError> {
+    let data = CLIP;
+    if data.len() < 32 || &data[0..4] != b"DKIF" || &data[8..12] != b"VP80" {
+        return Err(MediaError::BadIvf("not a VP8 IVF file"));
+    }
+    let header_len = u16::from_le_bytes([data[6], data[7]]) as usize;
+    let mut at = header_len;
+    let mut frames = Vec::new();
+    while at + 12 <= data.len() {
+        let size = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
+        at += 12;
+        let frame = data
+            .get(at..at + size)
+            .ok_or(MediaError::BadIvf("truncated frame"))?;
+        at += size;
+        // VP8 frame tag: bit 0 clear means a keyframe (RFC 6386 §9.1).
+        let keyframe = frame.first().is_some_and(|b| b & 1 == 0);
+        let packets = frame
+            .chunks(MAX_PAYLOAD - 1)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let mut p = Vec::with_capacity(chunk.len() + 1);
+                p.push(if i == 0 { 0x10 } else { 0x00 });
+                p.extend_from_slice(chunk);
+                Arc::from(p)
+            })
+            .collect();
+        frames.push(Frame { packets, keyframe });
+    }
+    if frames.is_empty() {
+        return Err(MediaError::BadIvf("no frames"));
+    }
+    Ok(frames)
+}
+
+/// Encodes `duration` of a synthesized voice with Opus (48 kHz mono, 32 kbps, 20 ms frames).
+///
+/// The signal is a buzz of harmonics whose pitch glides like speech intonation, shaped into
+/// syllables at ~4 Hz with pauses between phrases, so the encoder sees speech-like variation
+/// (loud, soft, silent) rather than a steady tone.
+pub fn audio_frames(duration: Duration) -> Result<Vec<Arc<[u8]>>, MediaError> {
+    const RATE: u32 = 48_000;
+    let mut encoder = opus::Encoder::new(RATE, opus::Channels::Mono, opus::Application::Voip)?;
+    encoder.set_bitrate(opus::Bitrate::Bits(32_000))?;
+    let samples_per_frame = (RATE as u128 * AUDIO_FRAME.as_millis() / 1000) as usize;
+    let frames = (duration.as_millis() / AUDIO_FRAME.as_millis()) as usize;
+    let mut phase = 0f32;
+    let mut noise = 0x1234_5678u32;
+    let mut pcm = vec![0i16; samples_per_frame];
+    let mut out = Vec::with_capacity(frames);
+    let mut buf = [0u8; 1500];
+    for f in 0..frames {
+        for (i, s) in pcm.iter_mut().enumerate() {
+            let t = (f * samples_per_frame + i) as f32 / RATE as f32;
+            let pitch = 140.0 + 40.0 * (TAU * 0.3 * t).sin() + 15.0 * (TAU * 1.7 * t).sin();
+            phase = (phase + TAU * pitch / RATE as f32) % TAU;
+            let voiced: f32 = (1..=8).map(|h| (phase * h as f32).sin() / h as f32).sum();
+            let syllable = (TAU * 4.0 * t).sin().max(0.0);
+            let phrase = if (t % 3.0) < 2.2 { 1.0 } else { 0.0 };
+            noise = noise.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let hiss = (noise >> 16) as f32 / 65_536.0 - 0.5;
+            let v = phrase * syllable * (0.6 * voiced + 0.1 * hiss);
+            *s = (v.clamp(-1.0, 1.0) * 12_000.0) as i16;
+        }
+        let n = encoder.encode(&pcm, &mut buf)?;
+        out.push(Arc::from(&buf[..n]));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clip_is_vp8_with_periodic_keyframes() {
+        let frames = video_frames().unwrap();
+        assert_eq!(frames.len(), 180, "6 s at 30 fps");
+        assert!(frames[0].keyframe);
+        let keyframes: Vec<usize> = (0..frames.len()).filter(|&i| frames[i].keyframe).collect();
+        assert_eq!(keyframes, vec![0, 75, 150]);
+        for f in &frames {
+            assert_eq!(f.packets[0][0], 0x10, "first packet starts the partition");
+            assert!(f.packets.iter().all(|p| p.len() <= MAX_PAYLOAD));
+            assert!(f.packets[1..].iter().all(|p| p[0] == 0));
+        }
+        let bytes: usize = frames
+            .iter()
+            .flat_map(|f| &f.packets)
+            .map(|p| p.len())
+            .sum();
+        let kbps = bytes * 8 / 6 / 1000;
+        assert!((450..700).contains(&kbps), "{kbps} kbps");
+    }
+
+    #[test]
+    fn synthesized_speech_encodes_to_varying_opus_frames() {
+        let frames = audio_frames(Duration::from_secs(3)).unwrap();
+        assert_eq!(frames.len(), 150);
+        let sizes: Vec<usize> = frames.iter().map(|f| f.len()).collect();
+        let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+        assert!(*max > 60, "speech encodes large: {max}");
+        assert!(
+            *max > 2 * *min,
+            "pauses encode smaller than speech: {min}..{max}"
+        );
+    }
+}

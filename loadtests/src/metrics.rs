@@ -1,0 +1,256 @@
+//! What the load generator measures: what was sent, what each receiver got, and the server's
+//! CPU and memory.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// A cheap 64-bit hash of a payload (integrity check and send-time lookup; not cryptographic).
+pub fn payload_hash(timestamp: u32, payload: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = (timestamp as u64 ^ payload.len() as u64).wrapping_mul(K);
+    let mut chunks = payload.chunks_exact(8);
+    for c in &mut chunks {
+        let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        h = (h ^ v).wrapping_mul(K).rotate_left(29);
+    }
+    for &b in chunks.remainder() {
+        h = (h ^ b as u64).wrapping_mul(K);
+    }
+    h ^ (h >> 32)
+}
+
+/// Every packet the publishers sent, by payload hash, with when it was sent.
+#[derive(Default)]
+pub struct SentLog {
+    sent: HashMap<u64, Instant>,
+}
+
+impl SentLog {
+    /// Records a packet handed to the publisher's WebRTC stack at `at`.
+    pub fn record(&mut self, timestamp: u32, payload: &[u8], at: Instant) {
+        self.sent
+            .entry(payload_hash(timestamp, payload))
+            .or_insert(at);
+    }
+
+    /// When a packet with this content was sent, if it was.
+    pub fn sent_at(&self, timestamp: u32, payload: &[u8]) -> Option<Instant> {
+        self.sent.get(&payload_hash(timestamp, payload)).copied()
+    }
+}
+
+/// Sequence bookkeeping for one received track.
+#[derive(Default)]
+struct SeqTrack {
+    first: Option<u64>,
+    /// One bit per sequence number since `first`.
+    seen: Vec<u64>,
+    max: u64,
+    unique: u64,
+    duplicates: u64,
+}
+
+impl SeqTrack {
+    fn record(&mut self, seq: u64) {
+        let first = *self.first.get_or_insert(seq);
+        let Some(offset) = seq.checked_sub(first) else {
+            return; // Older than the first seen: cannot tell, ignore.
+        };
+        let (word, bit) = ((offset / 64) as usize, offset % 64);
+        if word >= self.seen.len() {
+            self.seen.resize(word + 1, 0);
+        }
+        if self.seen[word] & (1 << bit) != 0 {
+            self.duplicates += 1;
+        } else {
+            self.seen[word] |= 1 << bit;
+            self.unique += 1;
+        }
+        self.max = self.max.max(offset);
+    }
+
+    fn lost(&self) -> u64 {
+        if self.first.is_none() {
+            return 0;
+        }
+        (self.max + 1).saturating_sub(self.unique)
+    }
+}
+
+/// What one receiving client saw.
+#[derive(Default)]
+pub struct ReceiverStats {
+    /// From holding the token to the first media packet.
+    pub join_time: Option<Duration>,
+    tracks: HashMap<u32, SeqTrack>,
+    /// Packets received in the measurement window.
+    pub in_window: u64,
+    /// Packets whose content no publisher sent.
+    pub corrupt: u64,
+    /// Send-to-receive latencies in the window, in microseconds.
+    pub latencies_us: Vec<u32>,
+}
+
+impl ReceiverStats {
+    /// Records one received packet on the stream `ssrc`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &mut self,
+        ssrc: u32,
+        seq: u64,
+        timestamp: u32,
+        payload: &[u8],
+        received: Instant,
+        sent: &SentLog,
+        window: Option<(Instant, Instant)>,
+    ) {
+        self.tracks.entry(ssrc).or_default().record(seq);
+        let sent_at = sent.sent_at(timestamp, payload);
+        if sent_at.is_none() {
+            self.corrupt += 1;
+        }
+        if let Some((start, end)) = window
+            && received >= start
+            && received < end
+        {
+            self.in_window += 1;
+            if let Some(at) = sent_at {
+                let us = received.saturating_duration_since(at).as_micros();
+                self.latencies_us.push(us.min(u32::MAX as u128) as u32);
+            }
+        }
+    }
+
+    /// (received unique, lost, duplicates) over all tracks.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        self.tracks.values().fold((0, 0, 0), |(u, l, d), t| {
+            (u + t.unique, l + t.lost(), d + t.duplicates)
+        })
+    }
+
+    /// Number of tracks this receiver got media on.
+    pub fn track_count(&self) -> usize {
+        self.tracks.len()
+    }
+}
+
+/// CPU time and memory of a process, from `/proc`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcSample {
+    /// user + system CPU time.
+    pub cpu: Duration,
+    /// Resident set size in bytes.
+    pub rss: u64,
+}
+
+/// Reads `/proc/PID/stat` (utime, stime) and `/proc/PID/statm` (resident pages).
+pub fn sample_process(pid: u32) -> std::io::Result<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| std::io::Error::other("malformed /proc stat"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> std::io::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| std::io::Error::other("malformed /proc stat"))
+    };
+    // `after` starts at field 3 (state), so field N is index N - 3.
+    let total_ticks = ticks(14 - 3)? + ticks(15 - 3)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm"))?;
+    let resident: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0);
+    Ok(ProcSample {
+        cpu: Duration::from_micros(total_ticks * 1_000_000 / hz),
+        rss: resident * page,
+    })
+}
+
+/// The p-th percentile (0..=100) of sorted values.
+pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    Some(sorted[rank.min(sorted.len() - 1)])
+}
+
+/// Percentiles in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Millis {
+    /// Median.
+    pub p50: Option<f64>,
+    /// 95th percentile.
+    pub p95: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+}
+
+impl Millis {
+    /// Percentiles of microsecond values.
+    pub fn of_micros(values: &mut [u32]) -> Millis {
+        values.sort_unstable();
+        let ms = |p| percentile(values, p).map(|v| v as f64 / 1000.0);
+        Millis {
+            p50: ms(50.0),
+            p95: ms(95.0),
+            p99: ms(99.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_and_duplicates_come_from_sequence_numbers() {
+        let mut t = SeqTrack::default();
+        for s in [10, 11, 13, 13, 14, 17] {
+            t.record(s);
+        }
+        assert_eq!(t.unique, 5);
+        assert_eq!(t.duplicates, 1);
+        assert_eq!(t.lost(), 3, "12, 15 and 16");
+    }
+
+    #[test]
+    fn content_is_recognized_only_if_sent() {
+        let mut log = SentLog::default();
+        let t0 = Instant::now();
+        log.record(960, b"opus frame", t0);
+        assert_eq!(log.sent_at(960, b"opus frame"), Some(t0));
+        assert_eq!(log.sent_at(960, b"opus framf"), None);
+        assert_eq!(log.sent_at(961, b"opus frame"), None);
+    }
+
+    #[test]
+    fn percentiles() {
+        let mut v: Vec<u32> = (1..=100).map(|x| x * 1000).collect();
+        let m = Millis::of_micros(&mut v);
+        assert_eq!(m.p50, Some(51.0));
+        assert_eq!(m.p99, Some(99.0));
+        assert_eq!(percentile::<u32>(&[], 50.0), None);
+    }
+
+    #[test]
+    fn this_process_has_cpu_and_memory() {
+        let s = sample_process(std::process::id()).unwrap();
+        assert!(s.rss > 1 << 20);
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {}
+        assert!(sample_process(std::process::id()).unwrap().cpu >= s.cpu);
+    }
+}

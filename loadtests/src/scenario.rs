@@ -1,0 +1,475 @@
+//! Scenarios: who joins which lessons, in what role; running them and reporting.
+
+use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use tokio::sync::{Semaphore, watch};
+
+use crate::client::{self, ClientSpec, Shared};
+use crate::media;
+use crate::metrics::{Millis, ReceiverStats, sample_process};
+
+/// The shape of the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// One teacher publishing to N receive-only students.
+    Lecture,
+    /// N participants, all publishing and all receiving everyone.
+    SmallClass,
+    /// N one-to-one pairs, both publishing.
+    Tutoring,
+}
+
+/// A run's parameters.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Server base URL (`http://127.0.0.1:8080`).
+    pub url: String,
+    /// The school's API key.
+    pub api_key: String,
+    /// What to simulate.
+    pub scenario: Scenario,
+    /// Students (lecture), participants (small class) or pairs (tutoring).
+    pub size: usize,
+    /// Time after everyone joined before measuring.
+    pub warmup: Duration,
+    /// Length of the measurement window.
+    pub duration: Duration,
+    /// The server's process id, to measure its CPU and memory.
+    pub server_pid: Option<u32>,
+    /// Local address for the clients' media sockets.
+    pub bind_ip: IpAddr,
+    /// How many clients join at once.
+    pub join_concurrency: usize,
+    /// Give up on joins that take longer than this.
+    pub join_timeout: Duration,
+}
+
+/// The server's resource use over the window.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerUsage {
+    /// user+sys CPU as a percentage of one core.
+    pub cpu_percent: f64,
+    /// CPU milliseconds per thousand forwarded packets.
+    pub cpu_ms_per_1000_packets: f64,
+    /// CPU microseconds per forwarded packet.
+    pub cpu_us_per_packet: f64,
+    /// Resident memory at the end of the window, MiB.
+    pub rss_mib: f64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Its size parameter.
+    pub size: usize,
+    /// Clients started.
+    pub clients: usize,
+    /// Of which publishers.
+    pub publishers: usize,
+    /// Clients that received media.
+    pub joined: usize,
+    /// Clients that failed, with the first error.
+    pub failed: usize,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
+    /// Token to first media packet.
+    pub join_ms: Millis,
+    /// Measurement window, seconds.
+    pub window_s: f64,
+    /// Packets received by all clients in the window (= forwarded by the server).
+    pub packets_in_window: u64,
+    /// Forwarded packets per second in the window.
+    pub packets_per_second: f64,
+    /// Unique packets received over the whole run.
+    pub received: u64,
+    /// Packets missing from the sequence numbers.
+    pub lost: u64,
+    /// Loss as a percentage of expected packets.
+    pub loss_percent: f64,
+    /// Packets received twice.
+    pub duplicates: u64,
+    /// Packets whose content no publisher sent.
+    pub corrupt: u64,
+    /// Send-to-receive latency in the window (same clock).
+    pub latency_ms: Millis,
+    /// The server's resource use, when its pid was given.
+    pub server: Option<ServerUsage>,
+    /// The generator's own CPU over the window, % of one core.
+    pub generator_cpu_percent: f64,
+}
+
+struct Participant {
+    token: String,
+    publish: bool,
+    receives: bool,
+}
+
+/// Runs a scenario to completion.
+pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
+    let local = tokio::task::LocalSet::new();
+    local.run_until(run_local(config)).await
+}
+
+async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
+    raise_fd_limit();
+    let http = reqwest::Client::new();
+    let participants = plan(&http, &config).await?;
+    let (stop_tx, stop) = watch::channel(false);
+    let shared = Rc::new(Shared {
+        sent: RefCell::default(),
+        window: Cell::new(None),
+        video: media::video_frames()?,
+        audio: media::audio_frames(Duration::from_secs(6))?,
+        stop,
+    });
+    let gate = std::sync::Arc::new(Semaphore::new(config.join_concurrency.max(1)));
+    let mut tasks = Vec::new();
+    let mut stats = Vec::new();
+    // Publishers first, so receivers find their tracks published.
+    let mut ordered: Vec<&Participant> = participants.iter().filter(|p| p.publish).collect();
+    ordered.extend(participants.iter().filter(|p| !p.publish));
+    for p in ordered {
+        let s = Rc::new(RefCell::new(ReceiverStats::default()));
+        let spec = ClientSpec {
+            base: config.url.clone(),
+            token: p.token.clone(),
+            publish: p.publish,
+            bind_ip: config.bind_ip,
+        };
+        let shared = shared.clone();
+        let st = s.clone();
+        let gate = gate.clone();
+        let join_timeout = config.join_timeout;
+        tasks.push(tokio::task::spawn_local(async move {
+            // Hold a join slot until this client receives media (or gives up).
+            let permit = gate.acquire_owned().await;
+            let st2 = st.clone();
+            let release = async move {
+                let deadline = Instant::now() + join_timeout;
+                while st2.borrow().join_time.is_none() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                drop(permit);
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                r = client::run(spec, shared, st) => r,
+                () = release => unreachable!("release never completes"),
+            }
+        }));
+        stats.push((s, p.receives));
+    }
+
+    // Wait until every receiver has media, or the join timeout.
+    let deadline = Instant::now() + config.join_timeout;
+    while Instant::now() < deadline
+        && !stats
+            .iter()
+            .all(|(s, receives)| !receives || s.borrow().join_time.is_some())
+        && !tasks.iter().all(|t| t.is_finished())
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(config.warmup).await;
+
+    let start = Instant::now();
+    shared.window.set(Some((start, start + config.duration)));
+    let server_before = config.server_pid.map(sample_process).transpose()?;
+    let self_before = sample_process(std::process::id())?;
+    tokio::time::sleep(config.duration).await;
+    let server_after = config.server_pid.map(sample_process).transpose()?;
+    let self_after = sample_process(std::process::id())?;
+    let window = start.elapsed();
+
+    stop_tx.send_replace(true);
+    let mut failed = 0;
+    let mut first_error = None;
+    for t in tasks {
+        match tokio::time::timeout(Duration::from_secs(5), t).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                failed += 1;
+                first_error.get_or_insert_with(|| format!("{e:#}"));
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                first_error.get_or_insert_with(|| format!("client task: {e}"));
+            }
+            Err(_) => {
+                failed += 1;
+                first_error.get_or_insert_with(|| "client did not stop".into());
+            }
+        }
+    }
+    Ok(report(
+        &config,
+        &participants,
+        &stats,
+        window,
+        failed,
+        first_error,
+        server_before.zip(server_after),
+        (self_before, self_after),
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    config: &LoadConfig,
+    participants: &[Participant],
+    stats: &[(Rc<RefCell<ReceiverStats>>, bool)],
+    window: Duration,
+    failed: usize,
+    first_error: Option<String>,
+    server: Option<(crate::metrics::ProcSample, crate::metrics::ProcSample)>,
+    generator: (crate::metrics::ProcSample, crate::metrics::ProcSample),
+) -> Report {
+    let mut joins = Vec::new();
+    let mut latencies = Vec::new();
+    let (mut received, mut lost, mut dups, mut corrupt, mut in_window) = (0, 0, 0, 0, 0);
+    for (s, receives) in stats {
+        let s = s.borrow();
+        if *receives && let Some(j) = s.join_time {
+            joins.push(j.as_micros().min(u32::MAX as u128) as u32);
+        }
+        let (u, l, d) = s.counts();
+        received += u;
+        lost += l;
+        dups += d;
+        corrupt += s.corrupt;
+        in_window += s.in_window;
+        latencies.extend_from_slice(&s.latencies_us);
+    }
+    let secs = window.as_secs_f64();
+    let server = server.map(|(before, after)| {
+        let cpu = (after.cpu - before.cpu).as_secs_f64();
+        ServerUsage {
+            cpu_percent: 100.0 * cpu / secs,
+            cpu_ms_per_1000_packets: if in_window > 0 {
+                cpu * 1000.0 * 1000.0 / in_window as f64
+            } else {
+                0.0
+            },
+            cpu_us_per_packet: if in_window > 0 {
+                cpu * 1e6 / in_window as f64
+            } else {
+                0.0
+            },
+            rss_mib: after.rss as f64 / (1 << 20) as f64,
+        }
+    });
+    Report {
+        scenario: config.scenario,
+        size: config.size,
+        clients: participants.len(),
+        publishers: participants.iter().filter(|p| p.publish).count(),
+        joined: joins.len(),
+        failed,
+        first_error,
+        join_ms: Millis::of_micros(&mut joins),
+        window_s: secs,
+        packets_in_window: in_window,
+        packets_per_second: in_window as f64 / secs,
+        received,
+        lost,
+        loss_percent: if received + lost > 0 {
+            100.0 * lost as f64 / (received + lost) as f64
+        } else {
+            0.0
+        },
+        duplicates: dups,
+        corrupt,
+        latency_ms: Millis::of_micros(&mut latencies),
+        server,
+        generator_cpu_percent: 100.0 * (generator.1.cpu - generator.0.cpu).as_secs_f64() / secs,
+    }
+}
+
+/// Creates the lessons and tokens for a scenario, through the public REST API.
+async fn plan(http: &reqwest::Client, config: &LoadConfig) -> anyhow::Result<Vec<Participant>> {
+    let n = config.size;
+    if n == 0 {
+        bail!("the scenario size must be at least 1");
+    }
+    let mut out = Vec::new();
+    match config.scenario {
+        Scenario::Lecture => {
+            let lesson = create_lesson(http, config, "lecture", n + 1).await?;
+            out.push(participant(http, config, &lesson, "teacher", "teacher", true, false).await?);
+            for i in 0..n {
+                let id = format!("student-{i}");
+                out.push(participant(http, config, &lesson, &id, "student", false, true).await?);
+            }
+        }
+        Scenario::SmallClass => {
+            let lesson = create_lesson(http, config, "small_class", n.max(2)).await?;
+            for i in 0..n {
+                let (id, role) = if i == 0 {
+                    ("teacher".to_owned(), "teacher")
+                } else {
+                    (format!("student-{i}"), "student")
+                };
+                out.push(participant(http, config, &lesson, &id, role, true, n > 1).await?);
+            }
+        }
+        Scenario::Tutoring => {
+            for _ in 0..n {
+                let lesson = create_lesson(http, config, "one_to_one", 2).await?;
+                out.push(participant(http, config, &lesson, "tutor", "teacher", true, true).await?);
+                out.push(participant(http, config, &lesson, "pupil", "student", true, true).await?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn create_lesson(
+    http: &reqwest::Client,
+    config: &LoadConfig,
+    mode: &str,
+    capacity: usize,
+) -> anyhow::Result<String> {
+    let body = serde_json::json!({"title": "load test", "mode": mode, "capacity": capacity.max(2)});
+    let resp: serde_json::Value = http
+        .post(format!("{}/api/v1/lessons", config.url))
+        .bearer_auth(&config.api_key)
+        .json(&body)
+        .send()
+        .await
+        .context("creating a lesson")?
+        .error_for_status()
+        .context("creating a lesson")?
+        .json()
+        .await?;
+    resp["id"]
+        .as_str()
+        .map(str::to_owned)
+        .context("lesson id in the response")
+}
+
+async fn participant(
+    http: &reqwest::Client,
+    config: &LoadConfig,
+    lesson: &str,
+    identity: &str,
+    role: &str,
+    publish: bool,
+    receives: bool,
+) -> anyhow::Result<Participant> {
+    let body = serde_json::json!({"identity": identity, "name": identity, "role": role});
+    let resp: serde_json::Value = http
+        .post(format!("{}/api/v1/lessons/{lesson}/tokens", config.url))
+        .bearer_auth(&config.api_key)
+        .json(&body)
+        .send()
+        .await
+        .context("creating a token")?
+        .error_for_status()
+        .context("creating a token")?
+        .json()
+        .await?;
+    Ok(Participant {
+        token: resp["token"]
+            .as_str()
+            .context("token in the response")?
+            .to_owned(),
+        publish,
+        receives,
+    })
+}
+
+/// Thousands of clients need thousands of sockets: lift the soft descriptor limit to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+impl Report {
+    /// A human-readable table.
+    pub fn table(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+        let mut out = String::new();
+        let mut line = |k: &str, v: String| out.push_str(&format!("{k:<28}{v}\n"));
+        line(
+            "scenario",
+            format!(
+                "{:?} size {} ({} clients, {} publishing)",
+                self.scenario, self.size, self.clients, self.publishers
+            ),
+        );
+        line(
+            "joined / failed",
+            format!("{} / {}", self.joined, self.failed),
+        );
+        if let Some(e) = &self.first_error {
+            line("first error", e.clone());
+        }
+        line(
+            "join ms p50 / p95 / p99",
+            format!(
+                "{} / {} / {}",
+                ms(self.join_ms.p50),
+                ms(self.join_ms.p95),
+                ms(self.join_ms.p99)
+            ),
+        );
+        line(
+            "forwarded in window",
+            format!(
+                "{} packets in {:.1} s ({:.0}/s)",
+                self.packets_in_window, self.window_s, self.packets_per_second
+            ),
+        );
+        line(
+            "loss / dup / corrupt",
+            format!(
+                "{:.3}% ({} of {}) / {} / {}",
+                self.loss_percent,
+                self.lost,
+                self.received + self.lost,
+                self.duplicates,
+                self.corrupt
+            ),
+        );
+        line(
+            "added latency ms p50 / p99",
+            format!("{} / {}", ms(self.latency_ms.p50), ms(self.latency_ms.p99)),
+        );
+        match &self.server {
+            Some(s) => {
+                line("server CPU", format!("{:.1}% of a core", s.cpu_percent));
+                line(
+                    "server CPU per packet",
+                    format!(
+                        "{:.2} us ({:.2} ms per 1000 forwarded)",
+                        s.cpu_us_per_packet, s.cpu_ms_per_1000_packets
+                    ),
+                );
+                line("server RSS", format!("{:.1} MiB", s.rss_mib));
+            }
+            None => line("server CPU", "not measured (no --server-pid)".into()),
+        }
+        line(
+            "generator CPU",
+            format!("{:.1}% of a core", self.generator_cpu_percent),
+        );
+        out
+    }
+}

@@ -1,0 +1,85 @@
+//! A short run of every scenario against an in-process server, so the load generator cannot rot.
+//! (The full benchmark is loadtests/bench.sh; this only checks that the tool works and that a
+//! tiny load is delivered whole.)
+
+use std::time::Duration;
+
+use jinke::config::ServeConfig;
+use jinke::server::Server;
+use jinke_load::{LoadConfig, Scenario};
+
+const KEY: &str = "load-smoke-key-0123456789";
+
+async fn smoke(scenario: Scenario, size: usize) -> jinke_load::Report {
+    let dir = std::env::temp_dir().join(format!(
+        "jinke-load-smoke-{}-{scenario:?}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = ServeConfig::loopback(dir.clone());
+    config.api_key = Some(KEY.into());
+    let server = Server::start(config).await.unwrap();
+    let load = LoadConfig {
+        url: format!("http://{}", server.http_addr()),
+        api_key: KEY.into(),
+        scenario,
+        size,
+        warmup: Duration::from_millis(500),
+        duration: Duration::from_secs(2),
+        server_pid: Some(std::process::id()),
+        bind_ip: "127.0.0.1".parse().unwrap(),
+        join_concurrency: 8,
+        join_timeout: Duration::from_secs(20),
+    };
+    // The generator runs on its own thread, as it would in its own process.
+    let report = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(jinke_load::run(load))
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{}", report.table());
+    report
+}
+
+fn assert_whole(r: &jinke_load::Report, receivers: usize) {
+    assert_eq!(r.failed, 0, "{:?}", r.first_error);
+    assert_eq!(r.joined, receivers);
+    assert_eq!(r.corrupt, 0, "every payload is one that was sent");
+    assert_eq!(r.duplicates, 0);
+    assert_eq!(r.lost, 0, "a tiny load on loopback loses nothing");
+    assert!(r.packets_in_window > 0);
+    assert!(r.latency_ms.p50.is_some());
+    let server = r.server.as_ref().expect("cpu measured");
+    assert!(server.cpu_percent > 0.0 && server.rss_mib > 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lecture_smoke() {
+    let r = smoke(Scenario::Lecture, 5).await;
+    assert_whole(&r, 5);
+    // ~30 fps video in ~2-3 packets per frame plus 50 audio packets per second, to 5 students.
+    assert!(
+        r.packets_per_second > 5.0 * 100.0,
+        "{}",
+        r.packets_per_second
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_class_smoke() {
+    let r = smoke(Scenario::SmallClass, 3).await;
+    assert_whole(&r, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tutoring_smoke() {
+    let r = smoke(Scenario::Tutoring, 2).await;
+    assert_whole(&r, 4);
+}
