@@ -1,0 +1,184 @@
+//! `jinke-ceiling`: what one core of this machine can do at best per forwarded packet — AES-128-GCM
+//! encryption of a 1200-byte packet (SRTP's AEAD profile) and sending it over loopback UDP, plain,
+//! batched with `sendmmsg`, and with UDP GSO. The SFU's figures are compared against this.
+//!
+//! Pin it to a core (`taskset -c 0 jinke-ceiling`). Packets go to a socket on 127.0.0.1 that
+//! nobody reads: the kernel's full delivery path runs, and the queue overflow drops them.
+
+use std::mem::{size_of, zeroed};
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use serde::Serialize;
+
+const PACKET: usize = 1200;
+const BATCH: usize = 16;
+const RUN: Duration = Duration::from_millis(1500);
+
+#[derive(Serialize)]
+struct Row {
+    what: &'static str,
+    ns_per_packet: f64,
+    packets_per_second: f64,
+}
+
+fn measure(what: &'static str, per_call: usize, mut f: impl FnMut()) -> Row {
+    // Warm up, then count calls in a fixed time.
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_millis(200) {
+        f();
+    }
+    let start = Instant::now();
+    let mut calls = 0u64;
+    while start.elapsed() < RUN {
+        for _ in 0..64 {
+            f();
+        }
+        calls += 64;
+    }
+    let packets = calls as f64 * per_call as f64;
+    let secs = start.elapsed().as_secs_f64();
+    Row {
+        what,
+        ns_per_packet: secs * 1e9 / packets,
+        packets_per_second: packets / secs,
+    }
+}
+
+fn sockaddr(addr: std::net::SocketAddr) -> libc::sockaddr_in {
+    let std::net::SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 loopback expected");
+    };
+    // SAFETY: sockaddr_in is plain data; zero is a valid starting value.
+    let mut sa: libc::sockaddr_in = unsafe { zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = v4.port().to_be();
+    sa.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+    sa
+}
+
+fn main() -> anyhow::Result<()> {
+    let json = std::env::args().any(|a| a == "--json");
+    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &[7u8; 16]).expect("key"));
+    let mut packet = vec![0x5au8; PACKET];
+    let header = [0x80u8, 0x60, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3];
+    let mut counter = 0u32;
+    let mut seal = |buf: &mut Vec<u8>| {
+        counter = counter.wrapping_add(1);
+        let mut iv = [0u8; 12];
+        iv[8..].copy_from_slice(&counter.to_be_bytes());
+        buf.truncate(PACKET - 16);
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(iv), Aad::from(&header), buf)
+            .expect("seal");
+    };
+
+    let sink = UdpSocket::bind("127.0.0.1:0")?;
+    let dest = sink.local_addr()?;
+    let sender = UdpSocket::bind("127.0.0.1:0")?;
+    let fd = sender.as_raw_fd();
+    let sa = sockaddr(dest);
+
+    let mut rows = vec![measure("AES-128-GCM seal, 1200 B", 1, || seal(&mut packet))];
+    rows.push(measure("sendto, 1200 B", 1, || {
+        let _ = sender.send_to(&packet, dest);
+    }));
+
+    // sendmmsg: BATCH datagrams per system call.
+    let mut iov: Vec<libc::iovec> = (0..BATCH)
+        .map(|_| libc::iovec {
+            iov_base: packet.as_ptr() as *mut _,
+            iov_len: PACKET,
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = iov
+        .iter_mut()
+        .map(|v| {
+            // SAFETY: mmsghdr is plain data; the pointers set below outlive the calls.
+            let mut m: libc::mmsghdr = unsafe { zeroed() };
+            m.msg_hdr.msg_name = &sa as *const _ as *mut _;
+            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect();
+    rows.push(measure("sendmmsg x16, 1200 B", BATCH, || {
+        // SAFETY: msgs points at BATCH valid headers with valid iovecs and address.
+        unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), BATCH as u32, 0) };
+    }));
+
+    // UDP GSO: one send of BATCH segments of PACKET bytes to one destination.
+    let mut super_buf = vec![0x5au8; PACKET * BATCH];
+    let gso = |buf: &[u8]| {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_ptr() as *mut _,
+            iov_len: buf.len(),
+        };
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+        let mut control = vec![0u8; space];
+        // SAFETY: msghdr is plain data; every pointer in it refers to a live local.
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        msg.msg_name = &sa as *const _ as *mut _;
+        msg.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut _;
+        msg.msg_controllen = space;
+        // SAFETY: the control buffer has room for one cmsg with a u16 (CMSG_SPACE above).
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut u16, PACKET as u16);
+            libc::sendmsg(fd, &msg, 0)
+        }
+    };
+    if gso(&super_buf) < 0 {
+        eprintln!("UDP GSO unavailable: {}", std::io::Error::last_os_error());
+    } else {
+        rows.push(measure("UDP GSO x16, 1200 B", BATCH, || {
+            gso(&super_buf);
+        }));
+        let mut scratch = Vec::with_capacity(PACKET);
+        rows.push(measure("GCM seal + GSO x16 (ceiling)", BATCH, || {
+            for seg in super_buf.chunks_mut(PACKET) {
+                scratch.clear();
+                scratch.extend_from_slice(&seg[..PACKET - 16]);
+                seal(&mut scratch);
+                seg.copy_from_slice(&scratch);
+            }
+            gso(&super_buf);
+        }));
+    }
+    let mut scratch = Vec::with_capacity(PACKET);
+    rows.push(measure("GCM seal + sendmmsg x16", BATCH, || {
+        for _ in 0..BATCH {
+            scratch.clear();
+            scratch.extend_from_slice(&packet[..PACKET - 16]);
+            seal(&mut scratch);
+        }
+        // SAFETY: as for sendmmsg above.
+        unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), BATCH as u32, 0) };
+    }));
+
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "{:<32}{:>12}{:>16}",
+            "per packet, one core", "ns/packet", "packets/s"
+        );
+        for r in &rows {
+            println!(
+                "{:<32}{:>12.0}{:>16.0}",
+                r.what, r.ns_per_packet, r.packets_per_second
+            );
+        }
+    }
+    drop(sink);
+    Ok(())
+}
