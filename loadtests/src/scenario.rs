@@ -120,6 +120,8 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
 
 async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
     raise_fd_limit();
+    // If anything in the build turned on reqwest's TLS, it needs rustls's provider chosen.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let http = reqwest::Client::new();
     let participants = plan(&http, &config).await?;
     let (stop_tx, stop) = watch::channel(false);

@@ -20,6 +20,9 @@ use crate::{CloseReason, Command, PeerEvent, PeerId, PeerSpec, SfuError, SfuStat
 /// The longest the shard blocks on its socket, bounding how late a control command is seen.
 const MAX_WAIT: Duration = Duration::from_millis(10);
 
+/// Most datagrams taken from the socket before the peers they touched are polled.
+const RECV_BATCH: usize = 64;
+
 /// Largest datagram we accept (anything larger is not WebRTC traffic we produce or expect).
 const MAX_DATAGRAM: usize = 2048;
 
@@ -90,7 +93,17 @@ impl Shard {
                 tracing::error!(error = %e, "cannot set the media socket's read timeout");
             }
             match self.socket.recv_from(&mut buf) {
-                Ok((n, source)) => self.handle_datagram(&buf[..n], source),
+                Ok((n, source)) => {
+                    self.handle_datagram(&buf[..n], source);
+                    // Take whatever else is queued before polling anyone, so that each peer is
+                    // polled once per batch (a video frame's packets), not once per packet.
+                    for _ in 1..RECV_BATCH {
+                        let Some((n, source)) = recv_nonblocking(&self.socket, &mut buf) else {
+                            break;
+                        };
+                        self.handle_datagram(&buf[..n], source);
+                    }
+                }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => tracing::debug!(error = %e, "media socket receive failed"),
             }
@@ -232,7 +245,9 @@ impl Shard {
             tracing::debug!(?id, error = %e, "peer input failed; closing it");
             peer.rtc.disconnect();
         }
-        self.mark_dirty(id);
+        // str0m holds a received packet only until the next poll: take it out (and forward it)
+        // now. The subscribers it was written to are polled once the whole batch is in.
+        self.poll_peer(id);
     }
 
     /// Feeds timeouts to peers whose timers expired, closes peers that never connected, and
@@ -283,34 +298,44 @@ impl Shard {
     /// Polls every queued peer until str0m has nothing more to say, forwarding media as it comes.
     fn poll_dirty(&mut self) {
         while let Some(id) = self.dirty.pop() {
-            while let Some(peer) = self.peers.get_mut(&id) {
-                if !peer.rtc.is_alive() {
-                    peer.dirty = false;
-                    self.dead.push(id);
-                    break;
-                }
-                peer.negotiate_if_needed();
-                match peer.rtc.poll_output() {
-                    Ok(Output::Transmit(t)) => {
-                        if let Err(e) = self.socket.send_to(&t.contents, t.destination) {
-                            tracing::debug!(?id, error = %e, "media send failed");
-                        }
-                    }
-                    Ok(Output::Timeout(t)) => {
-                        peer.next_timeout = t;
-                        peer.dirty = false;
-                        break;
-                    }
-                    Ok(Output::Event(event)) => self.handle_event(id, event),
-                    Err(e) => {
-                        tracing::debug!(?id, error = %e, "peer output failed; closing it");
-                        peer.rtc.disconnect();
-                    }
-                }
-            }
+            self.poll_peer(id);
         }
         while let Some(id) = self.dead.pop() {
             self.remove_peer(id, Some(CloseReason::ConnectionLost));
+        }
+    }
+
+    /// Polls one peer until it has nothing more to say. Its received media is forwarded (which
+    /// queues its subscribers for polling); its datagrams are sent.
+    fn poll_peer(&mut self, id: PeerId) {
+        while let Some(peer) = self.peers.get_mut(&id) {
+            if !peer.rtc.is_alive() {
+                if peer.dirty {
+                    peer.dirty = false;
+                }
+                if !self.dead.contains(&id) {
+                    self.dead.push(id);
+                }
+                break;
+            }
+            peer.negotiate_if_needed();
+            match peer.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    if let Err(e) = self.socket.send_to(&t.contents, t.destination) {
+                        tracing::debug!(?id, error = %e, "media send failed");
+                    }
+                }
+                Ok(Output::Timeout(t)) => {
+                    peer.next_timeout = t;
+                    peer.dirty = false;
+                    break;
+                }
+                Ok(Output::Event(event)) => self.handle_event(id, event),
+                Err(e) => {
+                    tracing::debug!(?id, error = %e, "peer output failed; closing it");
+                    peer.rtc.disconnect();
+                }
+            }
         }
     }
 
@@ -471,5 +496,48 @@ impl Shard {
         for id in ids {
             self.remove_peer(id, Some(CloseReason::Shutdown));
         }
+    }
+}
+
+/// Receives one datagram without blocking (the socket itself stays blocking with a timeout).
+fn recv_nonblocking(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sockaddr_storage is plain data; zero is a valid value.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: buf and addr are valid for the lengths passed; the fd is the socket's own.
+    let n = unsafe {
+        libc::recvfrom(
+            socket.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if n < 0 {
+        return None;
+    }
+    sockaddr_to_std(&addr).map(|a| (n as usize, a))
+}
+
+fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match addr.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::new(ip.into(), u16::from_be(a.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::new(ip.into(), u16::from_be(a.sin6_port)))
+        }
+        _ => None,
     }
 }
