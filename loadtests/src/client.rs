@@ -18,7 +18,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::media::{AUDIO_FRAME, AUDIO_TS_STEP, Frame, VIDEO_CLOCK, VIDEO_FPS};
@@ -36,52 +36,59 @@ pub struct Shared {
     pub audio: Vec<Arc<[u8]>>,
     /// Becomes true when clients must leave.
     pub stop: watch::Receiver<bool>,
+    /// Publishers started so far (each starts at its own point of the loops).
+    pub publishers: Cell<usize>,
 }
 
-/// How to join.
-pub struct ClientSpec {
-    /// Server base URL, `http://host:port`.
-    pub base: String,
-    /// Join token.
-    pub token: String,
-    /// Whether this client publishes the clip and audio.
-    pub publish: bool,
-    /// Local address to bind the media socket to.
-    pub bind_ip: IpAddr,
+/// What the server's side of signaling tells a media session.
+#[derive(Debug)]
+pub enum FromServer {
+    /// The answer to our offer.
+    Answer(String),
+    /// An offer to answer.
+    Offer(String),
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// What a media session asks its signaling to send.
+#[derive(Debug)]
+pub enum ToServer {
+    /// Our offer.
+    Offer(String),
+    /// Our answer to the server's offer.
+    Answer(String),
+}
 
-/// Runs one participant until `shared.stop`; its observations go to `stats`.
-pub async fn run(
-    spec: ClientSpec,
+/// The signaling side of a media session.
+pub struct Link {
+    /// Server SDP, in order.
+    pub from_server: mpsc::UnboundedReceiver<FromServer>,
+    /// Our SDP, in order.
+    pub to_server: mpsc::UnboundedSender<ToServer>,
+}
+
+/// How a media session starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// We offer the clip and audio, send-only.
+    OfferPublishing,
+    /// We offer a data channel only (receive what the server adds).
+    OfferReceiving,
+    /// The server offers; we answer.
+    AwaitOffer,
+}
+
+/// One WebRTC session through str0m on its own UDP socket: negotiates through `link`, sends the
+/// clip and audio when publishing, records what it receives. Runs until the connection fails or
+/// the future is dropped.
+pub async fn media_session(
+    opening: Opening,
+    bind_ip: IpAddr,
+    started: Instant,
     shared: Rc<Shared>,
     stats: Rc<RefCell<ReceiverStats>>,
+    mut link: Link,
 ) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let ws_url = format!(
-        "{}/ws?token={}",
-        spec.base.replacen("http", "ws", 1),
-        spec.token
-    );
-    let (ws, _) = tokio_tungstenite::connect_async(&ws_url)
-        .await
-        .context("signaling connect")?;
-    let (mut sink, mut stream) = ws.split();
-    send(
-        &mut sink,
-        ClientMessage::Join {
-            protocol: PROTOCOL_VERSION,
-        },
-    )
-    .await?;
-    match next_message(&mut stream).await? {
-        ServerMessage::Joined { .. } => {}
-        other => bail!("expected joined, got {other:?}"),
-    }
-
-    let socket = UdpSocket::bind(SocketAddr::new(spec.bind_ip, 0)).await?;
+    let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
     let local = socket.local_addr()?;
     let mut rtc = Rtc::builder()
         .set_rtp_mode(true)
@@ -90,27 +97,26 @@ pub async fn run(
         .enable_vp8(true)
         .build(Instant::now());
     rtc.add_local_candidate(Candidate::host(local, "udp")?);
-    let mut change = rtc.sdp_api();
-    let mids = if spec.publish {
-        let a = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let v = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-        Some((a, v))
-    } else {
-        change.add_channel("jinke".into());
-        None
-    };
-    let (offer, pending) = change.apply().context("an offer with media or a channel")?;
-    let mut pending = Some(pending);
-    send(
-        &mut sink,
-        ClientMessage::Offer {
-            sdp: offer.to_sdp_string(),
-        },
-    )
-    .await?;
+    let mut pending = None;
+    let mut publisher = None;
+    if opening != Opening::AwaitOffer {
+        let mut change = rtc.sdp_api();
+        if opening == Opening::OfferPublishing {
+            let a = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+            let v = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+            let k = shared.publishers.get();
+            shared.publishers.set(k + 1);
+            publisher = Some(Publisher::new(a, v, k));
+        } else {
+            change.add_channel("jinke".into());
+        }
+        let (offer, p) = change.apply().context("an offer with media or a channel")?;
+        pending = Some(p);
+        link.to_server
+            .send(ToServer::Offer(offer.to_sdp_string()))
+            .context("signaling gone")?;
+    }
 
-    let mut publisher = mids.map(|(audio, video)| Publisher::new(audio, video));
-    let mut stop = shared.stop.clone();
     let mut buf = vec![0u8; 2048];
     let mut media_tick = tokio::time::interval(Duration::from_millis(5));
     media_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -159,18 +165,17 @@ pub async fn run(
                     }))?;
                 }
             }
-            msg = next_message(&mut stream) => match msg? {
-                ServerMessage::Answer { sdp } => {
+            msg = link.from_server.recv() => match msg.context("signaling gone")? {
+                FromServer::Answer(sdp) => {
                     let pending = pending.take().context("an answer without an offer")?;
                     rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&sdp)?)?;
                 }
-                ServerMessage::Offer { sdp, .. } => {
+                FromServer::Offer(sdp) => {
                     let answer = rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&sdp)?)?;
-                    send(&mut sink, ClientMessage::Answer { sdp: answer.to_sdp_string() }).await?;
+                    link.to_server
+                        .send(ToServer::Answer(answer.to_sdp_string()))
+                        .context("signaling gone")?;
                 }
-                ServerMessage::Bye { reason } => bail!("server said bye: {reason:?}"),
-                ServerMessage::Error { code, message, .. } => bail!("server error {code:?}: {message}"),
-                _ => {}
             },
             _ = tokio::time::sleep_until(timeout.into()) => {
                 rtc.handle_input(Input::Timeout(Instant::now()))?;
@@ -180,13 +185,100 @@ pub async fn run(
                     p.send_due(&mut rtc, &shared, Instant::now());
                 }
             }
-            _ = stop.wait_for(|s| *s) => {
-                let _ = send(&mut sink, ClientMessage::Leave).await;
-                return Ok(());
-            }
         }
     }
 }
+
+/// A participant of a Jinke lesson: signaling over the WebSocket, one media session.
+pub async fn jinke_participant(
+    spec: ClientSpec,
+    shared: Rc<Shared>,
+    stats: Rc<RefCell<ReceiverStats>>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let ws_url = format!(
+        "{}/ws?token={}",
+        spec.base.replacen("http", "ws", 1),
+        spec.token
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(&ws_url)
+        .await
+        .context("signaling connect")?;
+    let (mut sink, mut stream) = ws.split();
+    send(
+        &mut sink,
+        ClientMessage::Join {
+            protocol: PROTOCOL_VERSION,
+        },
+    )
+    .await?;
+    match next_message(&mut stream).await? {
+        ServerMessage::Joined { .. } => {}
+        other => bail!("expected joined, got {other:?}"),
+    }
+    let (from_tx, from_server) = mpsc::unbounded_channel();
+    let (to_server, mut to_rx) = mpsc::unbounded_channel();
+    let opening = if spec.publish {
+        Opening::OfferPublishing
+    } else {
+        Opening::OfferReceiving
+    };
+    let media = media_session(
+        opening,
+        spec.bind_ip,
+        started,
+        shared.clone(),
+        stats,
+        Link {
+            from_server,
+            to_server,
+        },
+    );
+    let mut stop = shared.stop.clone();
+    let signaling = async move {
+        loop {
+            tokio::select! {
+                msg = next_message(&mut stream) => match msg? {
+                    ServerMessage::Answer { sdp } => { let _ = from_tx.send(FromServer::Answer(sdp)); }
+                    ServerMessage::Offer { sdp, .. } => { let _ = from_tx.send(FromServer::Offer(sdp)); }
+                    ServerMessage::Bye { reason } => bail!("server said bye: {reason:?}"),
+                    ServerMessage::Error { code, message, .. } => bail!("server error {code:?}: {message}"),
+                    _ => {}
+                },
+                Some(out) = to_rx.recv() => {
+                    let msg = match out {
+                        ToServer::Offer(sdp) => ClientMessage::Offer { sdp },
+                        ToServer::Answer(sdp) => ClientMessage::Answer { sdp },
+                    };
+                    send(&mut sink, msg).await?;
+                }
+                _ = stop.wait_for(|s| *s) => {
+                    let _ = send(&mut sink, ClientMessage::Leave).await;
+                    return Ok(());
+                }
+            }
+        }
+    };
+    tokio::select! {
+        r = signaling => r,
+        r = media => r,
+    }
+}
+
+/// How to join a Jinke lesson.
+pub struct ClientSpec {
+    /// Server base URL, `http://host:port`.
+    pub base: String,
+    /// Join token.
+    pub token: String,
+    /// Whether this client publishes the clip and audio.
+    pub publish: bool,
+    /// Local address to bind the media socket to.
+    pub bind_ip: IpAddr,
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn send(
     sink: &mut futures_util::stream::SplitSink<Ws, Message>,
@@ -213,6 +305,10 @@ async fn next_message(
 /// The sending side of a publisher: paces the clip and the audio in real time, looping both
 /// with continuous timestamps.
 struct Publisher {
+    /// Where in the loops this publisher starts: publishers sending at the same moment never send
+    /// the same content, so receivers can tell whose packet they got.
+    audio_start: usize,
+    video_start: usize,
     audio_mid: Mid,
     video_mid: Mid,
     pts: Option<(Pt, Pt)>,
@@ -226,8 +322,10 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn new(audio_mid: Mid, video_mid: Mid) -> Publisher {
+    fn new(audio_mid: Mid, video_mid: Mid, index: usize) -> Publisher {
         Publisher {
+            audio_start: index * 11,
+            video_start: index * 7,
             audio_mid,
             video_mid,
             pts: None,
@@ -260,7 +358,8 @@ impl Publisher {
         let elapsed = now - started;
         let audio_due = (elapsed.as_micros() / AUDIO_FRAME.as_micros()) as u64 + 1;
         while self.audio_sent < audio_due {
-            let frame = &shared.audio[(self.audio_sent % shared.audio.len() as u64) as usize];
+            let frame =
+                &shared.audio[(self.audio_start + self.audio_sent as usize) % shared.audio.len()];
             let ts = self
                 .audio_ts0
                 .wrapping_add((self.audio_sent as u32).wrapping_mul(AUDIO_TS_STEP));
@@ -280,7 +379,8 @@ impl Publisher {
         }
         let video_due = (elapsed.as_micros() * VIDEO_FPS as u128 / 1_000_000) as u64 + 1;
         while self.video_sent < video_due {
-            let frame = &shared.video[(self.video_sent % shared.video.len() as u64) as usize];
+            let frame =
+                &shared.video[(self.video_start + self.video_sent as usize) % shared.video.len()];
             let ts = self
                 .video_ts0
                 .wrapping_add((self.video_sent as u32).wrapping_mul(VIDEO_CLOCK / VIDEO_FPS));

@@ -103,7 +103,8 @@ pub fn audio_frames(duration: Duration) -> Result<Vec<Arc<[u8]>>, MediaError> {
             let phrase = if (t % 3.0) < 2.2 { 1.0 } else { 0.0 };
             noise = noise.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             let hiss = (noise >> 16) as f32 / 65_536.0 - 0.5;
-            let v = phrase * syllable * (0.6 * voiced + 0.1 * hiss);
+            // A faint noise floor keeps every encoded frame distinct, even in pauses.
+            let v = phrase * syllable * (0.6 * voiced + 0.1 * hiss) + 0.002 * hiss;
             *s = (v.clamp(-1.0, 1.0) * 12_000.0) as i16;
         }
         let n = encoder.encode(&pcm, &mut buf)?;

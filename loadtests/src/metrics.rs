@@ -21,23 +21,38 @@ pub fn payload_hash(timestamp: u32, payload: &[u8]) -> u64 {
     h ^ (h >> 32)
 }
 
-/// Every packet the publishers sent, by payload hash, with when it was sent.
+/// Every packet the publishers sent, with when it was sent.
+///
+/// Servers may rewrite RTP timestamps (Janus does; Jinke does not), so a receiver first matches
+/// its stream's first packet by content alone to learn the timestamp offset, then looks packets up
+/// exactly by (timestamp, content).
 #[derive(Default)]
 pub struct SentLog {
-    sent: HashMap<u64, Instant>,
+    exact: HashMap<u64, Instant>,
+    /// Content hash to the latest (timestamp, send time) with that content.
+    by_content: HashMap<u64, (u32, Instant)>,
 }
 
 impl SentLog {
     /// Records a packet handed to the publisher's WebRTC stack at `at`.
     pub fn record(&mut self, timestamp: u32, payload: &[u8], at: Instant) {
-        self.sent
+        self.exact
             .entry(payload_hash(timestamp, payload))
             .or_insert(at);
+        self.by_content
+            .insert(payload_hash(0, payload), (timestamp, at));
     }
 
-    /// When a packet with this content was sent, if it was.
+    /// When a packet with this timestamp and content was sent, if it was.
     pub fn sent_at(&self, timestamp: u32, payload: &[u8]) -> Option<Instant> {
-        self.sent.get(&payload_hash(timestamp, payload)).copied()
+        self.exact.get(&payload_hash(timestamp, payload)).copied()
+    }
+
+    /// The original timestamp of the latest packet sent with this content.
+    pub fn timestamp_of(&self, payload: &[u8]) -> Option<u32> {
+        self.by_content
+            .get(&payload_hash(0, payload))
+            .map(|(ts, _)| *ts)
     }
 }
 
@@ -85,6 +100,8 @@ pub struct ReceiverStats {
     /// From holding the token to the first media packet.
     pub join_time: Option<Duration>,
     tracks: HashMap<u32, SeqTrack>,
+    /// Per stream: received timestamp minus sent timestamp.
+    ts_offsets: HashMap<u32, u32>,
     /// Packets received in the measurement window.
     pub in_window: u64,
     /// Packets whose content no publisher sent.
@@ -107,7 +124,15 @@ impl ReceiverStats {
         window: Option<(Instant, Instant)>,
     ) {
         self.tracks.entry(ssrc).or_default().record(seq);
-        let sent_at = sent.sent_at(timestamp, payload);
+        let offset = match self.ts_offsets.get(&ssrc) {
+            Some(o) => Some(*o),
+            None => sent.timestamp_of(payload).map(|ts| {
+                let o = timestamp.wrapping_sub(ts);
+                self.ts_offsets.insert(ssrc, o);
+                o
+            }),
+        };
+        let sent_at = offset.and_then(|o| sent.sent_at(timestamp.wrapping_sub(o), payload));
         if sent_at.is_none() {
             self.corrupt += 1;
         }
@@ -234,6 +259,21 @@ mod tests {
         assert_eq!(log.sent_at(960, b"opus frame"), Some(t0));
         assert_eq!(log.sent_at(960, b"opus framf"), None);
         assert_eq!(log.sent_at(961, b"opus frame"), None);
+    }
+
+    #[test]
+    fn a_rewritten_timestamp_is_learned_from_the_first_packet() {
+        let mut log = SentLog::default();
+        let t0 = Instant::now();
+        log.record(1000, b"first", t0);
+        log.record(1960, b"second", t0);
+        let mut r = ReceiverStats::default();
+        // The server shifted timestamps by 5000.
+        r.record(7, 1, 6000, b"first", t0, &log, None);
+        r.record(7, 2, 6960, b"second", t0, &log, None);
+        r.record(7, 3, 7920, b"forged", t0, &log, None);
+        assert_eq!(r.corrupt, 1);
+        assert_eq!(r.counts(), (3, 0, 0));
     }
 
     #[test]

@@ -131,6 +131,7 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
         video: media::video_frames()?,
         audio: media::audio_frames(Duration::from_secs(6))?,
         stop,
+        publishers: Cell::new(0),
     });
     let gate = std::sync::Arc::new(Semaphore::new(config.join_concurrency.max(1)));
     let mut tasks = Vec::new();
@@ -163,7 +164,7 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
                 std::future::pending::<()>().await
             };
             tokio::select! {
-                r = client::run(spec, shared, st) => r,
+                r = client::jinke_participant(spec, shared, st) => r,
                 () = release => unreachable!("release never completes"),
             }
         }));
