@@ -1,55 +1,103 @@
 #!/usr/bin/env bash
-# The lecture benchmark: one teacher (real VP8 + Opus) to N students, the server pinned to core 0
-# and the load generator to core 1, inside a network namespace this script creates (nothing leaves
-# it). Prints a table of figures per N and stops growing N once loss passes 1%.
+# The lecture benchmark, Jinke and Janus side by side: one teacher (real VP8 + Opus) to N students.
+# Each server in turn is pinned to core 0 and the load generator to core 1, inside a network
+# namespace this script creates (lo plus a veth with 127.0.0.2 for the servers and 127.0.0.3 for the
+# clients: Janus refuses loopback interfaces). Nothing leaves the namespace. For each N, Jinke runs
+# then Janus (VideoRoom, `event_loops = 2`); N stops growing once either loses more than 1%.
 #
 #   loadtests/bench.sh                 # N = 50 200 500 1000, 10 s windows
 #   SIZES="100 2000" DURATION=20 loadtests/bench.sh
+#   SERVERS=jinke loadtests/bench.sh   # one server only
 #
-# Needs root (unshare --net), taskset (util-linux) and python3 (for the table). Results (JSON per
-# run) are left in $OUT (default: a fresh folder under /tmp). BENCHMARKS.md records the figures.
+# Needs root (unshare --net), taskset, python3 and Debian's janus (installed when missing).
+# Results (JSON per run) are left in $OUT (default: a fresh folder under /tmp). BENCHMARKS.md
+# records the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES=${SIZES:-"50 200 500 1000"}
+SERVERS=${SERVERS:-"jinke janus"}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 SERVER_CORE=${SERVER_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
+JANUS_EVENT_LOOPS=${JANUS_EVENT_LOOPS:-2}
 
 if [ "${JINKE_BENCH_IN_NS:-}" != 1 ]; then
   cargo build --release --locked -p jinke -p jinke-load
+  if [[ " $SERVERS " == *" janus "* ]] && ! command -v janus >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq janus >/dev/null
+  fi
   export OUT=${OUT:-$(mktemp -d /tmp/jinke-bench.XXXXXX)}
   exec unshare --net -- env JINKE_BENCH_IN_NS=1 OUT="$OUT" "$0" "$@"
 fi
 
+SERVER_IP=127.0.0.2
+CLIENT_IP=127.0.0.3
 ip link set lo up
-HTTP=127.0.0.1:18500
-UDP=127.0.0.1:18501
+ip link add bench0 type veth peer name bench1
+ip addr add "$SERVER_IP/32" dev bench0
+ip addr add "$CLIENT_IP/32" dev bench0
+ip link set bench0 up
+ip link set bench1 up
+ulimit -n "$(ulimit -Hn)"
+
 KEY=bench-key-0123456789abcdef
-data=$(mktemp -d)
+work=$(mktemp -d)
 server_pid=""
-cleanup() {
-  if [ -n "$server_pid" ]; then kill -TERM "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$data"
+stop_server() {
+  if [ -n "$server_pid" ]; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+  fi
 }
-trap cleanup EXIT
+trap 'stop_server; rm -rf "$work"' EXIT
 
-RUST_LOG=warn taskset -c "$SERVER_CORE" target/release/jinke serve --http "$HTTP" --udp "$UDP" \
-  --data-dir "$data" --api-key "$KEY" &
-server_pid=$!
-for _ in $(seq 100); do
-  curl -sf "http://$HTTP/" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+wait_http() {
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  echo "server at $1 did not come up" >&2
+  exit 1
+}
 
-echo "jinke serve pid $server_pid on core $SERVER_CORE; generator on core $LOAD_CORE; results in $OUT"
+start_jinke() {
+  rm -rf "$work/jinke" && mkdir -p "$work/jinke"
+  RUST_LOG=warn taskset -c "$SERVER_CORE" target/release/jinke serve --http "$SERVER_IP:18500" \
+    --udp "$SERVER_IP:18501" --data-dir "$work/jinke" --api-key "$KEY" &
+  server_pid=$!
+  wait_http "http://$SERVER_IP:18500/"
+  LOAD_ARGS=(--target jinke --url "http://$SERVER_IP:18500" --api-key "$KEY")
+}
+
+start_janus() {
+  local conf="$work/janus"
+  rm -rf "$conf" && mkdir -p "$conf"
+  for f in loadtests/janus/*.jcfg; do
+    sed -e "s#@DIR@#$conf#; s#@EVENT_LOOPS@#$JANUS_EVENT_LOOPS#; s#@RTP_PORTS@#20000-60000#" \
+        -e "s#@JANUS_IP@#$SERVER_IP#; s#@HTTP_PORT@#18088#" "$f" > "$conf/$(basename "$f")"
+  done
+  taskset -c "$SERVER_CORE" janus -C "$conf/janus.jcfg" -F "$conf" > "$OUT/janus.log" 2>&1 &
+  server_pid=$!
+  wait_http "http://$SERVER_IP:18088/janus/info"
+  LOAD_ARGS=(--target janus --url "http://$SERVER_IP:18088/janus")
+}
+
+echo "servers on core $SERVER_CORE, generator on core $LOAD_CORE; results in $OUT"
 for n in $SIZES; do
-  taskset -c "$LOAD_CORE" target/release/jinke-load --url "http://$HTTP" --api-key "$KEY" \
-    --scenario lecture -n "$n" --warmup "$WARMUP" --duration "$DURATION" \
-    --server-pid "$server_pid" --json > "$OUT/jinke-lecture-$n.json"
-  loss=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["loss_percent"])' "$OUT/jinke-lecture-$n.json")
-  echo "  N=$n done (loss $loss%)"
-  if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 1.0 else 1)' "$loss"; then
+  over=0
+  for server in $SERVERS; do
+    "start_$server"
+    taskset -c "$LOAD_CORE" target/release/jinke-load "${LOAD_ARGS[@]}" --bind-ip "$CLIENT_IP" \
+      --scenario lecture -n "$n" --warmup "$WARMUP" --duration "$DURATION" \
+      --server-pid "$server_pid" --json > "$OUT/$server-lecture-$n.json"
+    stop_server
+    loss=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["loss_percent"])' "$OUT/$server-lecture-$n.json")
+    echo "  $server N=$n done (loss $loss%)"
+    if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 1.0 else 1)' "$loss"; then over=1; fi
+  done
+  if [ "$over" = 1 ]; then
     echo "  loss above 1%: stopping here"
     break
   fi
@@ -66,10 +114,17 @@ for path in glob.glob(os.path.join(out, "*-lecture-*.json")):
 rows.sort(key=lambda x: (x[1], x[0]))
 fmt = "{:<7}{:>6}{:>8}{:>10}{:>10}{:>9}{:>10}{:>10}{:>11}{:>9}{:>9}"
 print(fmt.format("server", "N", "joined", "pkt/s", "loss %", "us/pkt", "CPU %", "RSS MiB", "join p50", "lat p50", "lat p99"))
+by = {(srv, n): r for srv, n, r in rows}
 for server, n, r in rows:
     s = r.get("server") or {}
     f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
     print(fmt.format(server, n, r["joined"], f(r["packets_per_second"], 0), f(r["loss_percent"], 3),
                      f(s.get("cpu_us_per_packet"), 2), f(s.get("cpu_percent")), f(s.get("rss_mib")),
                      f(r["join_ms"]["p50"]), f(r["latency_ms"]["p50"], 2), f(r["latency_ms"]["p99"], 2)))
+print()
+print("CPU per forwarded packet, Janus / Jinke (higher is better for Jinke):")
+for n in sorted({n for _, n, _ in rows}):
+    a, b = by.get(("jinke", n)), by.get(("janus", n))
+    if a and b and (a.get("server") or {}).get("cpu_us_per_packet") and (b.get("server") or {}).get("cpu_us_per_packet"):
+        print(f"  N={n}: {b['server']['cpu_us_per_packet'] / a['server']['cpu_us_per_packet']:.2f}x")
 EOF

@@ -5,8 +5,9 @@
 //! memory come from `/proc`.
 
 pub mod client;
+pub mod janus;
 pub mod media;
 pub mod metrics;
 pub mod scenario;
 
-pub use scenario::{LoadConfig, Report, Scenario, run};
+pub use scenario::{LoadConfig, Report, Scenario, Target, run};

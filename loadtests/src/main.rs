@@ -4,18 +4,26 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use jinke_load::{LoadConfig, Scenario};
+use jinke_load::{LoadConfig, Scenario, Target};
 use tracing_subscriber::EnvFilter;
 
 /// Simulates classes against a running Jinke server and reports what it measured.
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    /// Server base URL.
+    /// Which server to measure.
+    #[arg(long, value_enum, default_value = "jinke")]
+    target: Target,
+    /// Server base URL (for Janus, its HTTP API: http://host:port/janus).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// The school's API key.
-    #[arg(long, env = "JINKE_API_KEY", hide_env_values = true)]
+    /// The school's API key (Jinke).
+    #[arg(
+        long,
+        env = "JINKE_API_KEY",
+        hide_env_values = true,
+        default_value = ""
+    )]
     api_key: String,
     /// What to simulate.
     #[arg(long, value_enum, default_value = "lecture")]
@@ -53,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config = LoadConfig {
+        target: args.target,
         url: args.url.trim_end_matches('/').to_owned(),
         api_key: args.api_key,
         scenario: args.scenario,

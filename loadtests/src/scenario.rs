@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
 use crate::client::{self, ClientSpec, Shared};
+use crate::janus;
 use crate::media;
 use crate::metrics::{Millis, ReceiverStats, sample_process};
 
@@ -25,10 +26,22 @@ pub enum Scenario {
     Tutoring,
 }
 
+/// Which server is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// Jinke: REST API, WebSocket signaling.
+    Jinke,
+    /// Janus's VideoRoom plugin over its HTTP API (`--url http://host:port/janus`).
+    Janus,
+}
+
 /// A run's parameters.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// Server base URL (`http://127.0.0.1:8080`).
+    /// Which server.
+    pub target: Target,
+    /// Server base URL (`http://127.0.0.1:8080`, or Janus's `http://host:port/janus`).
     pub url: String,
     /// The school's API key.
     pub api_key: String,
@@ -66,6 +79,8 @@ pub struct ServerUsage {
 /// What a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The server measured.
+    pub target: Target,
     /// The scenario.
     pub scenario: Scenario,
     /// Its size parameter.
@@ -107,9 +122,14 @@ pub struct Report {
 }
 
 struct Participant {
-    token: String,
+    join: Join,
     publish: bool,
     receives: bool,
+}
+
+enum Join {
+    Jinke { token: String },
+    Janus(janus::JanusSpec),
 }
 
 /// Runs a scenario to completion.
@@ -123,7 +143,15 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
     // If anything in the build turned on reqwest's TLS, it needs rustls's provider chosen.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let http = reqwest::Client::new();
-    let participants = plan(&http, &config).await?;
+    let janus = match config.target {
+        Target::Jinke => None,
+        Target::Janus => Some(janus::JanusSession::create(http.clone(), &config.url).await?),
+    };
+    let participants = match &janus {
+        None => plan(&http, &config).await?,
+        Some(session) => plan_janus(session, &config).await?,
+    };
+    let feeds = Rc::new(watch::channel(std::collections::HashMap::new()).0);
     let (stop_tx, stop) = watch::channel(false);
     let shared = Rc::new(Shared {
         sent: RefCell::default(),
@@ -141,13 +169,26 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
     ordered.extend(participants.iter().filter(|p| !p.publish));
     for p in ordered {
         let s = Rc::new(RefCell::new(ReceiverStats::default()));
-        let spec = ClientSpec {
-            base: config.url.clone(),
-            token: p.token.clone(),
-            publish: p.publish,
-            bind_ip: config.bind_ip,
-        };
         let shared = shared.clone();
+        let session = match &p.join {
+            Join::Jinke { token } => Session::Jinke(ClientSpec {
+                base: config.url.clone(),
+                token: token.clone(),
+                publish: p.publish,
+                bind_ip: config.bind_ip,
+            }),
+            Join::Janus(spec) => Session::Janus(
+                janus.clone().expect("janus plan needs a janus session"),
+                janus::JanusSpec {
+                    room: spec.room,
+                    identity: spec.identity.clone(),
+                    publish: spec.publish,
+                    subscribe_to: spec.subscribe_to.clone(),
+                    bind_ip: spec.bind_ip,
+                },
+                feeds.clone(),
+            ),
+        };
         let st = s.clone();
         let gate = gate.clone();
         let join_timeout = config.join_timeout;
@@ -163,8 +204,16 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
                 drop(permit);
                 std::future::pending::<()>().await
             };
+            let participant = async move {
+                match session {
+                    Session::Jinke(spec) => client::jinke_participant(spec, shared, st).await,
+                    Session::Janus(session, spec, feeds) => {
+                        janus::participant(session, spec, feeds, shared, st).await
+                    }
+                }
+            };
             tokio::select! {
-                r = client::jinke_participant(spec, shared, st) => r,
+                r = participant => r,
                 () = release => unreachable!("release never completes"),
             }
         }));
@@ -211,6 +260,9 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
                 first_error.get_or_insert_with(|| "client did not stop".into());
             }
         }
+    }
+    if let Some(session) = &janus {
+        session.destroy().await;
     }
     Ok(report(
         &config,
@@ -270,6 +322,7 @@ fn report(
         }
     });
     Report {
+        target: config.target,
         scenario: config.scenario,
         size: config.size,
         clients: participants.len(),
@@ -294,6 +347,67 @@ fn report(
         server,
         generator_cpu_percent: 100.0 * (generator.1.cpu - generator.0.cpu).as_secs_f64() / secs,
     }
+}
+
+/// How a planned participant connects.
+enum Session {
+    Jinke(ClientSpec),
+    Janus(Rc<janus::JanusSession>, janus::JanusSpec, Rc<janus::Feeds>),
+}
+
+/// Creates the VideoRooms for a scenario on Janus; participants are named `room:name`.
+async fn plan_janus(
+    session: &Rc<janus::JanusSession>,
+    config: &LoadConfig,
+) -> anyhow::Result<Vec<Participant>> {
+    let n = config.size;
+    if n == 0 {
+        bail!("the scenario size must be at least 1");
+    }
+    let base_room = 1_000_000 + u64::from(std::process::id()) * 10_000;
+    let person = |room: u64, name: &str, publish: bool, subscribe_to: Vec<String>| Participant {
+        publish,
+        receives: !subscribe_to.is_empty(),
+        join: Join::Janus(janus::JanusSpec {
+            room,
+            identity: format!("{room}:{name}"),
+            publish,
+            subscribe_to,
+            bind_ip: config.bind_ip,
+        }),
+    };
+    let mut out = Vec::new();
+    match config.scenario {
+        Scenario::Lecture => {
+            let room = base_room;
+            janus::create_room(session, room, 1).await?;
+            out.push(person(room, "teacher", true, vec![]));
+            for i in 0..n {
+                let teacher = vec![format!("{room}:teacher")];
+                out.push(person(room, &format!("student-{i}"), false, teacher));
+            }
+        }
+        Scenario::SmallClass => {
+            let room = base_room;
+            janus::create_room(session, room, n).await?;
+            for i in 0..n {
+                let others = (0..n)
+                    .filter(|&j| j != i)
+                    .map(|j| format!("{room}:p{j}"))
+                    .collect();
+                out.push(person(room, &format!("p{i}"), true, others));
+            }
+        }
+        Scenario::Tutoring => {
+            for pair in 0..n as u64 {
+                let room = base_room + pair;
+                janus::create_room(session, room, 2).await?;
+                out.push(person(room, "tutor", true, vec![format!("{room}:pupil")]));
+                out.push(person(room, "pupil", true, vec![format!("{room}:tutor")]));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Creates the lessons and tokens for a scenario, through the public REST API.
@@ -380,10 +494,12 @@ async fn participant(
         .json()
         .await?;
     Ok(Participant {
-        token: resp["token"]
-            .as_str()
-            .context("token in the response")?
-            .to_owned(),
+        join: Join::Jinke {
+            token: resp["token"]
+                .as_str()
+                .context("token in the response")?
+                .to_owned(),
+        },
         publish,
         receives,
     })
@@ -413,8 +529,8 @@ impl Report {
         line(
             "scenario",
             format!(
-                "{:?} size {} ({} clients, {} publishing)",
-                self.scenario, self.size, self.clients, self.publishers
+                "{:?} size {} on {:?} ({} clients, {} publishing)",
+                self.scenario, self.size, self.target, self.clients, self.publishers
             ),
         );
         line(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jinke::config::ServeConfig;
 use jinke::server::Server;
-use jinke_load::{LoadConfig, Scenario};
+use jinke_load::{LoadConfig, Scenario, Target};
 
 const KEY: &str = "load-smoke-key-0123456789";
 
@@ -20,6 +20,7 @@ async fn smoke(scenario: Scenario, size: usize) -> jinke_load::Report {
     config.api_key = Some(KEY.into());
     let server = Server::start(config).await.unwrap();
     let load = LoadConfig {
+        target: Target::Jinke,
         url: format!("http://{}", server.http_addr()),
         api_key: KEY.into(),
         scenario,
