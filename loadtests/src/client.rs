@@ -201,7 +201,11 @@ pub async fn jinke_participant(
         spec.base.replacen("http", "ws", 1),
         spec.token
     );
-    let (ws, _) = tokio_tungstenite::connect_async(&ws_url)
+    // Signaling messages are small; tungstenite's default 128 KiB read buffer per client adds up.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(&ws_url, Some(config), false)
         .await
         .context("signaling connect")?;
     let (mut sink, mut stream) = ws.split();
@@ -259,10 +263,16 @@ pub async fn jinke_participant(
             }
         }
     };
-    tokio::select! {
-        r = signaling => r,
+    // Signaling runs as its own task: polled with the media session, the WebSocket would be read
+    // (and its buffer zeroed by tungstenite) on every media packet.
+    let signaling = tokio::task::spawn_local(signaling);
+    let abort = signaling.abort_handle();
+    let result = tokio::select! {
+        r = signaling => r.unwrap_or_else(|e| Err(e.into())),
         r = media => r,
-    }
+    };
+    abort.abort();
+    result
 }
 
 /// How to join a Jinke lesson.
