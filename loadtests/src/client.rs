@@ -89,6 +89,7 @@ pub async fn media_session(
     mut link: Link,
 ) -> anyhow::Result<()> {
     let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
+    grow_receive_buffer(&socket, 1 << 20);
     let local = socket.local_addr()?;
     let mut rtc = Rtc::builder()
         .set_rtp_mode(true)
@@ -165,7 +166,10 @@ pub async fn media_session(
                     }))?;
                 }
             }
-            msg = link.from_server.recv() => match msg.context("signaling gone")? {
+            msg = link.from_server.recv() => match msg {
+                // Signaling ended: so does the session (signaling reports why, if it failed).
+                None => return Ok(()),
+                Some(msg) => match msg {
                 FromServer::Answer(sdp) => {
                     let pending = pending.take().context("an answer without an offer")?;
                     rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&sdp)?)?;
@@ -176,7 +180,7 @@ pub async fn media_session(
                         .send(ToServer::Answer(answer.to_sdp_string()))
                         .context("signaling gone")?;
                 }
-            },
+            }},
             _ = tokio::time::sleep_until(timeout.into()) => {
                 rtc.handle_input(Input::Timeout(Instant::now()))?;
             }
@@ -268,6 +272,7 @@ pub async fn jinke_participant(
     let signaling = tokio::task::spawn_local(signaling);
     let abort = signaling.abort_handle();
     let result = tokio::select! {
+        biased;
         r = signaling => r.unwrap_or_else(|e| Err(e.into())),
         r = media => r,
     };
@@ -445,4 +450,25 @@ fn rand_u32() -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     (t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16)).wrapping_mul(2_654_435_761)
+}
+
+/// Thousands of clients in one thread fall behind in bursts: give each socket 1 MiB of kernel
+/// buffer (past `net.core.rmem_max` when privileged) so a burst waits instead of being dropped.
+fn grow_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt with a valid int option on the socket's own fd.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            return;
+        }
+    }
 }

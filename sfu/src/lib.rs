@@ -11,6 +11,7 @@ mod peer;
 mod rewrite;
 mod route;
 mod shard;
+mod udp;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Mutex;
@@ -118,6 +119,9 @@ pub enum SfuError {
     Stopped,
 }
 
+/// Kernel buffer the media socket asks for in each direction.
+const SOCKET_BUFFER: usize = 8 << 20;
+
 /// Installs str0m's process-wide crypto provider (aws-lc-rs) once.
 fn install_crypto() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -180,6 +184,18 @@ impl Sfu {
         };
         let socket = UdpSocket::bind(config.bind).map_err(socket_err)?;
         let local_addr = socket.local_addr().map_err(socket_err)?;
+        // While a shard sends a frame to a big audience, arriving packets wait in the kernel:
+        // the default ~200 KiB holds only ~100 of them.
+        let rcv = udp::grow_buffer(&socket, true, SOCKET_BUFFER);
+        let snd = udp::grow_buffer(&socket, false, SOCKET_BUFFER);
+        if rcv < SOCKET_BUFFER / 2 {
+            tracing::warn!(
+                granted = rcv,
+                wanted = SOCKET_BUFFER,
+                "small UDP receive buffer: raise net.core.rmem_max for large lectures"
+            );
+        }
+        tracing::debug!(rcv, snd, "media socket buffers");
         let announce = SocketAddr::new(
             config.announce_ip.unwrap_or(local_addr.ip()),
             local_addr.port(),

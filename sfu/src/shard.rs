@@ -15,6 +15,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::peer::{OutState, OutTrack, Peer, TrackKey};
 use crate::route::{Route, Subscription};
+use crate::udp::{Outbox, recv_nonblocking};
 use crate::{CloseReason, Command, PeerEvent, PeerId, PeerSpec, SfuError, SfuStats};
 
 /// The longest the shard blocks on its socket, bounding how late a control command is seen.
@@ -38,6 +39,8 @@ pub(crate) struct Shard {
     routes: HashMap<TrackKey, Route>,
     /// Peers queued for polling.
     dirty: Vec<PeerId>,
+    /// Datagrams produced by the current poll round, sent together at its end.
+    outbox: Outbox,
     /// Peers whose session died, to be removed after the current poll round.
     dead: Vec<PeerId>,
     next_track: u64,
@@ -62,6 +65,7 @@ impl Shard {
             by_addr: HashMap::new(),
             routes: HashMap::new(),
             dirty: Vec::new(),
+            outbox: Outbox::default(),
             dead: Vec::new(),
             next_track: 1,
             keyframe_requests: 0,
@@ -303,6 +307,7 @@ impl Shard {
         while let Some(id) = self.dead.pop() {
             self.remove_peer(id, Some(CloseReason::ConnectionLost));
         }
+        self.outbox.flush(&self.socket);
     }
 
     /// Polls one peer until it has nothing more to say. Its received media is forwarded (which
@@ -320,11 +325,7 @@ impl Shard {
             }
             peer.negotiate_if_needed();
             match peer.rtc.poll_output() {
-                Ok(Output::Transmit(t)) => {
-                    if let Err(e) = self.socket.send_to(&t.contents, t.destination) {
-                        tracing::debug!(?id, error = %e, "media send failed");
-                    }
-                }
+                Ok(Output::Transmit(t)) => self.outbox.push(t.destination, t.contents.into()),
                 Ok(Output::Timeout(t)) => {
                     peer.next_timeout = t;
                     peer.dirty = false;
@@ -496,48 +497,5 @@ impl Shard {
         for id in ids {
             self.remove_peer(id, Some(CloseReason::Shutdown));
         }
-    }
-}
-
-/// Receives one datagram without blocking (the socket itself stays blocking with a timeout).
-fn recv_nonblocking(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: sockaddr_storage is plain data; zero is a valid value.
-    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: buf and addr are valid for the lengths passed; the fd is the socket's own.
-    let n = unsafe {
-        libc::recvfrom(
-            socket.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-            (&mut addr as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    };
-    if n < 0 {
-        return None;
-    }
-    sockaddr_to_std(&addr).map(|a| (n as usize, a))
-}
-
-fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match addr.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says this storage holds a sockaddr_in.
-            let a =
-                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::new(ip.into(), u16::from_be(a.sin_port)))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this storage holds a sockaddr_in6.
-            let a =
-                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
-            Some(SocketAddr::new(ip.into(), u16::from_be(a.sin6_port)))
-        }
-        _ => None,
     }
 }

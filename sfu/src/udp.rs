@@ -1,0 +1,359 @@
+//! The UDP calls the shard needs beyond `std`: a non-blocking receive on a blocking socket, and
+//! batched sending. The kernel's per-datagram work dominates sending (BENCHMARKS.md: `sendto`
+//! ~3 us, `sendmmsg` ~2.4 us, UDP GSO ~0.55 us per 1200-byte packet), so the shard queues what a
+//! poll round produces and sends it at once: runs of datagrams to one destination (a video frame's
+//! packets to one subscriber) as one GSO send, the rest with `sendmmsg`.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{SocketAddr, UdpSocket};
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+
+/// Most segments in one GSO send (the kernel allows 64; keep the super-packet under 64 KiB).
+const MAX_SEGMENTS: usize = 40;
+/// Most datagrams in one `sendmmsg`.
+const MMSG_BATCH: usize = 64;
+
+/// Asks for `bytes` of kernel buffer in `direction` (`SO_RCVBUF` or `SO_SNDBUF`); with privileges
+/// past `net.core.rmem_max`/`wmem_max` (the `FORCE` variants), else up to them. Returns the size
+/// the kernel granted.
+pub(crate) fn grow_buffer(socket: &UdpSocket, receive: bool, bytes: usize) -> usize {
+    let (force, plain) = if receive {
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)
+    } else {
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)
+    };
+    let value = bytes as libc::c_int;
+    for opt in [force, plain] {
+        // SAFETY: setsockopt with a valid int option on our own fd.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&value as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            break;
+        }
+    }
+    let mut granted: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a valid int on our own fd.
+    unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            plain,
+            (&mut granted as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    granted.max(0) as usize
+}
+
+/// Receives one datagram without blocking (the socket itself stays blocking with a timeout).
+pub(crate) fn recv_nonblocking(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    // SAFETY: sockaddr_storage is plain data; zero is a valid value.
+    let mut addr: libc::sockaddr_storage = unsafe { zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: buf and addr are valid for the lengths passed; the fd is the socket's own.
+    let n = unsafe {
+        libc::recvfrom(
+            socket.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if n < 0 {
+        return None;
+    }
+    from_sockaddr(&addr).map(|a| (n as usize, a))
+}
+
+fn from_sockaddr(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match addr.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::new(ip.into(), u16::from_be(a.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::new(ip.into(), u16::from_be(a.sin6_port)))
+        }
+        _ => None,
+    }
+}
+
+fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+    let len = match addr {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large enough for and aligned like sockaddr_in.
+            let a = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            a.sin_family = libc::AF_INET as libc::sa_family_t;
+            a.sin_port = v4.port().to_be();
+            a.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: sockaddr_storage is large enough for and aligned like sockaddr_in6.
+            let a = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            a.sin6_port = v6.port().to_be();
+            a.sin6_addr.s6_addr = v6.ip().octets();
+            a.sin6_scope_id = v6.scope_id();
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// Splits queued datagrams into runs one GSO send can carry: consecutive datagrams to one
+/// destination, all as long as the first except a last one that may be shorter, at most
+/// `MAX_SEGMENTS`. Order is kept.
+fn plan_runs(queue: &[(SocketAddr, Vec<u8>)]) -> Vec<Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < queue.len() {
+        let (dest, first) = (&queue[start].0, queue[start].1.len());
+        let mut end = start + 1;
+        while end < queue.len() && end - start < MAX_SEGMENTS {
+            let (d, len) = (&queue[end].0, queue[end].1.len());
+            if d != dest || len > first {
+                break;
+            }
+            end += 1;
+            if len < first {
+                break; // A shorter segment can only be the last.
+            }
+        }
+        runs.push(start..end);
+        start = end;
+    }
+    runs
+}
+
+/// Datagrams waiting to be sent, in order.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    queue: Vec<(SocketAddr, Vec<u8>)>,
+    /// Whether UDP GSO works here; turned off on the first failure.
+    gso_broken: bool,
+    gso_buf: Vec<u8>,
+}
+
+impl Outbox {
+    /// Queues a datagram.
+    pub fn push(&mut self, dest: SocketAddr, data: Vec<u8>) {
+        self.queue.push((dest, data));
+    }
+
+    /// Sends everything queued. Send failures are logged and the datagrams dropped, as a network
+    /// would drop them.
+    pub fn flush(&mut self, socket: &UdpSocket) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let queue = std::mem::take(&mut self.queue);
+        let mut singles: Vec<usize> = Vec::new();
+        for run in plan_runs(&queue) {
+            if run.len() >= 2 && !self.gso_broken {
+                send_mmsg(socket, &queue, &singles);
+                singles.clear();
+                if let Err(e) = self.send_gso(socket, &queue[run.clone()]) {
+                    tracing::info!(error = %e, "UDP GSO unavailable; sending datagrams one by one");
+                    self.gso_broken = true;
+                    singles.extend(run);
+                }
+            } else {
+                singles.extend(run);
+            }
+        }
+        send_mmsg(socket, &queue, &singles);
+        // Keep the allocation for the next round.
+        self.queue = queue;
+        self.queue.clear();
+    }
+
+    fn send_gso(&mut self, socket: &UdpSocket, run: &[(SocketAddr, Vec<u8>)]) -> io::Result<()> {
+        let segment = run[0].1.len();
+        self.gso_buf.clear();
+        for (_, d) in run {
+            self.gso_buf.extend_from_slice(d);
+        }
+        let (addr, addr_len) = to_sockaddr(run[0].0);
+        let mut iov = libc::iovec {
+            iov_base: self.gso_buf.as_ptr() as *mut _,
+            iov_len: self.gso_buf.len(),
+        };
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+        let mut control = [0u8; 64];
+        debug_assert!(space <= control.len());
+        // SAFETY: msghdr is plain data; every pointer set below refers to a live local.
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        msg.msg_name = (&addr as *const libc::sockaddr_storage) as *mut _;
+        msg.msg_namelen = addr_len;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: the control buffer holds one cmsg with a u16 (checked above); the fd is ours.
+        let sent = unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment as u16);
+            libc::sendmsg(socket.as_raw_fd(), &msg, 0)
+        };
+        if sent < 0 {
+            let e = io::Error::last_os_error();
+            // Kernels without GSO (or a device that refuses it) answer EIO/EINVAL/ENOPROTOOPT.
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)
+            ) {
+                return Err(e);
+            }
+            tracing::debug!(error = %e, "media send failed");
+        }
+        Ok(())
+    }
+}
+
+/// Sends the datagrams at `indices` of `queue` with as few `sendmmsg` calls as possible.
+fn send_mmsg(socket: &UdpSocket, queue: &[(SocketAddr, Vec<u8>)], indices: &[usize]) {
+    for chunk in indices.chunks(MMSG_BATCH) {
+        let addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
+            chunk.iter().map(|&i| to_sockaddr(queue[i].0)).collect();
+        let mut iovs: Vec<libc::iovec> = chunk
+            .iter()
+            .map(|&i| libc::iovec {
+                iov_base: queue[i].1.as_ptr() as *mut _,
+                iov_len: queue[i].1.len(),
+            })
+            .collect();
+        let mut hdrs: Vec<libc::mmsghdr> = addrs
+            .iter()
+            .zip(iovs.iter_mut())
+            .map(|((addr, len), iov)| {
+                // SAFETY: mmsghdr is plain data; the pointers refer to `addrs` and `iovs`, which
+                // outlive the call below.
+                let mut h: libc::mmsghdr = unsafe { zeroed() };
+                h.msg_hdr.msg_name = (addr as *const libc::sockaddr_storage) as *mut _;
+                h.msg_hdr.msg_namelen = *len;
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        let mut sent = 0;
+        while sent < hdrs.len() {
+            // SAFETY: hdrs[sent..] are valid headers pointing at live buffers; the fd is ours.
+            let n = unsafe {
+                libc::sendmmsg(
+                    socket.as_raw_fd(),
+                    hdrs[sent..].as_mut_ptr(),
+                    (hdrs.len() - sent) as u32,
+                    0,
+                )
+            };
+            if n <= 0 {
+                // Drop the one that failed (as the network would) and go on with the rest.
+                tracing::debug!(error = %io::Error::last_os_error(), "media send failed");
+                sent += 1;
+            } else {
+                sent += n as usize;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(items: &[(u16, usize)]) -> Vec<(SocketAddr, Vec<u8>)> {
+        items
+            .iter()
+            .map(|&(port, len)| (SocketAddr::from(([127, 0, 0, 1], port)), vec![0u8; len]))
+            .collect()
+    }
+
+    #[test]
+    fn runs_group_one_destination_with_a_shorter_last_segment() {
+        let queue = q(&[
+            (1, 1100),
+            (1, 1100),
+            (1, 700), // end of a video frame
+            (1, 1100),
+            (2, 1100),
+            (2, 1100),
+            (3, 90), // audio
+            (2, 1100),
+            (2, 1200), // longer than the run's first: a new run
+        ]);
+        assert_eq!(plan_runs(&queue), vec![0..3, 3..4, 4..6, 6..7, 7..8, 8..9]);
+        assert!(plan_runs(&[]).is_empty());
+    }
+
+    #[test]
+    fn runs_are_capped() {
+        let queue = q(&[(1, 100); 100]);
+        let runs = plan_runs(&queue);
+        assert!(runs.iter().all(|r| r.len() <= MAX_SEGMENTS));
+        assert_eq!(runs.iter().map(|r| r.len()).sum::<usize>(), 100);
+    }
+
+    #[test]
+    fn everything_queued_arrives_intact_and_in_order() {
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+        }
+        let mut outbox = Outbox::default();
+        let mut expect_a = Vec::new();
+        let mut expect_b = Vec::new();
+        // Few enough that the receivers' default buffers hold them all.
+        for i in 0..48u32 {
+            // Frames of 3 full packets and a short one to `a`, audio-sized packets to `b`.
+            let len = if i % 4 == 3 { 300 } else { 1100 };
+            let data: Vec<u8> = (0..len).map(|j| (i as usize * 7 + j) as u8).collect();
+            outbox.push(a.local_addr().unwrap(), data.clone());
+            expect_a.push(data);
+            let small = vec![i as u8; 60 + i as usize % 5];
+            outbox.push(b.local_addr().unwrap(), small.clone());
+            expect_b.push(small);
+        }
+        outbox.flush(&sender);
+        let mut buf = [0u8; 2048];
+        for (sock, expect) in [(&a, &expect_a), (&b, &expect_b)] {
+            for want in expect {
+                let n = sock.recv(&mut buf).expect("datagram arrives");
+                assert_eq!(&buf[..n], &want[..]);
+            }
+        }
+    }
+}
