@@ -1,11 +1,14 @@
 #!/bin/sh
 # Runs every test: formatting and lints, unit and integration tests (webrtc-rs clients against the
-# real server on loopback), then the browser tests (chromium in a loopback-only namespace).
+# real server on loopback), the browser tests (chromium in a loopback-only namespace), and a few
+# seconds of the Jinke-and-Janus lecture bench so that the load generator and its Janus adapter
+# cannot rot (the full bench is loadtests/bench.sh, not a test).
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/install-test-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
-cargo build --locked
+cargo build --workspace --locked
+SIZES=5 DURATION=2 WARMUP=1 PROFILE=debug ./loadtests/bench.sh
 ./tests/browser/run.sh
