@@ -315,9 +315,7 @@ impl Shard {
     fn poll_peer(&mut self, id: PeerId) {
         while let Some(peer) = self.peers.get_mut(&id) {
             if !peer.rtc.is_alive() {
-                if peer.dirty {
-                    peer.dirty = false;
-                }
+                peer.dirty = false;
                 if !self.dead.contains(&id) {
                     self.dead.push(id);
                 }
