@@ -280,6 +280,22 @@ impl Session {
                             }
                             None => unexpected("an offer was already accepted"),
                         },
+                        ClientMessage::Receive => match peer_tx.take() {
+                            Some(events) => {
+                                let spec = PeerSpec {
+                                    id: peer,
+                                    room: self.lesson.id.clone(),
+                                    identity: self.claims.sub.clone(),
+                                    may_publish,
+                                    events,
+                                };
+                                match self.state.sfu.add_receiver(spec).await {
+                                    Ok(()) => continue,
+                                    Err(e) => sfu_error(e),
+                                }
+                            }
+                            None => unexpected("media was already set up"),
+                        },
                         ClientMessage::Answer { sdp } => {
                             match self.state.sfu.accept_answer(peer, sdp).await {
                                 Ok(()) => continue,

@@ -403,6 +403,54 @@ async fn a_peer_that_never_connects_is_dropped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_student_waits_for_the_teacher_without_a_data_channel() {
+    // A 1 s connect timeout: the student waits 2 s for the teacher and must not be dropped,
+    // because the clock starts only with the server's first offer.
+    let server = TestServer::start_with(fresh_dir(), |c| c.connect_timeout = 1).await;
+    let lesson = server.create_lesson("lecture").await;
+    let s = server.token(&lesson, "early", "student").await;
+    let mut early = TestClient::join(&server, &s, "early", Publish::Nothing).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(server.stats().await.peers, 1, "the waiting student is kept");
+
+    let t = server.token(&lesson, "teacher", "teacher").await;
+    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
+    teacher.wait_connected().await;
+    let offer = early
+        .expect_event("the server's first offer", |m| {
+            matches!(m, ServerMessage::Offer { .. })
+        })
+        .await;
+    let ServerMessage::Offer { sdp, added, .. } = offer else {
+        unreachable!()
+    };
+    assert_eq!(added.len(), 2);
+    assert!(
+        !sdp.contains("m=application"),
+        "no data channel for a receiver"
+    );
+    early.wait_connected().await;
+    let audio = added
+        .iter()
+        .find(|m| m.track.kind == MediaKind::Audio)
+        .unwrap()
+        .track
+        .track_id
+        .clone();
+    let video = added
+        .iter()
+        .find(|m| m.track.kind == MediaKind::Video)
+        .unwrap()
+        .track
+        .track_id
+        .clone();
+    warm_up(&teacher, &[&early], &audio, &video).await;
+    send_numbered(&teacher, 30).await;
+    assert_numbered(&early, &video, VIDEO_TAG, VIDEO_LEN, 30).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyframe_requests_from_many_students_are_coalesced() {
     use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 

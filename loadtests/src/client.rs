@@ -71,9 +71,7 @@ pub struct Link {
 pub enum Opening {
     /// We offer the clip and audio, send-only.
     OfferPublishing,
-    /// We offer a data channel only (receive what the server adds).
-    OfferReceiving,
-    /// The server offers; we answer.
+    /// The server offers; we answer (Jinke after `receive`, Janus subscribers).
     AwaitOffer,
 }
 
@@ -102,16 +100,12 @@ pub async fn media_session(
     let mut publisher = None;
     if opening != Opening::AwaitOffer {
         let mut change = rtc.sdp_api();
-        if opening == Opening::OfferPublishing {
-            let a = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-            let v = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-            let k = shared.publishers.get();
-            shared.publishers.set(k + 1);
-            publisher = Some(Publisher::new(a, v, k));
-        } else {
-            change.add_channel("jinke".into());
-        }
-        let (offer, p) = change.apply().context("an offer with media or a channel")?;
+        let a = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let v = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let k = shared.publishers.get();
+        shared.publishers.set(k + 1);
+        publisher = Some(Publisher::new(a, v, k));
+        let (offer, p) = change.apply().context("an offer with media")?;
         pending = Some(p);
         link.to_server
             .send(ToServer::Offer(offer.to_sdp_string()))
@@ -229,7 +223,9 @@ pub async fn jinke_participant(
     let opening = if spec.publish {
         Opening::OfferPublishing
     } else {
-        Opening::OfferReceiving
+        // Receive-only: the server offers, no data channel.
+        send(&mut sink, ClientMessage::Receive).await?;
+        Opening::AwaitOffer
     };
     let media = media_session(
         opening,

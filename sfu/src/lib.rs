@@ -132,8 +132,9 @@ fn install_crypto() {
 enum Command {
     AddPeer {
         spec: PeerSpec,
-        offer: String,
-        reply: oneshot::Sender<Result<String, SfuError>>,
+        /// The client's offer, or `None` when the SFU makes the first offer.
+        offer: Option<String>,
+        reply: oneshot::Sender<Result<Option<String>, SfuError>>,
     },
     AcceptAnswer {
         peer: PeerId,
@@ -227,8 +228,25 @@ impl Sfu {
             return Err(SfuError::PublishNotAllowed);
         }
         let (reply, rx) = oneshot::channel();
-        self.send(Command::AddPeer { spec, offer, reply })?;
-        rx.await.map_err(|_| SfuError::Stopped)?
+        self.send(Command::AddPeer {
+            spec,
+            offer: Some(offer),
+            reply,
+        })?;
+        let answer = rx.await.map_err(|_| SfuError::Stopped)??;
+        Ok(answer.expect("an offer gets an answer"))
+    }
+
+    /// Adds a receive-only peer without an offer: the SFU offers (in a [`PeerEvent::Offer`]) as
+    /// soon as there is a track to forward to it. Its connect timeout starts with that offer.
+    pub async fn add_receiver(&self, spec: PeerSpec) -> Result<(), SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::AddPeer {
+            spec,
+            offer: None,
+            reply,
+        })?;
+        rx.await.map_err(|_| SfuError::Stopped)?.map(|_| ())
     }
 
     /// Applies a peer's SDP answer to the SFU's last [`PeerEvent::Offer`].

@@ -46,8 +46,10 @@ pub(crate) struct Peer {
     pub events: UnboundedSender<PeerEvent>,
     /// When str0m next needs a timeout input.
     pub next_timeout: Instant,
-    /// Until connected: when the peer is given up on.
+    /// Once negotiation started and until connected: when the peer is given up on.
     pub connect_deadline: Option<Instant>,
+    /// Whether ICE and DTLS have come up.
+    pub connected: bool,
     /// Whether this peer is queued for polling.
     pub dirty: bool,
     /// Tracks forwarded to this peer.
@@ -60,7 +62,7 @@ pub(crate) struct Peer {
 
 impl Peer {
     /// A peer for `spec`, around its negotiated `rtc`.
-    pub fn new(spec: PeerSpec, rtc: Rtc, now: Instant, connect_deadline: Instant) -> Peer {
+    pub fn new(spec: PeerSpec, rtc: Rtc, now: Instant, connect_deadline: Option<Instant>) -> Peer {
         Peer {
             id: spec.id,
             room: spec.room,
@@ -69,7 +71,8 @@ impl Peer {
             rtc,
             events: spec.events,
             next_timeout: now,
-            connect_deadline: Some(connect_deadline),
+            connect_deadline,
+            connected: false,
             dirty: false,
             out: Vec::new(),
             pending: None,
@@ -102,15 +105,15 @@ impl Peer {
     }
 
     /// If forwarded tracks were added or ended and no offer is outstanding, makes the next offer
-    /// and reports it.
-    pub fn negotiate_if_needed(&mut self) {
+    /// and reports it. Returns whether it made one.
+    pub fn negotiate_if_needed(&mut self) -> bool {
         if self.pending.is_some()
             || !self
                 .out
                 .iter()
                 .any(|t| matches!(t.state, OutState::ToOpen | OutState::ToStop(_)))
         {
-            return;
+            return false;
         }
         let mut change = self.rtc.sdp_api();
         let mut added = Vec::new();
@@ -144,7 +147,7 @@ impl Peer {
             }
         }
         let Some((offer, pending)) = change.apply() else {
-            return;
+            return false;
         };
         self.pending = Some(pending);
         self.report(PeerEvent::Offer {
@@ -152,6 +155,7 @@ impl Peer {
             added,
             removed,
         });
+        true
     }
 
     /// Applies the answer to the outstanding offer. Returns the keys of the tracks that are now

@@ -118,7 +118,7 @@ impl Shard {
     fn handle_command(&mut self, command: Command) {
         match command {
             Command::AddPeer { spec, offer, reply } => {
-                let _ = reply.send(self.add_peer(spec, &offer));
+                let _ = reply.send(self.add_peer(spec, offer.as_deref()));
             }
             Command::AcceptAnswer {
                 peer,
@@ -153,12 +153,18 @@ impl Shard {
         }
     }
 
-    fn add_peer(&mut self, spec: PeerSpec, offer: &str) -> Result<String, SfuError> {
+    fn add_peer(
+        &mut self,
+        spec: PeerSpec,
+        offer: Option<&str>,
+    ) -> Result<Option<String>, SfuError> {
         if self.peers.contains_key(&spec.id) {
             return Err(SfuError::DuplicatePeer);
         }
-        let offer =
-            SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let offer = offer
+            .map(SdpOffer::from_sdp_string)
+            .transpose()
+            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let now = Instant::now();
         let mut rtc = Rtc::builder()
             .set_rtp_mode(true)
@@ -171,12 +177,14 @@ impl Shard {
         let candidate = Candidate::host(self.announce, "udp")
             .map_err(|e| SfuError::BadSdp(format!("announce address: {e}")))?;
         rtc.add_local_candidate(candidate);
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
+        let answer = offer
+            .map(|o| rtc.sdp_api().accept_offer(o))
+            .transpose()
             .map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let id = spec.id;
-        let mut peer = Peer::new(spec, rtc, now, now + self.connect_timeout);
+        // Without a client offer, the clock starts with the SFU's first offer.
+        let deadline = answer.as_ref().map(|_| now + self.connect_timeout);
+        let mut peer = Peer::new(spec, rtc, now, deadline);
         // Everything already published in the room is forwarded to the newcomer.
         for (key, route) in &self.routes {
             if self.peers.get(&key.0).is_some_and(|p| p.room == peer.room) {
@@ -190,7 +198,7 @@ impl Shard {
         tracing::debug!(?id, identity = %peer.identity, room = %peer.room, "peer added");
         self.peers.insert(id, peer);
         self.mark_dirty(id);
-        Ok(answer.to_sdp_string())
+        Ok(answer.map(|a| a.to_sdp_string()))
     }
 
     fn accept_answer(&mut self, id: PeerId, answer: &str) -> Result<(), SfuError> {
@@ -313,6 +321,7 @@ impl Shard {
     /// Polls one peer until it has nothing more to say. Its received media is forwarded (which
     /// queues its subscribers for polling); its datagrams are sent.
     fn poll_peer(&mut self, id: PeerId) {
+        let connect_timeout = self.connect_timeout;
         while let Some(peer) = self.peers.get_mut(&id) {
             if !peer.rtc.is_alive() {
                 peer.dirty = false;
@@ -321,7 +330,9 @@ impl Shard {
                 }
                 break;
             }
-            peer.negotiate_if_needed();
+            if peer.negotiate_if_needed() && !peer.connected && peer.connect_deadline.is_none() {
+                peer.connect_deadline = Some(Instant::now() + connect_timeout);
+            }
             match peer.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => self.outbox.push(t.destination, t.contents.into()),
                 Ok(Output::Timeout(t)) => {
@@ -344,6 +355,7 @@ impl Shard {
                 if let Some(peer) = self.peers.get_mut(&id) {
                     tracing::debug!(?id, "peer connected");
                     peer.connect_deadline = None;
+                    peer.connected = true;
                     peer.report(PeerEvent::Connected);
                 }
             }

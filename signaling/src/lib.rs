@@ -142,6 +142,9 @@ pub enum ClientMessage {
         /// The SDP offer.
         sdp: String,
     },
+    /// Instead of [`ClientMessage::Offer`], for a client that publishes nothing: the server makes
+    /// the first offer, once there is something to receive (no data channel needed).
+    Receive,
     /// The client's SDP answer to a server [`ServerMessage::Offer`].
     Answer {
         /// The SDP answer.
@@ -300,6 +303,7 @@ mod tests {
         let offer = ClientMessage::Offer { sdp: "v=0".into() };
         assert_eq!(offer.to_json(), r#"{"type":"offer","sdp":"v=0"}"#);
         assert_eq!(ClientMessage::Leave.to_json(), r#"{"type":"leave"}"#);
+        assert_eq!(ClientMessage::Receive.to_json(), r#"{"type":"receive"}"#);
         let cand = ClientMessage::from_json(
             r#"{"type":"candidate","candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdp_mid":"0"}"#,
         )

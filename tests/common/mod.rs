@@ -314,12 +314,17 @@ pub async fn open_ws(
 
 impl TestClient {
     /// Joins with `token` and sends an offer that publishes `publish`; waits for the answer.
+    /// Joins with `token`: a publisher offers its tracks and waits for the answer; a receiver
+    /// asks the server to offer (`receive`).
     pub async fn join(server: &TestServer, token: &str, identity: &str, publish: Publish) -> Self {
         let mut client = Self::join_signaling(server, token, identity, publish).await;
-        client
-            .offer()
-            .await
-            .unwrap_or_else(|e| panic!("{identity}: offer refused: {e:?}"));
+        match publish {
+            Publish::AudioVideo => client
+                .offer()
+                .await
+                .unwrap_or_else(|e| panic!("{identity}: offer refused: {e:?}")),
+            Publish::Nothing => client.send(ClientMessage::Receive),
+        }
         client
     }
 

@@ -403,24 +403,19 @@ impl Room {
         }
     }
 
-    /// Creates the peer connection and sends the offer: local tracks send-only, or a data
-    /// channel when there is nothing to publish.
+    /// Creates the peer connection. With local tracks it offers them send-only; with nothing to
+    /// publish it asks the server to offer what there is to receive.
     async fn connect(self: &Rc<Self>) -> Result<(), JsValue> {
         let config = RtcConfiguration::new();
         let pc = RtcPeerConnection::new_with_configuration(&config)?;
         let local = self.local.borrow().clone();
-        match &local {
-            Some(stream) => {
-                for track in stream.get_tracks().iter() {
-                    let track: MediaStreamTrack = track.unchecked_into();
-                    let init = RtcRtpTransceiverInit::new();
-                    init.set_direction(RtcRtpTransceiverDirection::Sendonly);
-                    init.set_streams(&js_sys::Array::of1(stream));
-                    pc.add_transceiver_with_media_stream_track_and_init(&track, &init);
-                }
-            }
-            None => {
-                pc.create_data_channel("jinke");
+        if let Some(stream) = &local {
+            for track in stream.get_tracks().iter() {
+                let track: MediaStreamTrack = track.unchecked_into();
+                let init = RtcRtpTransceiverInit::new();
+                init.set_direction(RtcRtpTransceiverDirection::Sendonly);
+                init.set_streams(&js_sys::Array::of1(stream));
+                pc.add_transceiver_with_media_stream_track_and_init(&track, &init);
             }
         }
         self.install_pc_handlers(&pc);
@@ -429,6 +424,10 @@ impl Room {
             let _ = js_sys::Reflect::set(&w, &"jinkePc".into(), &pc);
         }
         *self.pc.borrow_mut() = Some(pc.clone());
+        if local.is_none() {
+            self.send(&ClientMessage::Receive);
+            return Ok(());
+        }
         let offer = JsFuture::from(pc.create_offer()).await?;
         let sdp = sdp_of(&offer)?;
         JsFuture::from(pc.set_local_description(&description(RtcSdpType::Offer, &sdp))).await?;
