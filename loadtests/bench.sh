@@ -4,6 +4,7 @@
 # namespace this script creates (lo plus a veth with 127.0.0.2 for the servers and 127.0.0.3 for the
 # clients: Janus refuses loopback interfaces). Nothing leaves the namespace. For each N, Jinke runs
 # then Janus (VideoRoom, `event_loops = 2`); N stops growing once either loses more than 1%.
+# First it measures the ceiling: GCM encryption plus plain, batched and GSO UDP sends per packet.
 #
 #   loadtests/bench.sh                 # N = 50 200 500 1000, 10 s windows
 #   SIZES="100 2000" DURATION=20 loadtests/bench.sh
@@ -29,9 +30,9 @@ BIN=target/$PROFILE
 
 if [ "${JINKE_BENCH_IN_NS:-}" != 1 ]; then
   if [ "$PROFILE" = release ]; then
-    cargo build --release --locked -p jinke -p jinke-load
+    cargo build --release --locked -p jinke -p jinke-load --bins
   else
-    cargo build --locked -p jinke -p jinke-load
+    cargo build --locked -p jinke -p jinke-load --bins
   fi
   if [[ " $SERVERS " == *" janus "* ]] && ! command -v janus >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq janus >/dev/null
@@ -93,6 +94,9 @@ start_janus() {
   LOAD_ARGS=(--target janus --url "http://$SERVER_IP:18088/janus")
 }
 
+echo "ceiling on core $SERVER_CORE (GCM seal + UDP send per 1200-byte packet):"
+taskset -c "$SERVER_CORE" "$BIN/jinke-ceiling" | tee "$OUT/ceiling.txt"
+echo
 echo "servers on core $SERVER_CORE, generator on core $LOAD_CORE; results in $OUT"
 errors=0
 for n in $SIZES; do
