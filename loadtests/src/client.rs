@@ -117,47 +117,43 @@ pub async fn media_session(
     media_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_receive = Instant::now();
     let mut connected = false;
+    // One timer, reset when str0m's deadline moves (a new timer per packet costs a timer-wheel
+    // insert and removal each time).
+    let timer = tokio::time::sleep_until(Instant::now().into());
+    tokio::pin!(timer);
     loop {
         // Let str0m say everything it has to say.
-        let timeout = loop {
-            match rtc.poll_output()? {
-                Output::Timeout(t) => break t,
-                Output::Transmit(t) => {
-                    let _ = socket.try_send_to(&t.contents, t.destination);
-                }
-                Output::Event(Event::Connected) => connected = true,
-                Output::Event(Event::RtpPacket(p)) => {
-                    let mut st = stats.borrow_mut();
-                    if st.join_time.is_none() {
-                        st.join_time = Some(last_receive - started);
-                    }
-                    st.record(
-                        *p.header.ssrc,
-                        *p.seq_no,
-                        p.header.timestamp,
-                        &p.payload,
-                        last_receive,
-                        &shared.sent.borrow(),
-                        shared.window.get(),
-                    );
-                }
-                Output::Event(_) => {}
-            }
-        };
+        let timeout = drain_events(
+            &mut rtc,
+            &socket,
+            &mut connected,
+            &shared,
+            &stats,
+            started,
+            last_receive,
+        )?;
         if !rtc.is_alive() {
             bail!("media connection closed");
         }
+        if timer.deadline() != timeout.into() {
+            timer.as_mut().reset(timeout.into());
+        }
         tokio::select! {
-            r = socket.recv_from(&mut buf) => {
-                let (n, source) = r?;
-                last_receive = Instant::now();
-                if let Ok(contents) = buf[..n].try_into() {
-                    rtc.handle_input(Input::Receive(last_receive, Receive {
-                        proto: Protocol::Udp,
-                        source,
-                        destination: local,
-                        contents,
-                    }))?;
+            r = socket.readable() => {
+                r?;
+                // Take everything queued; str0m keeps a received packet only until the next
+                // poll, so poll (and record) after each one.
+                while let Ok((n, source)) = socket.try_recv_from(&mut buf) {
+                    last_receive = Instant::now();
+                    if let Ok(contents) = buf[..n].try_into() {
+                        rtc.handle_input(Input::Receive(last_receive, Receive {
+                            proto: Protocol::Udp,
+                            source,
+                            destination: local,
+                            contents,
+                        }))?;
+                    }
+                    drain_events(&mut rtc, &socket, &mut connected, &shared, &stats, started, last_receive)?;
                 }
             }
             msg = link.from_server.recv() => match msg {
@@ -175,7 +171,7 @@ pub async fn media_session(
                         .context("signaling gone")?;
                 }
             }},
-            _ = tokio::time::sleep_until(timeout.into()) => {
+            () = &mut timer => {
                 rtc.handle_input(Input::Timeout(Instant::now()))?;
             }
             _ = media_tick.tick(), if connected && publisher.is_some() => {
@@ -183,6 +179,44 @@ pub async fn media_session(
                     p.send_due(&mut rtc, &shared, Instant::now());
                 }
             }
+        }
+    }
+}
+
+/// Polls str0m until it wants time to pass: sends its datagrams, records received media. Returns
+/// when it next needs a timeout.
+fn drain_events(
+    rtc: &mut Rtc,
+    socket: &UdpSocket,
+    connected: &mut bool,
+    shared: &Shared,
+    stats: &RefCell<ReceiverStats>,
+    started: Instant,
+    received_at: Instant,
+) -> anyhow::Result<Instant> {
+    loop {
+        match rtc.poll_output()? {
+            Output::Timeout(t) => return Ok(t),
+            Output::Transmit(t) => {
+                let _ = socket.try_send_to(&t.contents, t.destination);
+            }
+            Output::Event(Event::Connected) => *connected = true,
+            Output::Event(Event::RtpPacket(p)) => {
+                let mut st = stats.borrow_mut();
+                if st.join_time.is_none() {
+                    st.join_time = Some(received_at - started);
+                }
+                st.record(
+                    *p.header.ssrc,
+                    *p.seq_no,
+                    p.header.timestamp,
+                    &p.payload,
+                    received_at,
+                    &shared.sent.borrow(),
+                    shared.window.get(),
+                );
+            }
+            Output::Event(_) => {}
         }
     }
 }
