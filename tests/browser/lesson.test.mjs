@@ -4,7 +4,9 @@
 // Run through tests/browser/run.sh, which creates the namespace. The teacher opens the API's join
 // link and broadcasts; two students join; their RTCPeerConnection.getStats() must show the
 // teacher's video decoding and audio arriving. Prints the median time from the join click to the
-// first decoded teacher frame.
+// first decoded teacher frame. Also: an expired link, a missing token and a full lesson explain
+// themselves; a student whose browser refuses the camera still watches (receive-only); a page
+// whose server dies shows "connection lost" with a way back in.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -37,8 +39,8 @@ function onlyLoopback() {
   return ifaces.length === 1 && ifaces[0] === "lo";
 }
 
-async function api(path, body) {
-  const resp = await fetch(`${BASE}${path}`, {
+async function api(path, body, base = BASE) {
+  const resp = await fetch(`${base}${path}`, {
     method: "POST",
     headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
     body: JSON.stringify(body),
@@ -48,11 +50,11 @@ async function api(path, body) {
   return json;
 }
 
-async function waitForServer() {
+async function waitForServer(base = BASE) {
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
     try {
-      const r = await fetch(`${BASE}/`);
+      const r = await fetch(`${base}/`);
       if (r.ok) return;
     } catch {}
     await new Promise((r) => setTimeout(r, 100));
@@ -73,23 +75,7 @@ before(async () => {
   );
   serverExit = new Promise((resolve) => server.on("exit", (code, signal) => resolve({ code, signal })));
   await waitForServer();
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--disable-dev-shm-usage",
-      "--use-fake-device-for-media-stream",
-      "--use-fake-ui-for-media-stream",
-      "--allow-loopback-in-peer-connection",
-    ],
-  });
+  browser = await launch({ grantMedia: true });
 });
 
 after(async () => {
@@ -101,6 +87,24 @@ after(async () => {
   }
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
+
+/** Chromium with a fake camera; `grantMedia: false` leaves permission prompts to be refused. */
+function launch({ grantMedia }) {
+  const args = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--use-fake-device-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+  ];
+  if (grantMedia) args.push("--use-fake-ui-for-media-stream");
+  return chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args });
+}
 
 async function newPage() {
   const context = await browser.newContext({ permissions: ["camera", "microphone"] });
@@ -234,4 +238,81 @@ test("an expired link and a full lesson explain themselves, in Chinese or Englis
   await full.waitFor();
   assert.equal(await full.getAttribute("data-code"), "lesson_full");
   assert.match(await full.innerText(), /已满/);
+});
+
+test("a refused camera still lets a student watch", async () => {
+  const lesson = await api("/api/v1/lessons", { title: "小班课", mode: "small_class" });
+  const link = async (identity, name, role) =>
+    (await api(`/api/v1/lessons/${lesson.id}/tokens`, { identity, name, role })).join_url;
+  const teacher = await newPage();
+  await teacher.goto(await link("t", "张老师", "teacher"));
+  await teacher.getByTestId("join").click();
+  await teacher.waitForFunction(() => window.jinkePc?.connectionState === "connected", null, {
+    timeout: 15_000,
+  });
+
+  // A small-class student may publish, but this browser refuses the camera.
+  const refusing = await launch({ grantMedia: false });
+  try {
+    const page = await (await refusing.newContext()).newPage();
+    await page.goto(await link("shy", "学员", "student"));
+    await page.getByTestId("join").click();
+    const notice = page.locator('[data-testid="notice"][data-code="camera_refused"]');
+    await notice.waitFor({ timeout: 15_000 });
+    assert.match(await notice.innerText(), /摄像头/);
+    // It joined receive-only and decodes the teacher anyway.
+    await page.waitForFunction(
+      async () => {
+        const stats = await window.jinkePc?.getStats();
+        let frames = 0;
+        stats?.forEach((s) => {
+          if (s.type === "inbound-rtp" && s.kind === "video") frames += s.framesDecoded ?? 0;
+        });
+        return frames > 10;
+      },
+      null,
+      { timeout: 15_000, polling: 100 },
+    );
+    assert.equal(await page.getByTestId("preview").isVisible(), false);
+  } finally {
+    await refusing.close();
+  }
+
+});
+
+test("a lost connection says so instead of going blank", async () => {
+  // A second server of its own, so that killing it leaves the others alone.
+  const http = "127.0.0.1:18082";
+  const dir = mkdtempSync(join(tmpdir(), "jinke-browser-kill-"));
+  const doomed = spawn(
+    BIN,
+    ["serve", "--http", http, "--udp", "127.0.0.1:18083", "--data-dir", dir, "--api-key", API_KEY],
+    { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, RUST_LOG: "warn" } },
+  );
+  const gone = new Promise((resolve) => doomed.on("exit", resolve));
+  try {
+    await waitForServer(`http://${http}`);
+    const lesson = await api("/api/v1/lessons", { title: "断线", mode: "lecture" }, `http://${http}`);
+    const t = await api(
+      `/api/v1/lessons/${lesson.id}/tokens`,
+      { identity: "t", name: "t", role: "teacher" },
+      `http://${http}`,
+    );
+    const teacher = await newPage();
+    await teacher.goto(`${t.join_url}&autojoin=1`);
+    await teacher.waitForFunction(() => window.jinkePc?.connectionState === "connected", null, {
+      timeout: 15_000,
+    });
+    // The server dies without a goodbye.
+    doomed.kill("SIGKILL");
+    await gone;
+    const lost = teacher.getByTestId("error");
+  await lost.waitFor({ timeout: 15_000 });
+  assert.equal(await lost.getAttribute("data-code"), "connection_lost");
+  assert.match(await lost.innerText(), /网络连接已断开/);
+    assert.equal(await teacher.getByTestId("rejoin").isVisible(), true);
+  } finally {
+    if (doomed.exitCode === null && doomed.signalCode === null) doomed.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
