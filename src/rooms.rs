@@ -25,6 +25,13 @@ struct Room {
 }
 
 impl Room {
+    /// Everyone the others may see, in order of arrival.
+    fn listed(&self) -> impl Iterator<Item = &Member> {
+        self.members
+            .iter()
+            .filter(|m| m.participant.role.is_listed())
+    }
+
     fn broadcast(&self, except_session: u64, msg: &ServerMessage) {
         for m in self.members.iter().filter(|m| m.session != except_session) {
             let _ = m.tx.send(msg.clone());
@@ -46,12 +53,14 @@ impl Room {
         for track_id in ended {
             self.broadcast(gone.session, &ServerMessage::TrackUnpublished { track_id });
         }
-        self.broadcast(
-            gone.session,
-            &ServerMessage::ParticipantLeft {
-                identity: identity.clone(),
-            },
-        );
+        if gone.participant.role.is_listed() {
+            self.broadcast(
+                gone.session,
+                &ServerMessage::ParticipantLeft {
+                    identity: identity.clone(),
+                },
+            );
+        }
         gone
     }
 }
@@ -117,13 +126,15 @@ impl Rooms {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let admission = Admission {
             session,
-            others: room.members.iter().map(|m| m.participant.clone()).collect(),
+            others: room.listed().map(|m| m.participant.clone()).collect(),
             tracks: room.tracks.clone(),
         };
-        room.broadcast(
-            session,
-            &ServerMessage::ParticipantJoined(participant.clone()),
-        );
+        if participant.role.is_listed() {
+            room.broadcast(
+                session,
+                &ServerMessage::ParticipantJoined(participant.clone()),
+            );
+        }
         room.members.push(Member {
             participant,
             session,
@@ -223,6 +234,34 @@ mod tests {
         );
         rooms.leave("l", b.session);
         assert_eq!(rooms.session_count(), 0);
+    }
+
+    #[test]
+    fn observers_are_never_listed_but_see_everyone() {
+        let rooms = Rooms::default();
+        let (ta, mut ra) = unbounded_channel();
+        let (to, mut ro) = unbounded_channel();
+        rooms.join("l", 5, person("a"), ta).unwrap();
+        let inspector = Participant {
+            identity: "inspector".into(),
+            name: "督导".into(),
+            role: Role::Observer,
+        };
+        let o = rooms.join("l", 5, inspector, to).unwrap();
+        assert_eq!(o.others, vec![person("a")], "the observer sees the others");
+        let (tb, _rb) = unbounded_channel();
+        let b = rooms.join("l", 5, person("b"), tb).unwrap();
+        assert_eq!(b.others, vec![person("a")], "nobody sees the observer");
+        assert_eq!(
+            drain(&mut ro),
+            vec![ServerMessage::ParticipantJoined(person("b"))]
+        );
+        rooms.leave("l", o.session);
+        assert_eq!(
+            drain(&mut ra),
+            vec![ServerMessage::ParticipantJoined(person("b"))],
+            "neither the observer's arrival nor its departure is announced"
+        );
     }
 
     #[test]

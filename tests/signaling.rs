@@ -332,3 +332,87 @@ async fn shutdown_says_goodbye_and_refuses_new_joins() {
     assert_eq!(state.rooms.session_count(), 0);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn assistants_may_publish_and_observers_watch_unseen() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("lecture").await;
+    let mut joined = Vec::new();
+    let mut sockets = Vec::new();
+    for (who, role) in [
+        ("t", "teacher"),
+        ("helper", "assistant"),
+        ("inspector", "observer"),
+        ("s", "student"),
+    ] {
+        let token = server.token(&lesson, who, role).await;
+        let mut ws = open_ws(server.http, &format!("token={token}"))
+            .await
+            .unwrap();
+        send(
+            &mut ws,
+            ClientMessage::Join {
+                protocol: PROTOCOL_VERSION,
+            }
+            .to_json(),
+        )
+        .await;
+        match next_message(&mut ws).await {
+            Some(ServerMessage::Joined {
+                may_publish,
+                participants,
+                ..
+            }) => {
+                joined.push((who, may_publish, participants));
+            }
+            other => panic!("{who}: {other:?}"),
+        }
+        // Every participant stays for the rest of the test.
+        sockets.push(ws);
+    }
+    let publish: Vec<bool> = joined.iter().map(|(_, p, _)| *p).collect();
+    assert_eq!(
+        publish,
+        vec![true, true, false, false],
+        "teacher, assistant, observer, student"
+    );
+    let seen_by_student: Vec<&str> = joined[3].2.iter().map(|p| p.identity.as_str()).collect();
+    assert_eq!(
+        seen_by_student,
+        vec!["t", "helper"],
+        "the observer is not listed"
+    );
+    assert_eq!(joined[1].2[0].role, Role::Teacher);
+
+    // An observer's publishing offer is refused like a lecture student's.
+    let token = server.token(&lesson, "peeker", "observer").await;
+    let mut ws = open_ws(server.http, &format!("token={token}"))
+        .await
+        .unwrap();
+    send(
+        &mut ws,
+        ClientMessage::Join {
+            protocol: PROTOCOL_VERSION,
+        }
+        .to_json(),
+    )
+    .await;
+    assert!(matches!(
+        next_message(&mut ws).await,
+        Some(ServerMessage::Joined { .. })
+    ));
+    let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
+    send(
+        &mut ws,
+        ClientMessage::Offer { sdp: offer.into() }.to_json(),
+    )
+    .await;
+    assert!(matches!(
+        next_message(&mut ws).await,
+        Some(ServerMessage::Error {
+            code: ErrorCode::PublishNotAllowed,
+            ..
+        })
+    ));
+    server.stop().await;
+}

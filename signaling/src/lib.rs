@@ -22,8 +22,20 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub enum Role {
     /// Runs the lesson and always publishes camera and microphone.
     Teacher,
+    /// Helps the teacher; may publish in every kind of lesson.
+    Assistant,
     /// Takes part; publishes only in `one_to_one` and `small_class` lessons.
     Student,
+    /// Watches without being seen: receive-only and never listed to the others (an inspector, or
+    /// a learning centre's big screen).
+    Observer,
+}
+
+impl Role {
+    /// Whether the others see this participant in lists and presence events.
+    pub fn is_listed(self) -> bool {
+        self != Role::Observer
+    }
 }
 
 /// How a lesson is shaped; decides who may publish.
@@ -42,9 +54,10 @@ impl LessonMode {
     /// Whether a participant with `role` may publish media in a lesson of this mode.
     pub fn may_publish(self, role: Role) -> bool {
         match (self, role) {
-            (_, Role::Teacher) => true,
+            (_, Role::Teacher | Role::Assistant) => true,
             (LessonMode::OneToOne | LessonMode::SmallClass, Role::Student) => true,
             (LessonMode::Lecture, Role::Student) => false,
+            (_, Role::Observer) => false,
         }
     }
 
@@ -68,7 +81,7 @@ pub enum MediaKind {
     Video,
 }
 
-/// A participant as the other members of the lesson see it.
+/// A participant as the other members of the lesson see it (observers are never shown).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Participant {
     /// The school's identifier for this person, unique within the lesson.
@@ -379,5 +392,19 @@ mod tests {
         assert!(!LessonMode::Lecture.may_publish(Role::Student));
         assert!(LessonMode::SmallClass.may_publish(Role::Student));
         assert!(LessonMode::OneToOne.may_publish(Role::Student));
+    }
+
+    #[test]
+    fn assistants_publish_and_observers_never_do_nor_show() {
+        for mode in [
+            LessonMode::OneToOne,
+            LessonMode::SmallClass,
+            LessonMode::Lecture,
+        ] {
+            assert!(mode.may_publish(Role::Assistant), "{mode:?}");
+            assert!(!mode.may_publish(Role::Observer), "{mode:?}");
+        }
+        assert!(!Role::Observer.is_listed());
+        assert!(Role::Assistant.is_listed() && Role::Student.is_listed());
     }
 }

@@ -754,10 +754,10 @@ impl Room {
 
 fn set_label(tile: &Element, name: &str, t: &Text, role: Role) {
     if let Ok(Some(label)) = tile.query_selector(".name") {
-        let text = if role == Role::Teacher {
-            format!("{name} · {}", t.teacher)
-        } else {
-            name.to_owned()
+        let text = match role {
+            Role::Teacher => format!("{name} · {}", t.teacher),
+            Role::Assistant => format!("{name} · {}", t.assistant),
+            Role::Student | Role::Observer => name.to_owned(),
         };
         label.set_text_content(Some(&text));
     }
