@@ -350,8 +350,11 @@ async fn next_message(
 /// The sending side of a publisher: paces the clip and the audio in real time, looping both
 /// with continuous timestamps.
 struct Publisher {
-    /// Where in the loops this publisher starts: publishers sending at the same moment never send
-    /// the same content, so receivers can tell whose packet they got.
+    /// XORed into the last byte of every payload, so that no two publishers ever send the same
+    /// content and receivers can tell whose packet they got (the SFUs forward payloads without
+    /// decoding them; nothing here is decoded either).
+    tag: u8,
+    /// Where in the loops this publisher starts.
     audio_start: usize,
     video_start: usize,
     audio_mid: Mid,
@@ -369,6 +372,7 @@ struct Publisher {
 impl Publisher {
     fn new(audio_mid: Mid, video_mid: Mid, index: usize) -> Publisher {
         Publisher {
+            tag: (index % 255) as u8 + 1,
             audio_start: index * 11,
             video_start: index * 7,
             audio_mid,
@@ -465,12 +469,16 @@ impl Publisher {
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return;
         };
+        let mut tagged = payload.to_vec();
+        if let Some(last) = tagged.last_mut() {
+            *last ^= self.tag;
+        }
+        shared.sent.borrow_mut().record(ts, &tagged, now);
         stream.write_rtp(
-            RtpWrite::new(pt, SeqNo::from(seq), ts, now, payload.clone())
+            RtpWrite::new(pt, SeqNo::from(seq), ts, now, tagged)
                 .marker(marker)
                 .nackable(true),
         );
-        shared.sent.borrow_mut().record(ts, payload, now);
     }
 }
 
