@@ -22,6 +22,8 @@ struct Member {
 struct Room {
     members: Vec<Member>,
     tracks: Vec<TrackInfo>,
+    /// Raised hands, first raised first.
+    hands: Vec<String>,
 }
 
 impl Room {
@@ -38,6 +40,15 @@ impl Room {
         }
     }
 
+    fn broadcast_hands(&self) {
+        self.broadcast(
+            u64::MAX,
+            &ServerMessage::HandQueue {
+                identities: self.hands.clone(),
+            },
+        );
+    }
+
     /// Removes the member at `index` and tells the others that it and its tracks are gone.
     fn remove_member(&mut self, index: usize) -> Member {
         let gone = self.members.remove(index);
@@ -52,6 +63,10 @@ impl Room {
         });
         for track_id in ended {
             self.broadcast(gone.session, &ServerMessage::TrackUnpublished { track_id });
+        }
+        if self.hands.contains(identity) {
+            self.hands.retain(|h| h != identity);
+            self.broadcast_hands();
         }
         if gone.participant.role.is_listed() {
             self.broadcast(
@@ -74,6 +89,19 @@ pub struct Admission {
     pub others: Vec<Participant>,
     /// Tracks already published.
     pub tracks: Vec<TrackInfo>,
+    /// Raised hands, first raised first.
+    pub hands: Vec<String>,
+}
+
+/// Why a classroom control was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// The participant's role may not do this.
+    #[error("your role may not do this")]
+    NotAllowed,
+    /// The session is no longer in the room.
+    #[error("not in the lesson")]
+    NotInRoom,
 }
 
 /// Why a participant was not admitted.
@@ -128,6 +156,7 @@ impl Rooms {
             session,
             others: room.listed().map(|m| m.participant.clone()).collect(),
             tracks: room.tracks.clone(),
+            hands: room.hands.clone(),
         };
         if participant.role.is_listed() {
             room.broadcast(
@@ -168,6 +197,51 @@ impl Rooms {
         }
         room.broadcast(session, &ServerMessage::TrackPublished(track.clone()));
         room.tracks.push(track);
+    }
+
+    /// Raises the hand of the session's participant (observers may not: they are not shown).
+    pub fn raise_hand(&self, lesson: &str, session: u64) -> Result<(), ControlError> {
+        let mut rooms = self.lock();
+        let room = rooms.get_mut(lesson).ok_or(ControlError::NotInRoom)?;
+        let me = room
+            .members
+            .iter()
+            .find(|m| m.session == session)
+            .ok_or(ControlError::NotInRoom)?;
+        if !me.participant.role.is_listed() {
+            return Err(ControlError::NotAllowed);
+        }
+        if !room.hands.contains(&me.participant.identity) {
+            room.hands.push(me.participant.identity.clone());
+            room.broadcast_hands();
+        }
+        Ok(())
+    }
+
+    /// Lowers a hand: the session's own (`whose` absent or its own identity), or anyone's when
+    /// the session's participant moderates.
+    pub fn lower_hand(
+        &self,
+        lesson: &str,
+        session: u64,
+        whose: Option<&str>,
+    ) -> Result<(), ControlError> {
+        let mut rooms = self.lock();
+        let room = rooms.get_mut(lesson).ok_or(ControlError::NotInRoom)?;
+        let me = room
+            .members
+            .iter()
+            .find(|m| m.session == session)
+            .ok_or(ControlError::NotInRoom)?;
+        let target = whose.unwrap_or(&me.participant.identity).to_owned();
+        if target != me.participant.identity && !me.participant.role.moderates() {
+            return Err(ControlError::NotAllowed);
+        }
+        if room.hands.contains(&target) {
+            room.hands.retain(|h| *h != target);
+            room.broadcast_hands();
+        }
+        Ok(())
     }
 
     /// Sends a message to every session of every room (used at shutdown).
@@ -262,6 +336,48 @@ mod tests {
             vec![ServerMessage::ParticipantJoined(person("b"))],
             "neither the observer's arrival nor its departure is announced"
         );
+    }
+
+    fn hands(rx: &mut UnboundedReceiver<ServerMessage>) -> Option<Vec<String>> {
+        drain(rx).into_iter().rev().find_map(|m| match m {
+            ServerMessage::HandQueue { identities } => Some(identities),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn hands_queue_in_order_and_only_moderators_lower_others() {
+        let rooms = Rooms::default();
+        let teacher = Participant {
+            identity: "t".into(),
+            name: "t".into(),
+            role: Role::Teacher,
+        };
+        let (tt, mut rt) = unbounded_channel();
+        let (ta, _ra) = unbounded_channel();
+        let (tb, _rb) = unbounded_channel();
+        let t = rooms.join("l", 9, teacher, tt).unwrap();
+        let a = rooms.join("l", 9, person("a"), ta).unwrap();
+        let b = rooms.join("l", 9, person("b"), tb.clone()).unwrap();
+        rooms.raise_hand("l", b.session).unwrap();
+        rooms.raise_hand("l", a.session).unwrap();
+        rooms.raise_hand("l", b.session).unwrap(); // Already raised: stays first.
+        assert_eq!(hands(&mut rt), Some(vec!["b".to_owned(), "a".to_owned()]));
+        assert_eq!(
+            rooms.lower_hand("l", a.session, Some("b")),
+            Err(ControlError::NotAllowed)
+        );
+        rooms.lower_hand("l", a.session, None).unwrap();
+        assert_eq!(hands(&mut rt), Some(vec!["b".to_owned()]));
+        rooms.lower_hand("l", t.session, Some("b")).unwrap();
+        assert_eq!(hands(&mut rt), Some(vec![]));
+        // A late joiner learns the queue; a leaver's hand goes down.
+        rooms.raise_hand("l", a.session).unwrap();
+        let (tc, _rc) = unbounded_channel();
+        let c = rooms.join("l", 9, person("c"), tc).unwrap();
+        assert_eq!(c.hands, vec!["a".to_owned()]);
+        rooms.leave("l", a.session);
+        assert_eq!(hands(&mut rt), Some(vec![]));
     }
 
     #[test]

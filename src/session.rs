@@ -18,7 +18,7 @@ use jinke_signaling::{
 use serde::Deserialize;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
-use crate::rooms::AdmissionError;
+use crate::rooms::{AdmissionError, ControlError};
 use crate::server::AppState;
 use crate::store::Lesson;
 use crate::tokens::{JoinClaims, TokenError};
@@ -226,6 +226,7 @@ impl Session {
             may_publish,
             participants: admission.others,
             tracks: admission.tracks,
+            hands: admission.hands,
         };
         let peer = PeerId(NEXT_PEER.fetch_add(1, Ordering::Relaxed));
         let end = if self.send(&joined).await {
@@ -306,6 +307,18 @@ impl Session {
                             self.state.sfu.add_remote_candidate(peer, c.candidate);
                             continue;
                         }
+                        ClientMessage::RaiseHand => {
+                            match self.state.rooms.raise_hand(&self.lesson.id, session) {
+                                Ok(()) => continue,
+                                Err(e) => control_error(e),
+                            }
+                        }
+                        ClientMessage::LowerHand { identity } => {
+                            match self.state.rooms.lower_hand(&self.lesson.id, session, identity.as_deref()) {
+                                Ok(()) => continue,
+                                Err(e) => control_error(e),
+                            }
+                        }
                         ClientMessage::Ping => ServerMessage::Pong,
                         ClientMessage::Leave => return End::ClientGone,
                         ClientMessage::Join { .. } => unexpected("already joined"),
@@ -365,6 +378,14 @@ fn unexpected(message: &str) -> ServerMessage {
     ServerMessage::Error {
         code: ErrorCode::UnexpectedMessage,
         message: message.into(),
+        fatal: false,
+    }
+}
+
+fn control_error(e: ControlError) -> ServerMessage {
+    ServerMessage::Error {
+        code: ErrorCode::NotAllowed,
+        message: e.to_string(),
         fatal: false,
     }
 }

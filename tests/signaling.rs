@@ -416,3 +416,122 @@ async fn assistants_may_publish_and_observers_watch_unseen() {
     ));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn hands_are_raised_in_order_and_lowered_by_their_owner_or_the_teacher() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("lecture").await;
+    let mut ws = Vec::new();
+    for (who, role) in [
+        ("t", "teacher"),
+        ("a", "student"),
+        ("b", "student"),
+        ("o", "observer"),
+    ] {
+        let token = server.token(&lesson, who, role).await;
+        let mut s = open_ws(server.http, &format!("token={token}"))
+            .await
+            .unwrap();
+        send(
+            &mut s,
+            ClientMessage::Join {
+                protocol: PROTOCOL_VERSION,
+            }
+            .to_json(),
+        )
+        .await;
+        assert!(matches!(
+            next_message(&mut s).await,
+            Some(ServerMessage::Joined { .. })
+        ));
+        ws.push(s);
+    }
+    let queue = |m: Option<ServerMessage>| match m {
+        Some(ServerMessage::HandQueue { identities }) => identities,
+        other => panic!("expected the hand queue, got {other:?}"),
+    };
+    // Skip the teacher's presence events (a, b joined).
+    for _ in 0..2 {
+        assert!(matches!(
+            next_message(&mut ws[0]).await,
+            Some(ServerMessage::ParticipantJoined(_))
+        ));
+    }
+    send(&mut ws[2], ClientMessage::RaiseHand.to_json()).await;
+    assert_eq!(queue(next_message(&mut ws[0]).await), vec!["b"]);
+    send(&mut ws[1], ClientMessage::RaiseHand.to_json()).await;
+    assert_eq!(queue(next_message(&mut ws[0]).await), vec!["b", "a"]);
+    // A student may not lower another's hand; an observer may not raise one.
+    send(
+        &mut ws[1],
+        ClientMessage::LowerHand {
+            identity: Some("b".into()),
+        }
+        .to_json(),
+    )
+    .await;
+    let refused = loop {
+        match next_message(&mut ws[1]).await {
+            Some(ServerMessage::HandQueue { .. } | ServerMessage::ParticipantJoined(_)) => continue,
+            other => break other,
+        }
+    };
+    assert!(matches!(
+        refused,
+        Some(ServerMessage::Error {
+            code: ErrorCode::NotAllowed,
+            ..
+        })
+    ));
+    send(&mut ws[3], ClientMessage::RaiseHand.to_json()).await;
+    let refused = loop {
+        match next_message(&mut ws[3]).await {
+            Some(ServerMessage::HandQueue { .. } | ServerMessage::ParticipantJoined(_)) => continue,
+            other => break other,
+        }
+    };
+    assert!(matches!(
+        refused,
+        Some(ServerMessage::Error {
+            code: ErrorCode::NotAllowed,
+            ..
+        })
+    ));
+    // The teacher lowers b's hand; a lowers its own; a late joiner sees the queue.
+    send(
+        &mut ws[0],
+        ClientMessage::LowerHand {
+            identity: Some("b".into()),
+        }
+        .to_json(),
+    )
+    .await;
+    assert_eq!(queue(next_message(&mut ws[0]).await), vec!["a"]);
+    let late = server.token(&lesson, "late", "student").await;
+    let mut l = open_ws(server.http, &format!("token={late}"))
+        .await
+        .unwrap();
+    send(
+        &mut l,
+        ClientMessage::Join {
+            protocol: PROTOCOL_VERSION,
+        }
+        .to_json(),
+    )
+    .await;
+    match next_message(&mut l).await {
+        Some(ServerMessage::Joined { hands, .. }) => assert_eq!(hands, vec!["a"]),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        next_message(&mut ws[0]).await,
+        Some(ServerMessage::ParticipantJoined(_))
+    ));
+    send(
+        &mut ws[1],
+        ClientMessage::LowerHand { identity: None }.to_json(),
+    )
+    .await;
+    assert_eq!(queue(next_message(&mut ws[0]).await), Vec::<String>::new());
+    server.stop().await;
+}

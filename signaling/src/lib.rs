@@ -36,6 +36,11 @@ impl Role {
     pub fn is_listed(self) -> bool {
         self != Role::Observer
     }
+
+    /// Whether this role runs the room (lowers others' hands, and later: stage, mute, remove).
+    pub fn moderates(self) -> bool {
+        matches!(self, Role::Teacher | Role::Assistant)
+    }
 }
 
 /// How a lesson is shaped; decides who may publish.
@@ -166,6 +171,14 @@ pub enum ClientMessage {
     /// A trickled ICE candidate of the client (optional: the server is ICE-lite and learns the
     /// client's address from its connectivity checks).
     Candidate(IceCandidate),
+    /// Raise this participant's hand (joins the end of the hand queue; no-op if already raised).
+    RaiseHand,
+    /// Lower a hand: one's own (`identity` absent), or anyone's for a teacher or assistant.
+    LowerHand {
+        /// Whose hand; absent for one's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<String>,
+    },
     /// The participant leaves the lesson.
     Leave,
     /// Keep-alive; answered by [`ServerMessage::Pong`].
@@ -191,6 +204,8 @@ pub enum ServerMessage {
         participants: Vec<Participant>,
         /// Tracks already published by others.
         tracks: Vec<TrackInfo>,
+        /// Raised hands, in the order they were raised.
+        hands: Vec<String>,
     },
     /// The server's SDP answer to the client's [`ClientMessage::Offer`].
     Answer {
@@ -213,6 +228,11 @@ pub enum ServerMessage {
     ParticipantLeft {
         /// Who left.
         identity: String,
+    },
+    /// The raised hands changed; the identities in the order the hands were raised.
+    HandQueue {
+        /// Identities with a raised hand, first raised first.
+        identities: Vec<String>,
     },
     /// A participant started publishing a track.
     TrackPublished(TrackInfo),
@@ -254,6 +274,8 @@ pub enum ErrorCode {
     BadSdp,
     /// The participant's role may not publish in this lesson.
     PublishNotAllowed,
+    /// The participant's role may not do this (for example lower another's hand).
+    NotAllowed,
     /// The lesson has reached its capacity.
     LessonFull,
     /// The server is shutting down and takes no new joins.
@@ -317,6 +339,10 @@ mod tests {
         assert_eq!(offer.to_json(), r#"{"type":"offer","sdp":"v=0"}"#);
         assert_eq!(ClientMessage::Leave.to_json(), r#"{"type":"leave"}"#);
         assert_eq!(ClientMessage::Receive.to_json(), r#"{"type":"receive"}"#);
+        assert_eq!(
+            ClientMessage::from_json(r#"{"type":"lower_hand"}"#).unwrap(),
+            ClientMessage::LowerHand { identity: None }
+        );
         let cand = ClientMessage::from_json(
             r#"{"type":"candidate","candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdp_mid":"0"}"#,
         )

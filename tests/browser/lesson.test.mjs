@@ -198,6 +198,21 @@ test("students see and hear the teacher through the SFU", async () => {
   // Lecture students publish nothing: their pages show no local preview.
   assert.equal(await students[0].getByTestId("preview").isVisible(), false);
 
+  // A student raises a hand; the teacher sees it in the queue and lowers it.
+  const raise = students[0].getByTestId("raise-hand");
+  await raise.click();
+  const entry = teacher.locator('[data-testid="hand-queue"] li[data-identity="s1"]');
+  await entry.waitFor({ timeout: 10_000 });
+  assert.match(await entry.innerText(), /学员一/);
+  await students[0].waitForFunction(
+    () => document.querySelector('[data-testid="raise-hand"]')?.getAttribute("aria-pressed") === "true",
+  );
+  await entry.getByTestId("lower-hand").click();
+  await entry.waitFor({ state: "detached", timeout: 10_000 });
+  await students[0].waitForFunction(
+    () => document.querySelector('[data-testid="raise-hand"]')?.getAttribute("aria-pressed") === "false",
+  );
+
   console.log(
     `join click -> first decoded teacher frame: median ${median(samples)} ms over ${samples.length} joins (${samples.join(", ")} ms)`,
   );

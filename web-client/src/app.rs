@@ -52,6 +52,12 @@ struct Room {
     mids: RefCell<HashMap<String, TrackMapping>>,
     participants: RefCell<Vec<Participant>>,
     tiles: RefCell<HashMap<String, Tile>>,
+    /// This participant's identity (from `joined`).
+    me: RefCell<String>,
+    /// Raised hands, first raised first.
+    hands: RefCell<Vec<String>>,
+    /// The student's raise/lower hand button, or the teacher's list of raised hands.
+    hand_control: Element,
     stage: Element,
     others: Element,
     notices: Element,
@@ -201,6 +207,9 @@ fn join(link: Rc<Link>, info: TokenInfo) {
         mids: RefCell::new(HashMap::new()),
         participants: RefCell::new(Vec::new()),
         tiles: RefCell::new(HashMap::new()),
+        me: RefCell::new(String::new()),
+        hands: RefCell::new(Vec::new()),
+        hand_control: el("div", "hands", None),
         stage,
         others,
         notices,
@@ -270,12 +279,15 @@ impl Room {
                 lesson,
                 may_publish,
                 participants,
+                hands,
                 ..
             } => {
+                *self.me.borrow_mut() = you.identity.clone();
                 self.render(&lesson.title, &you, may_publish);
                 for p in participants {
                     self.add_participant(p);
                 }
+                self.show_hands(hands);
                 if may_publish {
                     self.capture().await;
                 }
@@ -308,6 +320,7 @@ impl Room {
             }
             ServerMessage::ParticipantJoined(p) => self.add_participant(p),
             ServerMessage::ParticipantLeft { identity } => self.remove_participant(&identity),
+            ServerMessage::HandQueue { identities } => self.show_hands(identities),
             ServerMessage::TrackPublished(_) | ServerMessage::TrackUnpublished { .. } => {}
             ServerMessage::Error { code, message, .. } => self.on_error(code, &message).await,
             ServerMessage::Bye { reason } => {
@@ -340,7 +353,7 @@ impl Room {
                 (t.camera, "video", "toggle-camera"),
             ] {
                 let room = self.clone();
-                let b = button(label, "", testid, || {});
+                let b = button(label, "toggle", testid, || {});
                 let _ = b.set_attribute("aria-pressed", "true");
                 let b2 = b.clone();
                 let cb = Closure::<dyn FnMut()>::new(move || {
@@ -354,6 +367,20 @@ impl Room {
                 append(&controls, &b);
             }
         }
+        if you.role == Role::Student {
+            let room = self.clone();
+            let b = button(t.raise_hand, "", "raise-hand", move || {
+                let raised = room.hands.borrow().contains(&room.me.borrow());
+                room.send(&if raised {
+                    ClientMessage::LowerHand { identity: None }
+                } else {
+                    ClientMessage::RaiseHand
+                });
+            });
+            let _ = b.set_attribute("aria-pressed", "false");
+            append(&self.hand_control, &b);
+            append(&controls, &self.hand_control);
+        }
         let room = self.clone();
         append(
             &controls,
@@ -361,8 +388,18 @@ impl Room {
         );
         let name = el("span", "name", Some(&format!("{} ({})", you.name, t.me)));
         append(&preview, &name);
+        if you.role.moderates() {
+            set_data(&self.hand_control, "testid", "hand-queue");
+            set_hidden(&self.hand_control, true);
+        }
+        let hand_list = if you.role.moderates() {
+            self.hand_control.clone()
+        } else {
+            el("div", "", None)
+        };
         show(&[
             header,
+            hand_list,
             self.notices.clone(),
             self.waiting.clone(),
             self.stage.clone(),
@@ -370,6 +407,46 @@ impl Room {
             preview,
             controls,
         ]);
+    }
+
+    /// Shows the raised hands: the student's own button state, or the teacher's ordered list.
+    fn show_hands(self: &Rc<Self>, identities: Vec<String>) {
+        let t = self.t;
+        let me = self.me.borrow().clone();
+        *self.hands.borrow_mut() = identities.clone();
+        if self.role.moderates() {
+            self.hand_control.set_inner_html("");
+            set_hidden(&self.hand_control, identities.is_empty());
+            append(&self.hand_control, &el("h2", "", Some(t.hands_title)));
+            let list = el("ol", "", None);
+            for identity in identities {
+                let name = self
+                    .participants
+                    .borrow()
+                    .iter()
+                    .find(|p| p.identity == identity)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_else(|| identity.clone());
+                let item = el("li", "", Some(&name));
+                set_data(&item, "identity", &identity);
+                let room = self.clone();
+                let who = identity.clone();
+                append(
+                    &item,
+                    &button(t.lower_their_hand, "", "lower-hand", move || {
+                        room.send(&ClientMessage::LowerHand {
+                            identity: Some(who.clone()),
+                        });
+                    }),
+                );
+                append(&list, &item);
+            }
+            append(&self.hand_control, &list);
+        } else if let Ok(Some(b)) = self.hand_control.query_selector("[data-testid=raise-hand]") {
+            let raised = identities.contains(&me);
+            b.set_text_content(Some(if raised { t.lower_hand } else { t.raise_hand }));
+            let _ = b.set_attribute("aria-pressed", if raised { "true" } else { "false" });
+        }
     }
 
     /// Asks for camera and microphone; on refusal, explains and continues receive-only.
@@ -792,6 +869,7 @@ fn error_code_name(code: ErrorCode) -> &'static str {
         ErrorCode::UnexpectedMessage => "unexpected_message",
         ErrorCode::BadSdp => "bad_sdp",
         ErrorCode::PublishNotAllowed => "publish_not_allowed",
+        ErrorCode::NotAllowed => "not_allowed",
         ErrorCode::LessonFull => "lesson_full",
         ErrorCode::ShuttingDown => "shutting_down",
         ErrorCode::Internal => "internal",
