@@ -4,26 +4,80 @@
 //! the media path never touches it. Messages to sessions go through unbounded channels, so one slow
 //! client never blocks the room.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
-use jinke_signaling::{ByeReason, Participant, ServerMessage, TrackInfo};
+use jinke_signaling::{
+    ByeReason, ChatMessage, MAX_CHAT_CHARS, Participant, ServerMessage, TrackInfo,
+};
 use tokio::sync::mpsc::UnboundedSender;
+
+/// Chat messages kept for late joiners.
+const CHAT_HISTORY: usize = 200;
+/// Chat rate limit: a burst of this many messages…
+const CHAT_BURST: f64 = 5.0;
+/// …then this many per second.
+const CHAT_PER_SECOND: f64 = 1.0;
 
 /// One signaling session's place in a room.
 struct Member {
     participant: Participant,
     session: u64,
     tx: UnboundedSender<ServerMessage>,
+    chat: ChatBucket,
 }
 
-#[derive(Default)]
+/// A token bucket limiting one member's chat messages.
+struct ChatBucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl ChatBucket {
+    fn new(now: Instant) -> ChatBucket {
+        ChatBucket {
+            tokens: CHAT_BURST,
+            at: now,
+        }
+    }
+
+    /// Takes a token if one is left at `now`.
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * CHAT_PER_SECOND).min(CHAT_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 struct Room {
     members: Vec<Member>,
     tracks: Vec<TrackInfo>,
     /// Raised hands, first raised first.
     hands: Vec<String>,
+    /// The latest chat messages, oldest first.
+    chat: VecDeque<ChatMessage>,
+    /// Whether students may chat.
+    chat_enabled: bool,
+}
+
+impl Default for Room {
+    fn default() -> Room {
+        Room {
+            members: Vec::new(),
+            tracks: Vec::new(),
+            hands: Vec::new(),
+            chat: VecDeque::new(),
+            chat_enabled: true,
+        }
+    }
 }
 
 impl Room {
@@ -91,6 +145,10 @@ pub struct Admission {
     pub tracks: Vec<TrackInfo>,
     /// Raised hands, first raised first.
     pub hands: Vec<String>,
+    /// The latest chat messages, oldest first.
+    pub chat: Vec<ChatMessage>,
+    /// Whether students may chat.
+    pub chat_enabled: bool,
 }
 
 /// Why a classroom control was refused.
@@ -102,6 +160,12 @@ pub enum ControlError {
     /// The session is no longer in the room.
     #[error("not in the lesson")]
     NotInRoom,
+    /// Too many messages too fast.
+    #[error("too many messages; wait a moment")]
+    RateLimited,
+    /// A field is out of bounds.
+    #[error("{0}")]
+    BadRequest(&'static str),
 }
 
 /// Why a participant was not admitted.
@@ -157,6 +221,8 @@ impl Rooms {
             others: room.listed().map(|m| m.participant.clone()).collect(),
             tracks: room.tracks.clone(),
             hands: room.hands.clone(),
+            chat: room.chat.iter().cloned().collect(),
+            chat_enabled: room.chat_enabled,
         };
         if participant.role.is_listed() {
             room.broadcast(
@@ -168,6 +234,7 @@ impl Rooms {
             participant,
             session,
             tx,
+            chat: ChatBucket::new(Instant::now()),
         });
         Ok(admission)
     }
@@ -240,6 +307,73 @@ impl Rooms {
         if room.hands.contains(&target) {
             room.hands.retain(|h| *h != target);
             room.broadcast_hands();
+        }
+        Ok(())
+    }
+
+    /// Posts a chat message from the session's participant to everyone (itself included).
+    /// Observers may not chat; students only while the chat is on.
+    pub fn chat(
+        &self,
+        lesson: &str,
+        session: u64,
+        text: &str,
+        now: Instant,
+        at_ms: i64,
+    ) -> Result<(), ControlError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(ControlError::BadRequest("an empty chat message"));
+        }
+        if text.chars().count() > MAX_CHAT_CHARS {
+            return Err(ControlError::BadRequest(
+                "chat messages are at most 2000 characters",
+            ));
+        }
+        let mut rooms = self.lock();
+        let room = rooms.get_mut(lesson).ok_or(ControlError::NotInRoom)?;
+        let enabled = room.chat_enabled;
+        let me = room
+            .members
+            .iter_mut()
+            .find(|m| m.session == session)
+            .ok_or(ControlError::NotInRoom)?;
+        let role = me.participant.role;
+        if !role.is_listed() || (!enabled && !role.moderates()) {
+            return Err(ControlError::NotAllowed);
+        }
+        if !me.chat.take(now) {
+            return Err(ControlError::RateLimited);
+        }
+        let message = ChatMessage {
+            identity: me.participant.identity.clone(),
+            name: me.participant.name.clone(),
+            text: text.to_owned(),
+            at_ms,
+        };
+        if room.chat.len() == CHAT_HISTORY {
+            room.chat.pop_front();
+        }
+        room.chat.push_back(message.clone());
+        room.broadcast(u64::MAX, &ServerMessage::Chat(message));
+        Ok(())
+    }
+
+    /// Turns the lesson's chat on or off (teachers and assistants only).
+    pub fn set_chat(&self, lesson: &str, session: u64, enabled: bool) -> Result<(), ControlError> {
+        let mut rooms = self.lock();
+        let room = rooms.get_mut(lesson).ok_or(ControlError::NotInRoom)?;
+        let me = room
+            .members
+            .iter()
+            .find(|m| m.session == session)
+            .ok_or(ControlError::NotInRoom)?;
+        if !me.participant.role.moderates() {
+            return Err(ControlError::NotAllowed);
+        }
+        if room.chat_enabled != enabled {
+            room.chat_enabled = enabled;
+            room.broadcast(u64::MAX, &ServerMessage::ChatEnabled { enabled });
         }
         Ok(())
     }
@@ -378,6 +512,65 @@ mod tests {
         assert_eq!(c.hands, vec!["a".to_owned()]);
         rooms.leave("l", a.session);
         assert_eq!(hands(&mut rt), Some(vec![]));
+    }
+
+    #[test]
+    fn chat_is_bounded_rate_limited_switchable_and_replayed() {
+        let rooms = Rooms::default();
+        let teacher = Participant {
+            identity: "t".into(),
+            name: "t".into(),
+            role: Role::Teacher,
+        };
+        let (tt, mut rt) = unbounded_channel();
+        let (ta, _ra) = unbounded_channel();
+        let t = rooms.join("l", 9, teacher, tt).unwrap();
+        let a = rooms.join("l", 9, person("a"), ta).unwrap();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        assert_eq!(
+            rooms.chat("l", a.session, "  ", at(0), 0),
+            Err(ControlError::BadRequest("an empty chat message"))
+        );
+        let long = "字".repeat(MAX_CHAT_CHARS + 1);
+        assert!(matches!(
+            rooms.chat("l", a.session, &long, at(0), 0),
+            Err(ControlError::BadRequest(_))
+        ));
+        for i in 0..5 {
+            rooms
+                .chat("l", a.session, &format!("m{i}"), at(0), 0)
+                .unwrap();
+        }
+        assert_eq!(
+            rooms.chat("l", a.session, "m5", at(0), 0),
+            Err(ControlError::RateLimited)
+        );
+        rooms.chat("l", a.session, "m5", at(1), 0).unwrap(); // One more a second later.
+        let got: Vec<String> = drain(&mut rt)
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMessage::Chat(c) => Some(c.text),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, ["m0", "m1", "m2", "m3", "m4", "m5"]);
+        // Only moderators switch it; while off, students are refused and the teacher is not.
+        assert_eq!(
+            rooms.set_chat("l", a.session, false),
+            Err(ControlError::NotAllowed)
+        );
+        rooms.set_chat("l", t.session, false).unwrap();
+        assert_eq!(
+            rooms.chat("l", a.session, "hi", at(9), 0),
+            Err(ControlError::NotAllowed)
+        );
+        rooms.chat("l", t.session, "安静", at(9), 0).unwrap();
+        let (tc, _rc) = unbounded_channel();
+        let c = rooms.join("l", 9, person("c"), tc).unwrap();
+        assert!(!c.chat_enabled);
+        assert_eq!(c.chat.len(), 7);
+        assert_eq!(c.chat.last().unwrap().text, "安静");
     }
 
     #[test]

@@ -128,7 +128,7 @@ enum End {
     /// The client left or its socket closed.
     ClientGone,
     /// The server ends it with a message to the client.
-    Tell(ServerMessage),
+    Tell(Box<ServerMessage>),
 }
 
 impl Session {
@@ -227,6 +227,8 @@ impl Session {
             participants: admission.others,
             tracks: admission.tracks,
             hands: admission.hands,
+            chat: admission.chat,
+            chat_enabled: admission.chat_enabled,
         };
         let peer = PeerId(NEXT_PEER.fetch_add(1, Ordering::Relaxed));
         let end = if self.send(&joined).await {
@@ -319,6 +321,20 @@ impl Session {
                                 Err(e) => control_error(e),
                             }
                         }
+                        ClientMessage::Chat { text } => {
+                            let now = std::time::Instant::now();
+                            let at_ms = crate::unix_now_ms();
+                            match self.state.rooms.chat(&self.lesson.id, session, &text, now, at_ms) {
+                                Ok(()) => continue,
+                                Err(e) => control_error(e),
+                            }
+                        }
+                        ClientMessage::SetChat { enabled } => {
+                            match self.state.rooms.set_chat(&self.lesson.id, session, enabled) {
+                                Ok(()) => continue,
+                                Err(e) => control_error(e),
+                            }
+                        }
                         ClientMessage::Ping => ServerMessage::Pong,
                         ClientMessage::Leave => return End::ClientGone,
                         ClientMessage::Join { .. } => unexpected("already joined"),
@@ -329,7 +345,7 @@ impl Session {
                 }
                 Some(msg) = room_rx.recv() => {
                     if let ServerMessage::Bye { .. } = msg {
-                        return End::Tell(msg);
+                        return End::Tell(Box::new(msg));
                     }
                     if !self.send(&msg).await {
                         return End::ClientGone;
@@ -353,7 +369,7 @@ impl Session {
                                 CloseReason::ConnectionLost => ByeReason::ConnectionLost,
                                 CloseReason::Shutdown => ByeReason::ServerShutdown,
                             };
-                            return End::Tell(ServerMessage::Bye { reason });
+                            return End::Tell(Box::new(ServerMessage::Bye { reason }));
                         }
                     };
                     if !self.send(&msg).await {
@@ -361,7 +377,7 @@ impl Session {
                     }
                 }
                 () = &mut shutdown => {
-                    return End::Tell(ServerMessage::Bye { reason: ByeReason::ServerShutdown });
+                    return End::Tell(Box::new(ServerMessage::Bye { reason: ByeReason::ServerShutdown }));
                 }
             }
         }
@@ -383,8 +399,13 @@ fn unexpected(message: &str) -> ServerMessage {
 }
 
 fn control_error(e: ControlError) -> ServerMessage {
+    let code = match e {
+        ControlError::NotAllowed | ControlError::NotInRoom => ErrorCode::NotAllowed,
+        ControlError::RateLimited => ErrorCode::RateLimited,
+        ControlError::BadRequest(_) => ErrorCode::BadRequest,
+    };
     ServerMessage::Error {
-        code: ErrorCode::NotAllowed,
+        code,
         message: e.to_string(),
         fatal: false,
     }

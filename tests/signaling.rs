@@ -535,3 +535,129 @@ async fn hands_are_raised_in_order_and_lowered_by_their_owner_or_the_teacher() {
     assert_eq!(queue(next_message(&mut ws[0]).await), Vec::<String>::new());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn chat_reaches_everyone_is_replayed_and_can_be_turned_off() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("small_class").await;
+    let mut ws = Vec::new();
+    for (who, role) in [("t", "teacher"), ("s", "student"), ("o", "observer")] {
+        let token = server.token(&lesson, who, role).await;
+        let mut s = open_ws(server.http, &format!("token={token}"))
+            .await
+            .unwrap();
+        send(
+            &mut s,
+            ClientMessage::Join {
+                protocol: PROTOCOL_VERSION,
+            }
+            .to_json(),
+        )
+        .await;
+        assert!(matches!(
+            next_message(&mut s).await,
+            Some(ServerMessage::Joined { .. })
+        ));
+        ws.push(s);
+    }
+    // The next message that is not a presence event.
+    async fn next_relevant(ws: &mut Ws) -> Option<ServerMessage> {
+        loop {
+            match next_message(ws).await {
+                Some(ServerMessage::ParticipantJoined(_)) => continue,
+                other => return other,
+            }
+        }
+    }
+    send(
+        &mut ws[1],
+        ClientMessage::Chat {
+            text: " 老师好 ".into(),
+        }
+        .to_json(),
+    )
+    .await;
+    for s in ws.iter_mut() {
+        match next_relevant(s).await {
+            Some(ServerMessage::Chat(m)) => {
+                assert_eq!((m.identity.as_str(), m.text.as_str()), ("s", "老师好"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let long = "a".repeat(jinke_signaling::MAX_CHAT_CHARS + 1);
+    send(&mut ws[1], ClientMessage::Chat { text: long }.to_json()).await;
+    assert!(matches!(
+        next_relevant(&mut ws[1]).await,
+        Some(ServerMessage::Error {
+            code: ErrorCode::BadRequest,
+            ..
+        })
+    ));
+    send(
+        &mut ws[2],
+        ClientMessage::Chat {
+            text: "unseen".into(),
+        }
+        .to_json(),
+    )
+    .await;
+    assert!(matches!(
+        next_relevant(&mut ws[2]).await,
+        Some(ServerMessage::Error {
+            code: ErrorCode::NotAllowed,
+            ..
+        })
+    ));
+    // The teacher turns it off: everyone is told, students are refused.
+    send(
+        &mut ws[0],
+        ClientMessage::SetChat { enabled: false }.to_json(),
+    )
+    .await;
+    for s in ws.iter_mut() {
+        assert_eq!(
+            next_relevant(s).await,
+            Some(ServerMessage::ChatEnabled { enabled: false })
+        );
+    }
+    send(
+        &mut ws[1],
+        ClientMessage::Chat {
+            text: "还在吗".into(),
+        }
+        .to_json(),
+    )
+    .await;
+    assert!(matches!(
+        next_relevant(&mut ws[1]).await,
+        Some(ServerMessage::Error {
+            code: ErrorCode::NotAllowed,
+            ..
+        })
+    ));
+    // A late joiner gets the history and the switch's state.
+    let late = server.token(&lesson, "late", "student").await;
+    let mut l = open_ws(server.http, &format!("token={late}"))
+        .await
+        .unwrap();
+    send(
+        &mut l,
+        ClientMessage::Join {
+            protocol: PROTOCOL_VERSION,
+        }
+        .to_json(),
+    )
+    .await;
+    match next_message(&mut l).await {
+        Some(ServerMessage::Joined {
+            chat, chat_enabled, ..
+        }) => {
+            assert!(!chat_enabled);
+            assert_eq!(chat.len(), 1);
+            assert_eq!(chat[0].text, "老师好");
+        }
+        other => panic!("{other:?}"),
+    }
+    server.stop().await;
+}

@@ -76,6 +76,22 @@ impl LessonMode {
     }
 }
 
+/// Longest chat message, in characters.
+pub const MAX_CHAT_CHARS: usize = 2000;
+
+/// One chat message as everyone sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Author's identity.
+    pub identity: String,
+    /// Author's display name.
+    pub name: String,
+    /// The text.
+    pub text: String,
+    /// When the server received it, Unix milliseconds.
+    pub at_ms: i64,
+}
+
 /// Kind of a media track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -179,6 +195,16 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         identity: Option<String>,
     },
+    /// A chat message to everyone (at most [`MAX_CHAT_CHARS`] characters).
+    Chat {
+        /// The text.
+        text: String,
+    },
+    /// Turn the lesson's chat on or off (teachers and assistants).
+    SetChat {
+        /// Whether students may chat.
+        enabled: bool,
+    },
     /// The participant leaves the lesson.
     Leave,
     /// Keep-alive; answered by [`ServerMessage::Pong`].
@@ -206,6 +232,10 @@ pub enum ServerMessage {
         tracks: Vec<TrackInfo>,
         /// Raised hands, in the order they were raised.
         hands: Vec<String>,
+        /// The latest chat messages, oldest first.
+        chat: Vec<ChatMessage>,
+        /// Whether students may chat.
+        chat_enabled: bool,
     },
     /// The server's SDP answer to the client's [`ClientMessage::Offer`].
     Answer {
@@ -228,6 +258,13 @@ pub enum ServerMessage {
     ParticipantLeft {
         /// Who left.
         identity: String,
+    },
+    /// A chat message (also sent back to its author).
+    Chat(ChatMessage),
+    /// The teacher turned the chat on or off.
+    ChatEnabled {
+        /// Whether students may chat.
+        enabled: bool,
     },
     /// The raised hands changed; the identities in the order the hands were raised.
     HandQueue {
@@ -276,6 +313,10 @@ pub enum ErrorCode {
     PublishNotAllowed,
     /// The participant's role may not do this (for example lower another's hand).
     NotAllowed,
+    /// Too many messages too fast.
+    RateLimited,
+    /// A field is out of bounds (for example an empty or too long chat message).
+    BadRequest,
     /// The lesson has reached its capacity.
     LessonFull,
     /// The server is shutting down and takes no new joins.

@@ -213,6 +213,13 @@ test("students see and hear the teacher through the SFU", async () => {
     () => document.querySelector('[data-testid="raise-hand"]')?.getAttribute("aria-pressed") === "false",
   );
 
+  // A student chats; the teacher reads it.
+  await students[1].getByTestId("chat-input").fill("老师，我听得很清楚");
+  await students[1].getByTestId("chat-send").click();
+  const said = teacher.locator('[data-testid="chat-log"] li[data-identity="s2"]');
+  await said.waitFor({ timeout: 10_000 });
+  assert.match(await said.innerText(), /我听得很清楚/);
+
   console.log(
     `join click -> first decoded teacher frame: median ${median(samples)} ms over ${samples.length} joins (${samples.join(", ")} ms)`,
   );

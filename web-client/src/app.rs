@@ -58,6 +58,10 @@ struct Room {
     hands: RefCell<Vec<String>>,
     /// The student's raise/lower hand button, or the teacher's list of raised hands.
     hand_control: Element,
+    /// Chat: the panel, its message list, and whether students may chat.
+    chat_panel: Element,
+    chat_log: Element,
+    chat_enabled: Cell<bool>,
     stage: Element,
     others: Element,
     notices: Element,
@@ -210,6 +214,9 @@ fn join(link: Rc<Link>, info: TokenInfo) {
         me: RefCell::new(String::new()),
         hands: RefCell::new(Vec::new()),
         hand_control: el("div", "hands", None),
+        chat_panel: el("section", "chat", None),
+        chat_log: el("ol", "chat-log", None),
+        chat_enabled: Cell::new(true),
         stage,
         others,
         notices,
@@ -280,6 +287,8 @@ impl Room {
                 may_publish,
                 participants,
                 hands,
+                chat,
+                chat_enabled,
                 ..
             } => {
                 *self.me.borrow_mut() = you.identity.clone();
@@ -288,6 +297,10 @@ impl Room {
                     self.add_participant(p);
                 }
                 self.show_hands(hands);
+                for m in &chat {
+                    self.show_chat(m);
+                }
+                self.set_chat_enabled(chat_enabled);
                 if may_publish {
                     self.capture().await;
                 }
@@ -321,6 +334,8 @@ impl Room {
             ServerMessage::ParticipantJoined(p) => self.add_participant(p),
             ServerMessage::ParticipantLeft { identity } => self.remove_participant(&identity),
             ServerMessage::HandQueue { identities } => self.show_hands(identities),
+            ServerMessage::Chat(m) => self.show_chat(&m),
+            ServerMessage::ChatEnabled { enabled } => self.set_chat_enabled(enabled),
             ServerMessage::TrackPublished(_) | ServerMessage::TrackUnpublished { .. } => {}
             ServerMessage::Error { code, message, .. } => self.on_error(code, &message).await,
             ServerMessage::Bye { reason } => {
@@ -397,6 +412,7 @@ impl Room {
         } else {
             el("div", "", None)
         };
+        self.build_chat(you);
         show(&[
             header,
             hand_list,
@@ -406,7 +422,98 @@ impl Room {
             self.others.clone(),
             preview,
             controls,
+            self.chat_panel.clone(),
         ]);
+    }
+
+    /// Builds the chat panel: the log, and for everyone but observers an input and a send
+    /// button (Enter sends too); teachers also get the on/off switch.
+    fn build_chat(self: &Rc<Self>, you: &Participant) {
+        let t = self.t;
+        append(&self.chat_panel, &el("h2", "", Some(t.chat_title)));
+        set_data(&self.chat_log, "testid", "chat-log");
+        append(&self.chat_panel, &self.chat_log);
+        if !you.role.is_listed() {
+            return;
+        }
+        let input: web_sys::HtmlInputElement = el("input", "", None).unchecked_into();
+        set_data(&input, "testid", "chat-input");
+        input.set_placeholder(t.chat_placeholder);
+        input.set_max_length(jinke_signaling::MAX_CHAT_CHARS as i32);
+        let send = {
+            let room = self.clone();
+            let input = input.clone();
+            move || {
+                let text = input.value();
+                if !text.trim().is_empty() {
+                    room.send(&ClientMessage::Chat { text });
+                    input.set_value("");
+                }
+            }
+        };
+        let on_enter = {
+            let send = send.clone();
+            Closure::<dyn FnMut(web_sys::KeyboardEvent)>::new(move |e: web_sys::KeyboardEvent| {
+                if e.key() == "Enter" {
+                    send();
+                }
+            })
+        };
+        let _ =
+            input.add_event_listener_with_callback("keydown", on_enter.as_ref().unchecked_ref());
+        on_enter.forget();
+        let row = el("div", "chat-row", None);
+        append(&row, &input);
+        append(&row, &button(t.chat_send, "", "chat-send", send));
+        append(&self.chat_panel, &row);
+        if you.role.moderates() {
+            let room = self.clone();
+            append(
+                &self.chat_panel,
+                &button(t.chat_turn_off, "", "chat-toggle", move || {
+                    room.send(&ClientMessage::SetChat {
+                        enabled: !room.chat_enabled.get(),
+                    });
+                }),
+            );
+        }
+    }
+
+    fn show_chat(&self, m: &jinke_signaling::ChatMessage) {
+        let item = el("li", "", None);
+        set_data(&item, "identity", &m.identity);
+        append(&item, &el("b", "", Some(&format!("{}：", m.name))));
+        append(&item, &el("span", "", Some(&m.text)));
+        append(&self.chat_log, &item);
+        item.scroll_into_view();
+    }
+
+    fn set_chat_enabled(&self, enabled: bool) {
+        let t = self.t;
+        self.chat_enabled.set(enabled);
+        if let Ok(Some(b)) = self.chat_panel.query_selector("[data-testid=chat-toggle]") {
+            b.set_text_content(Some(if enabled {
+                t.chat_turn_off
+            } else {
+                t.chat_turn_on
+            }));
+            return; // Teachers keep chatting either way.
+        }
+        for id in ["chat-input", "chat-send"] {
+            if let Ok(Some(e)) = self
+                .chat_panel
+                .query_selector(&format!("[data-testid={id}]"))
+            {
+                if enabled {
+                    let _ = e.remove_attribute("disabled");
+                } else {
+                    let _ = e.set_attribute("disabled", "");
+                }
+            }
+        }
+        if !enabled {
+            self.notice("chat_off", t.chat_off);
+        }
     }
 
     /// Shows the raised hands: the student's own button state, or the teacher's ordered list.
@@ -766,6 +873,7 @@ impl Room {
                 }
             }
             ErrorCode::LessonFull => self.end("lesson_full", self.t.lesson_full),
+            ErrorCode::RateLimited => self.notice("rate_limited", self.t.chat_too_fast),
             _ => {
                 let text = format!("{}{message}", self.t.generic_error);
                 self.notice(error_code_name(code), &text);
@@ -870,6 +978,8 @@ fn error_code_name(code: ErrorCode) -> &'static str {
         ErrorCode::BadSdp => "bad_sdp",
         ErrorCode::PublishNotAllowed => "publish_not_allowed",
         ErrorCode::NotAllowed => "not_allowed",
+        ErrorCode::RateLimited => "rate_limited",
+        ErrorCode::BadRequest => "bad_request",
         ErrorCode::LessonFull => "lesson_full",
         ErrorCode::ShuttingDown => "shutting_down",
         ErrorCode::Internal => "internal",
