@@ -103,6 +103,14 @@ impl Room {
         );
     }
 
+    /// Where the member with this session is, for a control it asked for.
+    fn member_index(&self, session: u64) -> Result<usize, ControlError> {
+        self.members
+            .iter()
+            .position(|m| m.session == session)
+            .ok_or(ControlError::NotInRoom)
+    }
+
     /// Removes the member at `index` and tells the others that it and its tracks are gone.
     fn remove_member(&mut self, index: usize) -> Member {
         let gone = self.members.remove(index);
@@ -270,11 +278,8 @@ impl Rooms {
     pub fn raise_hand(&self, lesson: &str, session: u64) -> Result<(), ControlError> {
         let mut rooms = self.lock();
         let room = rooms.get_mut(lesson).ok_or(ControlError::NotInRoom)?;
-        let me = room
-            .members
-            .iter()
-            .find(|m| m.session == session)
-            .ok_or(ControlError::NotInRoom)?;
+        let i = room.member_index(session)?;
+        let me = &room.members[i];
         if !me.participant.role.is_listed() {
             return Err(ControlError::NotAllowed);
         }
@@ -295,11 +300,8 @@ impl Rooms {
     ) -> Result<(), ControlError> {
         let mut rooms = self.lock();
         let room = rooms.get_mut(lesson).ok_or(ControlError::NotInRoom)?;
-        let me = room
-            .members
-            .iter()
-            .find(|m| m.session == session)
-            .ok_or(ControlError::NotInRoom)?;
+        let i = room.member_index(session)?;
+        let me = &room.members[i];
         let target = whose.unwrap_or(&me.participant.identity).to_owned();
         if target != me.participant.identity && !me.participant.role.moderates() {
             return Err(ControlError::NotAllowed);
@@ -333,11 +335,8 @@ impl Rooms {
         let mut rooms = self.lock();
         let room = rooms.get_mut(lesson).ok_or(ControlError::NotInRoom)?;
         let enabled = room.chat_enabled;
-        let me = room
-            .members
-            .iter_mut()
-            .find(|m| m.session == session)
-            .ok_or(ControlError::NotInRoom)?;
+        let i = room.member_index(session)?;
+        let me = &mut room.members[i];
         let role = me.participant.role;
         if !role.is_listed() || (!enabled && !role.moderates()) {
             return Err(ControlError::NotAllowed);
@@ -363,11 +362,8 @@ impl Rooms {
     pub fn set_chat(&self, lesson: &str, session: u64, enabled: bool) -> Result<(), ControlError> {
         let mut rooms = self.lock();
         let room = rooms.get_mut(lesson).ok_or(ControlError::NotInRoom)?;
-        let me = room
-            .members
-            .iter()
-            .find(|m| m.session == session)
-            .ok_or(ControlError::NotInRoom)?;
+        let i = room.member_index(session)?;
+        let me = &room.members[i];
         if !me.participant.role.moderates() {
             return Err(ControlError::NotAllowed);
         }

@@ -246,6 +246,22 @@ impl Session {
         tracing::info!(lesson = %self.lesson.id, identity = %self.claims.sub, "left");
     }
 
+    /// What the SFU needs to know about this session's peer.
+    fn peer_spec(
+        &self,
+        id: PeerId,
+        may_publish: bool,
+        events: tokio::sync::mpsc::UnboundedSender<PeerEvent>,
+    ) -> PeerSpec {
+        PeerSpec {
+            id,
+            room: self.lesson.id.clone(),
+            identity: self.claims.sub.clone(),
+            may_publish,
+            events,
+        }
+    }
+
     /// The joined session's loop: client messages, room events and SFU events.
     async fn serve(
         &mut self,
@@ -265,13 +281,7 @@ impl Session {
                     let reply = match msg {
                         ClientMessage::Offer { sdp } => match peer_tx.take() {
                             Some(events) => {
-                                let spec = PeerSpec {
-                                    id: peer,
-                                    room: self.lesson.id.clone(),
-                                    identity: self.claims.sub.clone(),
-                                    may_publish,
-                                    events: events.clone(),
-                                };
+                                let spec = self.peer_spec(peer, may_publish, events.clone());
                                 match self.state.sfu.add_peer(spec, sdp).await {
                                     Ok(answer) => ServerMessage::Answer { sdp: answer },
                                     Err(e) => {
@@ -285,13 +295,7 @@ impl Session {
                         },
                         ClientMessage::Receive => match peer_tx.take() {
                             Some(events) => {
-                                let spec = PeerSpec {
-                                    id: peer,
-                                    room: self.lesson.id.clone(),
-                                    identity: self.claims.sub.clone(),
-                                    may_publish,
-                                    events,
-                                };
+                                let spec = self.peer_spec(peer, may_publish, events);
                                 match self.state.sfu.add_receiver(spec).await {
                                     Ok(()) => continue,
                                     Err(e) => sfu_error(e),

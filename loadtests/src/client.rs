@@ -66,6 +66,27 @@ pub struct Link {
     pub to_server: mpsc::UnboundedSender<ToServer>,
 }
 
+impl Link {
+    /// A link for a media session, with the signaling side's ends: where to put the server's
+    /// SDP, and where the session's own SDP comes out.
+    pub fn pair() -> (
+        Link,
+        mpsc::UnboundedSender<FromServer>,
+        mpsc::UnboundedReceiver<ToServer>,
+    ) {
+        let (from_tx, from_server) = mpsc::unbounded_channel();
+        let (to_server, to_rx) = mpsc::unbounded_channel();
+        (
+            Link {
+                from_server,
+                to_server,
+            },
+            from_tx,
+            to_rx,
+        )
+    }
+}
+
 /// How a media session starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opening {
@@ -252,8 +273,7 @@ pub async fn jinke_participant(
         ServerMessage::Joined { .. } => {}
         other => bail!("expected joined, got {other:?}"),
     }
-    let (from_tx, from_server) = mpsc::unbounded_channel();
-    let (to_server, mut to_rx) = mpsc::unbounded_channel();
+    let (link, from_tx, mut to_rx) = Link::pair();
     let opening = if spec.publish {
         Opening::OfferPublishing
     } else {
@@ -261,17 +281,7 @@ pub async fn jinke_participant(
         send(&mut sink, ClientMessage::Receive).await?;
         Opening::AwaitOffer
     };
-    let media = media_session(
-        opening,
-        spec.bind_ip,
-        started,
-        shared.clone(),
-        stats,
-        Link {
-            from_server,
-            to_server,
-        },
-    );
+    let media = media_session(opening, spec.bind_ip, started, shared.clone(), stats, link);
     let mut stop = shared.stop.clone();
     let signaling = async move {
         loop {

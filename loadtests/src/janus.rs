@@ -226,18 +226,14 @@ pub async fn participant(
             return std::future::pending().await;
         }
         let mut h = session.attach().await?;
-        let (from_tx, from_server) = mpsc::unbounded_channel();
-        let (to_server, mut to_rx) = mpsc::unbounded_channel();
+        let (link, from_tx, mut to_rx) = Link::pair();
         let media = client::media_session(
             Opening::OfferPublishing,
             spec.bind_ip,
             started,
             shared.clone(),
             stats.clone(),
-            Link {
-                from_server,
-                to_server,
-            },
+            link,
         );
         let signaling = async {
             let Some(ToServer::Offer(sdp)) = to_rx.recv().await else {
@@ -285,18 +281,14 @@ pub async fn participant(
             .iter()
             .map(|p| json!({"feed": wanted[p]}))
             .collect();
-        let (from_tx, from_server) = mpsc::unbounded_channel();
-        let (to_server, mut to_rx) = mpsc::unbounded_channel();
+        let (link, from_tx, mut to_rx) = Link::pair();
         let media = client::media_session(
             Opening::AwaitOffer,
             spec.bind_ip,
             started,
             shared.clone(),
             stats.clone(),
-            Link {
-                from_server,
-                to_server,
-            },
+            link,
         );
         let signaling = async {
             let body = json!({"request": "join", "room": spec.room, "ptype": "subscriber", "streams": streams});

@@ -527,13 +527,7 @@ impl Room {
             append(&self.hand_control, &el("h2", "", Some(t.hands_title)));
             let list = el("ol", "", None);
             for identity in identities {
-                let name = self
-                    .participants
-                    .borrow()
-                    .iter()
-                    .find(|p| p.identity == identity)
-                    .map(|p| p.name.clone())
-                    .unwrap_or_else(|| identity.clone());
+                let name = self.name_of(&identity).unwrap_or_else(|| identity.clone());
                 let item = el("li", "", Some(&name));
                 set_data(&item, "identity", &identity);
                 let room = self.clone();
@@ -780,6 +774,15 @@ impl Room {
         }
     }
 
+    /// The display name of a participant present in the lesson.
+    fn name_of(&self, identity: &str) -> Option<String> {
+        self.participants
+            .borrow()
+            .iter()
+            .find(|p| p.identity == identity)
+            .map(|p| p.name.clone())
+    }
+
     fn role_of(&self, identity: &str) -> Role {
         self.participants
             .borrow()
@@ -807,11 +810,7 @@ impl Room {
             return;
         }
         let name = self
-            .participants
-            .borrow()
-            .iter()
-            .find(|p| p.identity == identity)
-            .map(|p| p.name.clone())
+            .name_of(identity)
             .unwrap_or_else(|| fallback_name.to_owned());
         let element = el("div", "tile", None);
         set_data(&element, "identity", identity);
