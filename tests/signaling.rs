@@ -31,6 +31,29 @@ async fn send(ws: &mut Ws, text: String) {
     ws.send(Message::Text(text.into())).await.unwrap();
 }
 
+/// Connects with a fresh token for `who` and sends `join`; returns the socket and the reply.
+async fn join(
+    server: &TestServer,
+    lesson: &str,
+    who: &str,
+    role: &str,
+) -> (Ws, Option<ServerMessage>) {
+    let token = server.token(lesson, who, role).await;
+    let mut ws = open_ws(server.http, &format!("token={token}"))
+        .await
+        .unwrap();
+    send(
+        &mut ws,
+        ClientMessage::Join {
+            protocol: PROTOCOL_VERSION,
+        }
+        .to_json(),
+    )
+    .await;
+    let reply = next_message(&mut ws).await;
+    (ws, reply)
+}
+
 fn signed(server: &TestServer, lesson: &str, exp_offset: i64) -> String {
     let now = jinke::unix_now();
     server.server().state.signer.sign(&JoinClaims {
@@ -99,22 +122,8 @@ async fn bad_expired_and_other_lesson_tokens_are_refused_before_the_upgrade() {
 async fn malformed_messages_get_an_error_and_the_session_goes_on() {
     let server = TestServer::start().await;
     let lesson = server.create_lesson("small_class").await;
-    let token = server.token(&lesson, "s1", "student").await;
-    let mut ws = open_ws(server.http, &format!("token={token}"))
-        .await
-        .unwrap();
-    send(
-        &mut ws,
-        ClientMessage::Join {
-            protocol: PROTOCOL_VERSION,
-        }
-        .to_json(),
-    )
-    .await;
-    assert!(matches!(
-        next_message(&mut ws).await,
-        Some(ServerMessage::Joined { .. })
-    ));
+    let (mut ws, reply) = join(&server, &lesson, "s1", "student").await;
+    assert!(matches!(reply, Some(ServerMessage::Joined { .. })));
     for bad in ["{", "[1,2]", r#"{"type":"fly"}"#, "\u{0}\u{1}"] {
         send(&mut ws, bad.into()).await;
         match next_message(&mut ws).await {
@@ -203,19 +212,7 @@ async fn a_full_lesson_says_so() {
     let lesson = body["id"].as_str().unwrap().to_owned();
     let mut sockets = Vec::new();
     for who in ["a", "b", "c"] {
-        let token = server.token(&lesson, who, "student").await;
-        let mut ws = open_ws(server.http, &format!("token={token}"))
-            .await
-            .unwrap();
-        send(
-            &mut ws,
-            ClientMessage::Join {
-                protocol: PROTOCOL_VERSION,
-            }
-            .to_json(),
-        )
-        .await;
-        let reply = next_message(&mut ws).await;
+        let (ws, reply) = join(&server, &lesson, who, "student").await;
         if who == "c" {
             assert!(
                 matches!(
@@ -298,22 +295,8 @@ async fn participants_see_each_other_come_and_go() {
 async fn shutdown_says_goodbye_and_refuses_new_joins() {
     let mut server = TestServer::start().await;
     let lesson = server.create_lesson("small_class").await;
-    let token = server.token(&lesson, "a", "student").await;
-    let mut ws = open_ws(server.http, &format!("token={token}"))
-        .await
-        .unwrap();
-    send(
-        &mut ws,
-        ClientMessage::Join {
-            protocol: PROTOCOL_VERSION,
-        }
-        .to_json(),
-    )
-    .await;
-    assert!(matches!(
-        next_message(&mut ws).await,
-        Some(ServerMessage::Joined { .. })
-    ));
+    let (mut ws, reply) = join(&server, &lesson, "a", "student").await;
+    assert!(matches!(reply, Some(ServerMessage::Joined { .. })));
 
     let state = server.server().state.clone();
     let running = server.server.take().unwrap();
@@ -345,19 +328,8 @@ async fn assistants_may_publish_and_observers_watch_unseen() {
         ("inspector", "observer"),
         ("s", "student"),
     ] {
-        let token = server.token(&lesson, who, role).await;
-        let mut ws = open_ws(server.http, &format!("token={token}"))
-            .await
-            .unwrap();
-        send(
-            &mut ws,
-            ClientMessage::Join {
-                protocol: PROTOCOL_VERSION,
-            }
-            .to_json(),
-        )
-        .await;
-        match next_message(&mut ws).await {
+        let (ws, reply) = join(&server, &lesson, who, role).await;
+        match reply {
             Some(ServerMessage::Joined {
                 may_publish,
                 participants,
@@ -385,22 +357,8 @@ async fn assistants_may_publish_and_observers_watch_unseen() {
     assert_eq!(joined[1].2[0].role, Role::Teacher);
 
     // An observer's publishing offer is refused like a lecture student's.
-    let token = server.token(&lesson, "peeker", "observer").await;
-    let mut ws = open_ws(server.http, &format!("token={token}"))
-        .await
-        .unwrap();
-    send(
-        &mut ws,
-        ClientMessage::Join {
-            protocol: PROTOCOL_VERSION,
-        }
-        .to_json(),
-    )
-    .await;
-    assert!(matches!(
-        next_message(&mut ws).await,
-        Some(ServerMessage::Joined { .. })
-    ));
+    let (mut ws, reply) = join(&server, &lesson, "peeker", "observer").await;
+    assert!(matches!(reply, Some(ServerMessage::Joined { .. })));
     let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
     send(
         &mut ws,
@@ -428,22 +386,8 @@ async fn hands_are_raised_in_order_and_lowered_by_their_owner_or_the_teacher() {
         ("b", "student"),
         ("o", "observer"),
     ] {
-        let token = server.token(&lesson, who, role).await;
-        let mut s = open_ws(server.http, &format!("token={token}"))
-            .await
-            .unwrap();
-        send(
-            &mut s,
-            ClientMessage::Join {
-                protocol: PROTOCOL_VERSION,
-            }
-            .to_json(),
-        )
-        .await;
-        assert!(matches!(
-            next_message(&mut s).await,
-            Some(ServerMessage::Joined { .. })
-        ));
+        let (s, reply) = join(&server, &lesson, who, role).await;
+        assert!(matches!(reply, Some(ServerMessage::Joined { .. })));
         ws.push(s);
     }
     let queue = |m: Option<ServerMessage>| match m {
@@ -507,19 +451,8 @@ async fn hands_are_raised_in_order_and_lowered_by_their_owner_or_the_teacher() {
     )
     .await;
     assert_eq!(queue(next_message(&mut ws[0]).await), vec!["a"]);
-    let late = server.token(&lesson, "late", "student").await;
-    let mut l = open_ws(server.http, &format!("token={late}"))
-        .await
-        .unwrap();
-    send(
-        &mut l,
-        ClientMessage::Join {
-            protocol: PROTOCOL_VERSION,
-        }
-        .to_json(),
-    )
-    .await;
-    match next_message(&mut l).await {
+    let (_l, reply) = join(&server, &lesson, "late", "student").await;
+    match reply {
         Some(ServerMessage::Joined { hands, .. }) => assert_eq!(hands, vec!["a"]),
         other => panic!("{other:?}"),
     }
@@ -542,22 +475,8 @@ async fn chat_reaches_everyone_is_replayed_and_can_be_turned_off() {
     let lesson = server.create_lesson("small_class").await;
     let mut ws = Vec::new();
     for (who, role) in [("t", "teacher"), ("s", "student"), ("o", "observer")] {
-        let token = server.token(&lesson, who, role).await;
-        let mut s = open_ws(server.http, &format!("token={token}"))
-            .await
-            .unwrap();
-        send(
-            &mut s,
-            ClientMessage::Join {
-                protocol: PROTOCOL_VERSION,
-            }
-            .to_json(),
-        )
-        .await;
-        assert!(matches!(
-            next_message(&mut s).await,
-            Some(ServerMessage::Joined { .. })
-        ));
+        let (s, reply) = join(&server, &lesson, who, role).await;
+        assert!(matches!(reply, Some(ServerMessage::Joined { .. })));
         ws.push(s);
     }
     // The next message that is not a presence event.
@@ -637,19 +556,8 @@ async fn chat_reaches_everyone_is_replayed_and_can_be_turned_off() {
         })
     ));
     // A late joiner gets the history and the switch's state.
-    let late = server.token(&lesson, "late", "student").await;
-    let mut l = open_ws(server.http, &format!("token={late}"))
-        .await
-        .unwrap();
-    send(
-        &mut l,
-        ClientMessage::Join {
-            protocol: PROTOCOL_VERSION,
-        }
-        .to_json(),
-    )
-    .await;
-    match next_message(&mut l).await {
+    let (_l, reply) = join(&server, &lesson, "late", "student").await;
+    match reply {
         Some(ServerMessage::Joined {
             chat, chat_enabled, ..
         }) => {
