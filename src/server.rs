@@ -139,6 +139,11 @@ impl Server {
         self.http_addr
     }
 
+    /// The bound media (UDP) address.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.state.sfu.local_addr()
+    }
+
     /// Stops taking joins, tells every client goodbye, waits briefly for them to close, then stops
     /// HTTP and the media core.
     pub async fn shutdown(self) {

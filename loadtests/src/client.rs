@@ -227,8 +227,15 @@ fn drain_events(
                 if st.join_time.is_none() {
                     st.join_time = Some(received_at - started);
                 }
+                let pt = p.header.payload_type;
+                let is_video = || {
+                    rtc.codec_config()
+                        .find(|c| c.pt() == pt)
+                        .is_some_and(|c| c.spec().codec.is_video())
+                };
                 st.record(
                     *p.header.ssrc,
+                    is_video,
                     *p.seq_no,
                     p.header.timestamp,
                     &p.payload,

@@ -43,6 +43,9 @@ struct Args {
     /// Local address for the clients' media sockets.
     #[arg(long, default_value = "127.0.0.1")]
     bind_ip: IpAddr,
+    /// Local address for receive-only clients' media sockets (default: --bind-ip).
+    #[arg(long)]
+    receiver_bind_ip: Option<IpAddr>,
     /// Clients joining at once.
     #[arg(long, default_value_t = 32)]
     join_concurrency: usize,
@@ -70,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(args.duration),
         server_pid: args.server_pid,
         bind_ip: args.bind_ip,
+        receiver_bind_ip: args.receiver_bind_ip,
         join_concurrency: args.join_concurrency,
         join_timeout: Duration::from_secs_f64(args.join_timeout),
     };

@@ -59,6 +59,8 @@ impl SentLog {
 /// Sequence bookkeeping for one received track.
 #[derive(Default)]
 struct SeqTrack {
+    /// Whether the stream is video (only video is repaired by retransmission).
+    video: bool,
     first: Option<u64>,
     /// One bit per sequence number since `first`.
     seen: Vec<u64>,
@@ -111,11 +113,13 @@ pub struct ReceiverStats {
 }
 
 impl ReceiverStats {
-    /// Records one received packet on the stream `ssrc`.
+    /// Records one received packet on the stream `ssrc`; `is_video` is asked on a stream's first
+    /// packet.
     #[allow(clippy::too_many_arguments)]
     pub fn record(
         &mut self,
         ssrc: u32,
+        is_video: impl FnOnce() -> bool,
         seq: u64,
         timestamp: u32,
         payload: &[u8],
@@ -123,7 +127,13 @@ impl ReceiverStats {
         sent: &SentLog,
         window: Option<(Instant, Instant)>,
     ) {
-        self.tracks.entry(ssrc).or_default().record(seq);
+        self.tracks
+            .entry(ssrc)
+            .or_insert_with(|| SeqTrack {
+                video: is_video(),
+                ..SeqTrack::default()
+            })
+            .record(seq);
         let offset = match self.ts_offsets.get(&ssrc) {
             Some(o) => Some(*o),
             None => sent.timestamp_of(payload).map(|ts| {
@@ -153,6 +163,14 @@ impl ReceiverStats {
         self.tracks.values().fold((0, 0, 0), |(u, l, d), t| {
             (u + t.unique, l + t.lost(), d + t.duplicates)
         })
+    }
+
+    /// (received unique, lost) over the video tracks only.
+    pub fn video_counts(&self) -> (u64, u64) {
+        self.tracks
+            .values()
+            .filter(|t| t.video)
+            .fold((0, 0), |(u, l), t| (u + t.unique, l + t.lost()))
     }
 
     /// Number of tracks this receiver got media on.
@@ -269,11 +287,26 @@ mod tests {
         log.record(1960, b"second", t0);
         let mut r = ReceiverStats::default();
         // The server shifted timestamps by 5000.
-        r.record(7, 1, 6000, b"first", t0, &log, None);
-        r.record(7, 2, 6960, b"second", t0, &log, None);
-        r.record(7, 3, 7920, b"forged", t0, &log, None);
+        r.record(7, || true, 1, 6000, b"first", t0, &log, None);
+        r.record(7, || true, 2, 6960, b"second", t0, &log, None);
+        r.record(7, || true, 3, 7920, b"forged", t0, &log, None);
         assert_eq!(r.corrupt, 1);
         assert_eq!(r.counts(), (3, 0, 0));
+    }
+
+    #[test]
+    fn video_loss_is_counted_apart_from_audio() {
+        let log = SentLog::default();
+        let t0 = Instant::now();
+        let mut r = ReceiverStats::default();
+        for seq in [1, 2, 4] {
+            r.record(1, || true, seq, 0, b"v", t0, &log, None);
+        }
+        for seq in [1, 3, 4, 6] {
+            r.record(2, || false, seq, 0, b"a", t0, &log, None);
+        }
+        assert_eq!(r.video_counts(), (3, 1));
+        assert_eq!(r.counts(), (7, 3, 0));
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct LoadConfig {
     pub server_pid: Option<u32>,
     /// Local address for the clients' media sockets.
     pub bind_ip: IpAddr,
+    /// Local address for receive-only clients' media sockets, when it differs from `bind_ip`
+    /// (a test impairs the students' links and not the teacher's by telling them apart by it).
+    pub receiver_bind_ip: Option<IpAddr>,
     /// How many clients join at once.
     pub join_concurrency: usize,
     /// Give up on joins that take longer than this.
@@ -109,6 +112,11 @@ pub struct Report {
     pub lost: u64,
     /// Loss as a percentage of expected packets.
     pub loss_percent: f64,
+    /// Unique video packets received over the whole run.
+    pub video_received: u64,
+    /// Video packets missing from the sequence numbers (audio is not retransmitted; this is
+    /// what loss repair is judged by).
+    pub video_lost: u64,
     /// Packets received twice.
     pub duplicates: u64,
     /// Packets whose content no publisher sent.
@@ -169,13 +177,17 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
     ordered.extend(participants.iter().filter(|p| !p.publish));
     for p in ordered {
         let s = Rc::new(RefCell::new(ReceiverStats::default()));
+        let bind_ip = match config.receiver_bind_ip {
+            Some(ip) if !p.publish => ip,
+            _ => config.bind_ip,
+        };
         let shared = shared.clone();
         let session = match &p.join {
             Join::Jinke { token } => Session::Jinke(ClientSpec {
                 base: config.url.clone(),
                 token: token.clone(),
                 publish: p.publish,
-                bind_ip: config.bind_ip,
+                bind_ip,
             }),
             Join::Janus(spec) => Session::Janus(
                 janus.clone().expect("janus plan needs a janus session"),
@@ -184,7 +196,7 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
                     identity: spec.identity.clone(),
                     publish: spec.publish,
                     subscribe_to: spec.subscribe_to.clone(),
-                    bind_ip: spec.bind_ip,
+                    bind_ip,
                 },
                 feeds.clone(),
             ),
@@ -290,6 +302,7 @@ fn report(
     let mut joins = Vec::new();
     let mut latencies = Vec::new();
     let (mut received, mut lost, mut dups, mut corrupt, mut in_window) = (0, 0, 0, 0, 0);
+    let (mut video_received, mut video_lost) = (0, 0);
     for (s, receives) in stats {
         let s = s.borrow();
         if *receives && let Some(j) = s.join_time {
@@ -299,6 +312,9 @@ fn report(
         received += u;
         lost += l;
         dups += d;
+        let (vu, vl) = s.video_counts();
+        video_received += vu;
+        video_lost += vl;
         corrupt += s.corrupt;
         in_window += s.in_window;
         latencies.extend_from_slice(&s.latencies_us);
@@ -341,6 +357,8 @@ fn report(
         } else {
             0.0
         },
+        video_received,
+        video_lost,
         duplicates: dups,
         corrupt,
         latency_ms: Millis::of_micros(&mut latencies),

@@ -29,6 +29,7 @@ async fn smoke(scenario: Scenario, size: usize) -> jinke_load::Report {
         duration: Duration::from_secs(2),
         server_pid: Some(std::process::id()),
         bind_ip: "127.0.0.1".parse().unwrap(),
+        receiver_bind_ip: None,
         join_concurrency: 8,
         join_timeout: Duration::from_secs(20),
     };

@@ -29,7 +29,9 @@ const MAX_DATAGRAM: usize = 2048;
 
 pub(crate) struct Shard {
     socket: UdpSocket,
-    local_addr: SocketAddr,
+    /// The host candidate every peer is given. Datagrams are handed to str0m as sent to it, not
+    /// to the bound address: behind a 1:1 NAT (or a relay) the two differ, and str0m's ICE
+    /// agent discards checks that did not arrive "on" one of its candidates.
     announce: SocketAddr,
     connect_timeout: Duration,
     commands: Receiver<Command>,
@@ -54,10 +56,8 @@ impl Shard {
         connect_timeout: Duration,
         commands: Receiver<Command>,
     ) -> std::io::Result<Shard> {
-        let local_addr = socket.local_addr()?;
         Ok(Shard {
             socket,
-            local_addr,
             announce,
             connect_timeout,
             commands,
@@ -232,7 +232,7 @@ impl Shard {
             Receive {
                 proto: Protocol::Udp,
                 source,
-                destination: self.local_addr,
+                destination: self.announce,
                 contents,
             },
         );

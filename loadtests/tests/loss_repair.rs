@@ -1,0 +1,97 @@
+//! Loss repair on a weak link: students behind a relay that drops 5% of datagrams each way and
+//! adds 50 ms each way, the teacher on a clean link. The SFU answers the students' NACKs with RTX
+//! from its packet cache; the video they end up with must be whole.
+
+mod relay;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use jinke::config::ServeConfig;
+use jinke::server::Server;
+use jinke_load::{LoadConfig, Scenario, Target};
+use relay::{Impairment, Relay};
+
+const KEY: &str = "loss-repair-key-0123456789";
+/// The address the server announces, where the relay listens.
+const RELAY_IP: &str = "127.0.0.9";
+/// The students' media sockets bind here; the relay impairs their flows only.
+const STUDENT_IP: &str = "127.0.0.5";
+/// str0m's default payload types for VP8 and its RTX, as the SFU offers them to students.
+const VP8_PT: u8 = 96;
+const VP8_RTX_PT: u8 = 97;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_and_rtx_repair_a_lossy_delayed_student_link() {
+    let dir = std::env::temp_dir().join(format!("jinke-loss-repair-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = ServeConfig::loopback(dir.clone());
+    config.api_key = Some(KEY.into());
+    config.announce_ip = Some(RELAY_IP.parse().unwrap());
+    let server = Server::start(config).await.unwrap();
+    let media = server.media_addr();
+    let relay = Relay::start(
+        SocketAddr::new(RELAY_IP.parse().unwrap(), media.port()),
+        media,
+        STUDENT_IP.parse().unwrap(),
+        Impairment {
+            loss_per_mille: 50,
+            delay: Duration::from_millis(50),
+        },
+        0x5eed,
+    )
+    .await;
+    let load = LoadConfig {
+        target: Target::Jinke,
+        url: format!("http://{}", server.http_addr()),
+        api_key: KEY.into(),
+        scenario: Scenario::Lecture,
+        size: 3,
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs(8),
+        server_pid: None,
+        bind_ip: "127.0.0.1".parse().unwrap(),
+        receiver_bind_ip: Some(STUDENT_IP.parse::<IpAddr>().unwrap()),
+        join_concurrency: 4,
+        join_timeout: Duration::from_secs(20),
+    };
+    let report = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(jinke_load::run(load))
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+    let counts = relay.counts();
+    let (sent, dropped, rtx) = (
+        counts.sent(VP8_PT),
+        counts.dropped(VP8_PT),
+        counts.sent(VP8_RTX_PT),
+    );
+    drop(relay);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{}", report.table());
+    println!(
+        "video towards the students: {sent} delivered, {dropped} dropped by the link, \
+         {rtx} retransmissions delivered; {} still missing at the students ({} of {} repaired)",
+        report.video_lost,
+        dropped.saturating_sub(report.video_lost),
+        dropped,
+    );
+    assert_eq!(report.failed, 0, "{:?}", report.first_error);
+    assert_eq!(report.joined, 3);
+    assert_eq!(report.corrupt, 0, "every payload is one that was sent");
+    assert!(sent > 1000, "the students got video through the relay");
+    assert!(dropped >= 30, "the link lost video: {dropped}");
+    assert!(rtx >= dropped / 2, "lost packets were retransmitted: {rtx}");
+    // Only packets lost in the last round trip before the run stopped may stay missing.
+    assert!(
+        report.video_lost * 20 <= dropped,
+        "at least 95% of the lost video was repaired: {} of {dropped} still missing",
+        report.video_lost
+    );
+}

@@ -1,0 +1,203 @@
+//! A lossy, delaying UDP relay for tests: clients send to the relay (the address the server
+//! announces), the relay forwards to the server from one socket per client and back. Flows from
+//! one chosen client address are impaired in both directions: random loss and a fixed delay.
+//! (This kernel has no `netem`; see shared/notes/network-impairment.md.)
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+/// What happens to an impaired flow's datagrams, in each direction.
+#[derive(Debug, Clone, Copy)]
+pub struct Impairment {
+    /// Datagrams dropped, per thousand.
+    pub loss_per_mille: u32,
+    /// Added one-way delay.
+    pub delay: Duration,
+}
+
+/// RTP packets seen towards impaired clients, by payload type (the RTP header is not encrypted).
+pub struct Counts {
+    sent: [AtomicU64; 128],
+    dropped: [AtomicU64; 128],
+}
+
+impl Counts {
+    /// RTP packets of payload type `pt` delivered towards impaired clients.
+    pub fn sent(&self, pt: u8) -> u64 {
+        self.sent[pt as usize & 0x7f].load(Ordering::Relaxed)
+    }
+
+    /// RTP packets of payload type `pt` dropped on the way to impaired clients.
+    pub fn dropped(&self, pt: u8) -> u64 {
+        self.dropped[pt as usize & 0x7f].load(Ordering::Relaxed)
+    }
+}
+
+/// A running relay; its tasks stop when it is dropped.
+pub struct Relay {
+    counts: Arc<Counts>,
+    tasks: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl Relay {
+    /// Listens on `front` and relays to `server`. Flows from clients bound to `impaired` get
+    /// `impairment`; the rest pass untouched. `seed` makes the losses repeatable.
+    pub async fn start(
+        front: SocketAddr,
+        server: SocketAddr,
+        impaired: IpAddr,
+        impairment: Impairment,
+        seed: u64,
+    ) -> Relay {
+        let front = Arc::new(UdpSocket::bind(front).await.expect("relay front socket"));
+        let counts = Arc::new(Counts {
+            sent: std::array::from_fn(|_| AtomicU64::new(0)),
+            dropped: std::array::from_fn(|_| AtomicU64::new(0)),
+        });
+        let tasks = Arc::new(Mutex::new(Vec::new()));
+        let spawn = {
+            let tasks = tasks.clone();
+            move |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+                let handle = tokio::spawn(f);
+                tasks.lock().unwrap().push(handle.abort_handle());
+            }
+        };
+        let accept = {
+            let counts = counts.clone();
+            let spawn = spawn.clone();
+            async move {
+                let mut flows: HashMap<SocketAddr, Lane> = HashMap::new();
+                let mut buf = vec![0u8; 2048];
+                loop {
+                    let Ok((n, client)) = front.recv_from(&mut buf).await else {
+                        return;
+                    };
+                    let lane = flows.entry(client).or_insert_with(|| {
+                        let back = std::net::UdpSocket::bind("127.0.0.1:0").expect("relay socket");
+                        back.connect(server).expect("relay connect");
+                        back.set_nonblocking(true).expect("nonblocking");
+                        let back = Arc::new(UdpSocket::from_std(back).expect("tokio socket"));
+                        let impair = (client.ip() == impaired).then_some(impairment);
+                        let salt = seed ^ u64::from(client.port());
+                        // Downstream: server -> relay -> client.
+                        let down = Lane::new(
+                            Target::To(front.clone(), client),
+                            impair,
+                            salt,
+                            Some(counts.clone()),
+                            &spawn,
+                        );
+                        let reader = back.clone();
+                        spawn(Box::pin(async move {
+                            let mut buf = vec![0u8; 2048];
+                            while let Ok(n) = reader.recv(&mut buf).await {
+                                down.push(&buf[..n]);
+                            }
+                        }));
+                        // Upstream: client -> relay -> server.
+                        Lane::new(Target::Connected(back), impair, !salt, None, &spawn)
+                    });
+                    lane.push(&buf[..n]);
+                }
+            }
+        };
+        spawn(Box::pin(accept));
+        Relay { counts, tasks }
+    }
+
+    /// What was sent and dropped towards impaired clients so far.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// Where a lane delivers.
+enum Target {
+    To(Arc<UdpSocket>, SocketAddr),
+    Connected(Arc<UdpSocket>),
+}
+
+/// One direction of one flow: drops, then delays in order.
+struct Lane {
+    impair: Option<Impairment>,
+    rng: std::cell::Cell<u64>,
+    counts: Option<Arc<Counts>>,
+    delay_line: mpsc::UnboundedSender<(Instant, Vec<u8>)>,
+}
+
+impl Lane {
+    fn new(
+        target: Target,
+        impair: Option<Impairment>,
+        seed: u64,
+        counts: Option<Arc<Counts>>,
+        spawn: &impl Fn(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
+    ) -> Lane {
+        let (delay_line, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+        spawn(Box::pin(async move {
+            while let Some((at, datagram)) = due.recv().await {
+                tokio::time::sleep_until(at).await;
+                let _ = match &target {
+                    Target::To(socket, to) => socket.send_to(&datagram, to).await,
+                    Target::Connected(socket) => socket.send(&datagram).await,
+                };
+            }
+        }));
+        Lane {
+            impair,
+            rng: std::cell::Cell::new(seed | 1),
+            counts: counts.filter(|_| impair.is_some()),
+            delay_line,
+        }
+    }
+
+    fn push(&self, datagram: &[u8]) {
+        let Some(impair) = self.impair else {
+            let _ = self.delay_line.send((Instant::now(), datagram.to_vec()));
+            return;
+        };
+        let drop = self.next_random() % 1000 < u64::from(impair.loss_per_mille);
+        if let (Some(counts), Some(pt)) = (&self.counts, rtp_payload_type(datagram)) {
+            let tally = if drop { &counts.dropped } else { &counts.sent };
+            tally[pt as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        if !drop {
+            let _ = self
+                .delay_line
+                .send((Instant::now() + impair.delay, datagram.to_vec()));
+        }
+    }
+
+    /// xorshift64: repeatable, and good enough to pick packets to drop.
+    fn next_random(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        x
+    }
+}
+
+/// The payload type of an RTP packet (RFC 5761 demultiplexing: not STUN, DTLS or RTCP).
+fn rtp_payload_type(datagram: &[u8]) -> Option<u8> {
+    let (&b0, &b1) = (datagram.first()?, datagram.get(1)?);
+    let is_rtp = b0 >> 6 == 2 && !(192..=223).contains(&b1);
+    is_rtp.then_some(b1 & 0x7f)
+}
