@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod controls;
 pub mod rooms;
 pub mod server;
 pub mod session;

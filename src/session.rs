@@ -18,7 +18,8 @@ use jinke_signaling::{
 use serde::Deserialize;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
-use crate::rooms::{AdmissionError, ControlError};
+use crate::controls::{self, ControlFailure};
+use crate::rooms::{Actor, AdmissionError, ControlError};
 use crate::server::AppState;
 use crate::store::Lesson;
 use crate::tokens::{JoinClaims, TokenError};
@@ -37,7 +38,8 @@ pub struct WsQuery {
 }
 
 /// `GET /ws?token=…[&lesson=…]`: refuses a bad, expired or other-lesson token with 401 before
-/// upgrading; refuses new joins with 503 while shutting down. A plain GET (no upgrade) with a good
+/// upgrading, an ended lesson with 410, a participant removed from the lesson with 403; refuses
+/// new joins with 503 while shutting down. A plain GET (no upgrade) with a good
 /// token answers 426, which lets the web client check its link before connecting.
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
@@ -97,6 +99,31 @@ pub async fn upgrade(
             );
         }
     };
+    if lesson.ended_at.is_some() {
+        return refuse(
+            StatusCode::GONE,
+            "lesson_ended",
+            "the lesson has ended".into(),
+        );
+    }
+    match state.store.is_removed(&lesson.id, &claims.sub) {
+        Ok(false) => {}
+        Ok(true) => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "removed",
+                "you were removed from this lesson".into(),
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "removal lookup failed");
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error".into(),
+            );
+        }
+    }
     let Ok(ws) = ws else {
         return refuse(
             StatusCode::UPGRADE_REQUIRED,
@@ -212,8 +239,12 @@ impl Session {
                 Err(e @ AdmissionError::Full(_)) => {
                     return self.fail(ErrorCode::LessonFull, e.to_string()).await;
                 }
+                Err(e @ AdmissionError::Locked) => {
+                    return self.fail(ErrorCode::LessonLocked, e.to_string()).await;
+                }
             };
         let may_publish = self.lesson.mode.may_publish(you.role);
+        let muted = admission.muted.contains(&you.identity);
         tracing::info!(lesson = %self.lesson.id, identity = %you.identity, role = ?you.role, "joined");
         let joined = ServerMessage::Joined {
             protocol: PROTOCOL_VERSION,
@@ -229,10 +260,12 @@ impl Session {
             hands: admission.hands,
             chat: admission.chat,
             chat_enabled: admission.chat_enabled,
+            muted: admission.muted,
+            locked: admission.locked,
         };
         let peer = PeerId(NEXT_PEER.fetch_add(1, Ordering::Relaxed));
         let end = if self.send(&joined).await {
-            self.serve(admission.session, peer, may_publish, room_rx)
+            self.serve(admission.session, peer, may_publish, muted, room_rx)
                 .await
         } else {
             End::ClientGone
@@ -268,6 +301,7 @@ impl Session {
         session: u64,
         peer: PeerId,
         may_publish: bool,
+        mut muted: bool,
         mut room_rx: UnboundedReceiver<ServerMessage>,
     ) -> End {
         let (peer_tx, mut peer_rx) = unbounded_channel();
@@ -283,7 +317,12 @@ impl Session {
                             Some(events) => {
                                 let spec = self.peer_spec(peer, may_publish, events.clone());
                                 match self.state.sfu.add_peer(spec, sdp).await {
-                                    Ok(answer) => ServerMessage::Answer { sdp: answer },
+                                    Ok(answer) => {
+                                        if muted {
+                                            self.state.sfu.set_audio_muted(peer, true);
+                                        }
+                                        ServerMessage::Answer { sdp: answer }
+                                    }
                                     Err(e) => {
                                         // Refused: the client may offer again.
                                         peer_tx = Some(events);
@@ -339,6 +378,30 @@ impl Session {
                                 Err(e) => control_error(e),
                             }
                         }
+                        ClientMessage::Mute { identity, muted } => {
+                            match self.state.rooms.mute(&self.lesson.id, Actor::Session(session), &identity, muted) {
+                                Ok(()) => continue,
+                                Err(e) => control_error(e),
+                            }
+                        }
+                        ClientMessage::Remove { identity } => {
+                            match controls::remove_participant(&self.state, &self.lesson.id, Actor::Session(session), &identity) {
+                                Ok(()) => continue,
+                                Err(e) => failure(e),
+                            }
+                        }
+                        ClientMessage::Lock { locked } => {
+                            match self.state.rooms.set_locked(&self.lesson.id, Actor::Session(session), locked) {
+                                Ok(()) => continue,
+                                Err(e) => control_error(e),
+                            }
+                        }
+                        ClientMessage::EndLesson => {
+                            match controls::end_lesson(&self.state, &self.lesson.id, Actor::Session(session)) {
+                                Ok(()) => continue,
+                                Err(e) => failure(e),
+                            }
+                        }
                         ClientMessage::Ping => ServerMessage::Pong,
                         ClientMessage::Leave => return End::ClientGone,
                         ClientMessage::Join { .. } => unexpected("already joined"),
@@ -348,8 +411,13 @@ impl Session {
                     }
                 }
                 Some(msg) = room_rx.recv() => {
-                    if let ServerMessage::Bye { .. } = msg {
-                        return End::Tell(Box::new(msg));
+                    match &msg {
+                        ServerMessage::Bye { .. } => return End::Tell(Box::new(msg)),
+                        ServerMessage::Muted { identity, muted: now_muted } if *identity == self.claims.sub => {
+                            muted = *now_muted;
+                            self.state.sfu.set_audio_muted(peer, muted);
+                        }
+                        _ => {}
                     }
                     if !self.send(&msg).await {
                         return End::ClientGone;
@@ -402,11 +470,26 @@ fn unexpected(message: &str) -> ServerMessage {
     }
 }
 
+fn failure(e: ControlFailure) -> ServerMessage {
+    match e {
+        ControlFailure::Refused(e) => control_error(e),
+        ControlFailure::Store(e) => {
+            tracing::error!(error = %e, "database failed");
+            ServerMessage::Error {
+                code: ErrorCode::Internal,
+                message: "internal error".into(),
+                fatal: false,
+            }
+        }
+    }
+}
+
 fn control_error(e: ControlError) -> ServerMessage {
     let code = match e {
         ControlError::NotAllowed | ControlError::NotInRoom => ErrorCode::NotAllowed,
         ControlError::RateLimited => ErrorCode::RateLimited,
         ControlError::BadRequest(_) => ErrorCode::BadRequest,
+        ControlError::NotPresent => ErrorCode::NotPresent,
     };
     ServerMessage::Error {
         code,

@@ -20,6 +20,8 @@ pub struct Lesson {
     pub capacity: u32,
     /// Creation time, Unix seconds.
     pub created_at: i64,
+    /// When a teacher, assistant or the school ended it, Unix seconds; nobody joins it after.
+    pub ended_at: Option<i64>,
 }
 
 /// Database failures.
@@ -43,21 +45,37 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS lessons (
-    id TEXT PRIMARY KEY,
-    title TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    capacity INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
-);";
+/// The schema, one step per version: a database at `PRAGMA user_version` n gets steps n.. applied.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS lessons (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        capacity INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );",
+    "ALTER TABLE lessons ADD COLUMN ended_at INTEGER;
+     CREATE TABLE removed_participants (
+        lesson_id TEXT NOT NULL REFERENCES lessons(id) ON DELETE CASCADE,
+        identity TEXT NOT NULL,
+        removed_at INTEGER NOT NULL,
+        PRIMARY KEY (lesson_id, identity)
+    );",
+];
 
 impl Store {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(step)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -88,7 +106,7 @@ impl Store {
         let row = self
             .conn()
             .query_row(
-                "SELECT id, title, mode, capacity, created_at FROM lessons WHERE id = ?1",
+                "SELECT id, title, mode, capacity, created_at, ended_at FROM lessons WHERE id = ?1",
                 params![id],
                 |r| {
                     Ok((
@@ -97,11 +115,12 @@ impl Store {
                         r.get::<_, String>(2)?,
                         r.get::<_, u32>(3)?,
                         r.get::<_, i64>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
                     ))
                 },
             )
             .optional()?;
-        row.map(|(id, title, mode, capacity, created_at)| {
+        row.map(|(id, title, mode, capacity, created_at, ended_at)| {
             let mode = parse_mode(&mode).ok_or_else(|| StoreError::Corrupt {
                 id: id.clone(),
                 what: format!("unknown mode {mode:?}"),
@@ -112,9 +131,53 @@ impl Store {
                 mode,
                 capacity,
                 created_at,
+                ended_at,
             })
         })
         .transpose()
+    }
+
+    /// Marks a lesson ended at `at` (Unix seconds), unless it already ended. Returns whether the
+    /// lesson exists.
+    pub fn end_lesson(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE lessons SET ended_at = ?2 WHERE id = ?1 AND ended_at IS NULL",
+            params![id, at],
+        )?;
+        let exists = conn
+            .query_row("SELECT 1 FROM lessons WHERE id = ?1", params![id], |_| {
+                Ok(())
+            })
+            .optional()?;
+        Ok(exists.is_some())
+    }
+
+    /// Records that `identity` was removed from a lesson: its tokens no longer admit it.
+    pub fn remove_participant(
+        &self,
+        lesson: &str,
+        identity: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO removed_participants (lesson_id, identity, removed_at) VALUES (?1, ?2, ?3)",
+            params![lesson, identity, at],
+        )?;
+        Ok(())
+    }
+
+    /// Whether `identity` was removed from a lesson.
+    pub fn is_removed(&self, lesson: &str, identity: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM removed_participants WHERE lesson_id = ?1 AND identity = ?2",
+                params![lesson, identity],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
     }
 }
 
@@ -145,11 +208,45 @@ mod tests {
             mode: LessonMode::Lecture,
             capacity: 300,
             created_at: 1,
+            ended_at: None,
         };
         Store::open(&path).unwrap().insert_lesson(&lesson).unwrap();
         let reopened = Store::open(&path).unwrap();
-        assert_eq!(reopened.lesson("abc").unwrap(), Some(lesson));
+        assert_eq!(reopened.lesson("abc").unwrap(), Some(lesson.clone()));
         assert_eq!(reopened.lesson("nope").unwrap(), None);
+
+        reopened.remove_participant("abc", "s1", 5).unwrap();
+        assert!(reopened.end_lesson("abc", 7).unwrap());
+        assert!(
+            reopened.end_lesson("abc", 9).unwrap(),
+            "ending twice keeps the first time"
+        );
+        assert!(!reopened.end_lesson("nope", 7).unwrap());
+        drop(reopened);
+        let again = Store::open(&path).unwrap();
+        assert!(again.is_removed("abc", "s1").unwrap());
+        assert!(!again.is_removed("abc", "s2").unwrap());
+        assert_eq!(again.lesson("abc").unwrap().unwrap().ended_at, Some(7));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_first_version_database_is_migrated() {
+        let dir = std::env::temp_dir().join(format!("jinke-store-mig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db.sqlite3");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute(
+                "INSERT INTO lessons VALUES ('old', 'Old', 'lecture', 10, 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let old = store.lesson("old").unwrap().unwrap();
+        assert_eq!((old.title.as_str(), old.ended_at), ("Old", None));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

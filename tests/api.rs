@@ -2,7 +2,9 @@
 
 mod common;
 
+use common::ws::*;
 use common::*;
+use jinke_signaling::{ByeReason, ServerMessage};
 
 #[tokio::test]
 async fn lessons_and_tokens_need_the_right_api_key() {
@@ -226,5 +228,174 @@ async fn tls_serves_https_and_https_join_links() {
     // Plain HTTP is not served on a TLS port.
     let plain = reqwest::get(server.url("/")).await;
     assert!(plain.map_or(true, |r| !r.status().is_success()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_school_runs_a_live_lesson_through_rest() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let lesson = server.create_lesson("lecture").await;
+    let base = format!("/api/v1/lessons/{lesson}");
+    let get = |path: String| client.get(server.url(&path)).bearer_auth(API_KEY).send();
+
+    // Nobody there yet: an empty list, no lock, an announcement reaching nobody.
+    let list: serde_json::Value = get(format!("{base}/participants"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["participants"], serde_json::json!([]));
+    let (status, body) = server
+        .post(&format!("{base}/lock"), serde_json::json!({"locked": true}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("not_live"))
+    );
+
+    let (mut teacher, _) = join(&server, &lesson, "t", "teacher").await;
+    let (mut student, _) = join(&server, &lesson, "s1", "student").await;
+    let (_observer, _) = join(&server, &lesson, "hall", "observer").await;
+    let list: serde_json::Value = get(format!("{base}/participants"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["identity"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["t", "s1", "hall"],
+        "observers are listed to the school"
+    );
+    assert_eq!(list["participants"][1]["role"], "student");
+    assert_eq!(list["participants"][1]["muted"], false);
+
+    // Mute (default true), on someone present only.
+    let (status, _) = server
+        .post(
+            &format!("{base}/participants/s1/mute"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        until(&mut student, "muted", |m| matches!(
+            m,
+            ServerMessage::Muted { .. }
+        ))
+        .await,
+        ServerMessage::Muted {
+            identity: "s1".into(),
+            muted: true
+        }
+    );
+    let (status, body) = server
+        .post(
+            &format!("{base}/participants/ghost/mute"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_present"))
+    );
+    let (status, _) = server
+        .post(
+            &format!("{base}/participants/s1/mute"),
+            serde_json::json!({"muted": "yes"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // An announcement shows in everyone's chat as the school's.
+    let (status, body) = server
+        .post(
+            &format!("{base}/messages"),
+            serde_json::json!({"text": "五分钟后下课"}),
+        )
+        .await;
+    assert_eq!((status, body["delivered_to"].as_u64()), (201, Some(3)));
+    let chat = until(&mut teacher, "the announcement", |m| {
+        matches!(m, ServerMessage::Chat(_))
+    })
+    .await;
+    assert!(matches!(chat, ServerMessage::Chat(m) if m.announcement && m.text == "五分钟后下课"));
+    let (status, _) = server
+        .post(&format!("{base}/messages"), serde_json::json!({"text": ""}))
+        .await;
+    assert_eq!(status, 400);
+
+    // Remove: sent away, and its tokens refused from now on.
+    let resp = client
+        .delete(server.url(&format!("{base}/participants/s1")))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(
+        until(&mut student, "bye", |m| matches!(
+            m,
+            ServerMessage::Bye { .. }
+        ))
+        .await,
+        ServerMessage::Bye {
+            reason: ByeReason::Removed
+        }
+    );
+    let token = server.token(&lesson, "s1", "student").await;
+    assert_eq!(
+        open_ws(server.http, &format!("token={token}")).await.err(),
+        Some(403)
+    );
+
+    // End: everyone leaves, the lesson says when it ended, nobody joins again.
+    let (status, body) = server
+        .post(&format!("{base}/end"), serde_json::json!(null))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ended_at = body["ended_at"].as_i64().expect("ended_at");
+    assert_eq!(
+        until(&mut teacher, "bye", |m| matches!(
+            m,
+            ServerMessage::Bye { .. }
+        ))
+        .await,
+        ServerMessage::Bye {
+            reason: ByeReason::LessonEnded
+        }
+    );
+    let lesson_json: serde_json::Value = get(base.clone()).await.unwrap().json().await.unwrap();
+    assert_eq!(lesson_json["ended_at"].as_i64(), Some(ended_at));
+    let (status, body) = server
+        .post(
+            &format!("{base}/messages"),
+            serde_json::json!({"text": "还在吗"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("lesson_ended"))
+    );
+    let token = server.token(&lesson, "t", "teacher").await;
+    assert_eq!(
+        open_ws(server.http, &format!("token={token}")).await.err(),
+        Some(410)
+    );
+    // Without the API key, no control.
+    let resp = client
+        .post(server.url(&format!("{base}/end")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
     server.stop().await;
 }

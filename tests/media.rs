@@ -503,3 +503,69 @@ async fn keyframe_requests_from_many_students_are_coalesced() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_muted_participants_audio_is_not_forwarded_until_unmuted() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("one_to_one").await;
+    let t = server.token(&lesson, "tutor", "teacher").await;
+    let mut tutor = TestClient::join(&server, &t, "tutor", Publish::AudioVideo).await;
+    tutor.wait_connected().await;
+    let s = server.token(&lesson, "pupil", "student").await;
+    let mut pupil = TestClient::join(&server, &s, "pupil", Publish::AudioVideo).await;
+    pupil.wait_connected().await;
+    let mut from_pupil = Vec::new();
+    while from_pupil.len() < 2 {
+        if let ServerMessage::TrackPublished(t) = tutor
+            .expect_event("the pupil's tracks", |m| {
+                matches!(m, ServerMessage::TrackPublished(_))
+            })
+            .await
+        {
+            from_pupil.push(t);
+        }
+    }
+    let audio = track_id(&from_pupil, "pupil", MediaKind::Audio);
+    let video = track_id(&from_pupil, "pupil", MediaKind::Video);
+    warm_up(&pupil, &[&tutor], &audio, &video).await;
+
+    let set_muted = |muted| jinke_signaling::ClientMessage::Mute {
+        identity: "pupil".into(),
+        muted,
+    };
+    tutor.send(set_muted(true));
+    pupil
+        .expect_event("being muted", |m| {
+            matches!(m, ServerMessage::Muted { muted: true, .. })
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await; // The SFU applies it after the room.
+    send_numbered(&pupil, 30).await;
+    assert_numbered(&tutor, &video, VIDEO_TAG, VIDEO_LEN, 30).await;
+    let leaked = tutor
+        .received(&audio)
+        .iter()
+        .filter(|r| r.payload.get(1) == Some(&AUDIO_TAG))
+        .count();
+    assert_eq!(leaked, 0, "muted audio was forwarded");
+
+    tutor.send(set_muted(false));
+    pupil
+        .expect_event("being unmuted", |m| {
+            matches!(m, ServerMessage::Muted { muted: false, .. })
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    const AFTER: u8 = 0xA7;
+    for i in 0..30 {
+        pupil
+            .audio
+            .as_ref()
+            .unwrap()
+            .send(payload(AFTER, i, AUDIO_LEN))
+            .await;
+        tokio::time::sleep(Duration::from_millis(4)).await;
+    }
+    assert_numbered(&tutor, &audio, AFTER, AUDIO_LEN, 30).await;
+    server.stop().await;
+}

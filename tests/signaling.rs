@@ -5,54 +5,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::ws::*;
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use jinke::tokens::JoinClaims;
 use jinke_signaling::{ByeReason, ClientMessage, ErrorCode, PROTOCOL_VERSION, Role, ServerMessage};
-use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn next_message(ws: &mut Ws) -> Option<ServerMessage> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("in time")?
-        {
-            Ok(Message::Text(t)) => return Some(ServerMessage::from_json(&t).unwrap()),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => continue,
-        }
-    }
-}
-
-async fn send(ws: &mut Ws, text: String) {
-    ws.send(Message::Text(text.into())).await.unwrap();
-}
-
-/// Connects with a fresh token for `who` and sends `join`; returns the socket and the reply.
-async fn join(
-    server: &TestServer,
-    lesson: &str,
-    who: &str,
-    role: &str,
-) -> (Ws, Option<ServerMessage>) {
-    let token = server.token(lesson, who, role).await;
-    let mut ws = open_ws(server.http, &format!("token={token}"))
-        .await
-        .unwrap();
-    send(
-        &mut ws,
-        ClientMessage::Join {
-            protocol: PROTOCOL_VERSION,
-        }
-        .to_json(),
-    )
-    .await;
-    let reply = next_message(&mut ws).await;
-    (ws, reply)
-}
 
 fn signed(server: &TestServer, lesson: &str, exp_offset: i64) -> String {
     let now = jinke::unix_now();
@@ -567,5 +523,224 @@ async fn chat_reaches_everyone_is_replayed_and_can_be_turned_off() {
         }
         other => panic!("{other:?}"),
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn moderators_mute_and_students_may_not() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("small_class").await;
+    let (mut teacher, _) = join(&server, &lesson, "t", "teacher").await;
+    let (mut s1, _) = join(&server, &lesson, "s1", "student").await;
+    let (mut s2, _) = join(&server, &lesson, "s2", "student").await;
+
+    let mute = |identity: &str, muted| {
+        ClientMessage::Mute {
+            identity: identity.into(),
+            muted,
+        }
+        .to_json()
+    };
+    send(&mut s1, mute("s2", true)).await;
+    let refused = until(&mut s1, "an error", |m| {
+        matches!(m, ServerMessage::Error { .. })
+    })
+    .await;
+    assert!(matches!(
+        refused,
+        ServerMessage::Error {
+            code: ErrorCode::NotAllowed,
+            fatal: false,
+            ..
+        }
+    ));
+    send(&mut teacher, mute("nobody", true)).await;
+    let absent = until(&mut teacher, "an error", |m| {
+        matches!(m, ServerMessage::Error { .. })
+    })
+    .await;
+    assert!(matches!(
+        absent,
+        ServerMessage::Error {
+            code: ErrorCode::NotPresent,
+            ..
+        }
+    ));
+
+    send(&mut teacher, mute("s2", true)).await;
+    let muted = ServerMessage::Muted {
+        identity: "s2".into(),
+        muted: true,
+    };
+    for ws in [&mut teacher, &mut s1, &mut s2] {
+        assert_eq!(
+            until(ws, "muted", |m| matches!(m, ServerMessage::Muted { .. })).await,
+            muted
+        );
+    }
+    // A reconnect stays muted.
+    drop(s2);
+    let (_s2, reply) = join(&server, &lesson, "s2", "student").await;
+    assert!(
+        matches!(&reply, Some(ServerMessage::Joined { muted, .. }) if muted == &["s2".to_owned()]),
+        "{reply:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_removed_student_is_sent_away_and_cannot_come_back() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("lecture").await;
+    let (mut teacher, _) = join(&server, &lesson, "t", "teacher").await;
+    let (mut student, _) = join(&server, &lesson, "s1", "student").await;
+    let (mut other, _) = join(&server, &lesson, "s2", "student").await;
+
+    send(
+        &mut other,
+        ClientMessage::Remove {
+            identity: "s1".into(),
+        }
+        .to_json(),
+    )
+    .await;
+    assert!(matches!(
+        until(&mut other, "an error", |m| matches!(
+            m,
+            ServerMessage::Error { .. }
+        ))
+        .await,
+        ServerMessage::Error {
+            code: ErrorCode::NotAllowed,
+            ..
+        }
+    ));
+    send(
+        &mut teacher,
+        ClientMessage::Remove {
+            identity: "s1".into(),
+        }
+        .to_json(),
+    )
+    .await;
+    assert_eq!(
+        until(&mut student, "bye", |m| matches!(
+            m,
+            ServerMessage::Bye { .. }
+        ))
+        .await,
+        ServerMessage::Bye {
+            reason: ByeReason::Removed
+        }
+    );
+    assert_eq!(next_message(&mut student).await, None, "the socket closes");
+    assert_eq!(
+        until(&mut other, "s1 leaving", |m| matches!(
+            m,
+            ServerMessage::ParticipantLeft { .. }
+        ))
+        .await,
+        ServerMessage::ParticipantLeft {
+            identity: "s1".into()
+        }
+    );
+    // Even a brand-new token for the same identity is refused before the upgrade.
+    let token = server.token(&lesson, "s1", "student").await;
+    assert_eq!(
+        open_ws(server.http, &format!("token={token}")).await.err(),
+        Some(403)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_locked_lesson_refuses_newcomers_until_unlocked() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("lecture").await;
+    let (mut teacher, _) = join(&server, &lesson, "t", "teacher").await;
+    let (mut student, _) = join(&server, &lesson, "s1", "student").await;
+    send(&mut teacher, ClientMessage::Lock { locked: true }.to_json()).await;
+    assert_eq!(
+        until(&mut student, "locked", |m| matches!(
+            m,
+            ServerMessage::Locked { .. }
+        ))
+        .await,
+        ServerMessage::Locked { locked: true }
+    );
+
+    let (mut late, reply) = join(&server, &lesson, "late", "student").await;
+    assert!(
+        matches!(
+            reply,
+            Some(ServerMessage::Error {
+                code: ErrorCode::LessonLocked,
+                fatal: true,
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(next_message(&mut late).await, None);
+    // An assistant still gets in, and sees the lock.
+    let (_assistant, reply) = join(&server, &lesson, "a", "assistant").await;
+    assert!(
+        matches!(reply, Some(ServerMessage::Joined { locked: true, .. })),
+        "{reply:?}"
+    );
+
+    send(
+        &mut teacher,
+        ClientMessage::Lock { locked: false }.to_json(),
+    )
+    .await;
+    until(&mut student, "unlocked", |m| {
+        *m == ServerMessage::Locked { locked: false }
+    })
+    .await;
+    let (_late, reply) = join(&server, &lesson, "late", "student").await;
+    assert!(matches!(
+        reply,
+        Some(ServerMessage::Joined { locked: false, .. })
+    ));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ending_the_lesson_sends_everyone_away_for_good() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("small_class").await;
+    let (mut teacher, _) = join(&server, &lesson, "t", "teacher").await;
+    let (mut student, _) = join(&server, &lesson, "s1", "student").await;
+    send(&mut student, ClientMessage::EndLesson.to_json()).await;
+    assert!(matches!(
+        until(&mut student, "an error", |m| matches!(
+            m,
+            ServerMessage::Error { .. }
+        ))
+        .await,
+        ServerMessage::Error {
+            code: ErrorCode::NotAllowed,
+            ..
+        }
+    ));
+
+    send(&mut teacher, ClientMessage::EndLesson.to_json()).await;
+    let bye = ServerMessage::Bye {
+        reason: ByeReason::LessonEnded,
+    };
+    for ws in [&mut teacher, &mut student] {
+        assert_eq!(
+            until(ws, "bye", |m| matches!(m, ServerMessage::Bye { .. })).await,
+            bye
+        );
+        assert_eq!(next_message(ws).await, None);
+    }
+    let token = server.token(&lesson, "t", "teacher").await;
+    assert_eq!(
+        open_ws(server.http, &format!("token={token}")).await.err(),
+        Some(410)
+    );
+    assert_eq!(server.server().state.rooms.session_count(), 0);
     server.stop().await;
 }

@@ -148,6 +148,10 @@ enum Command {
     RemovePeer {
         peer: PeerId,
     },
+    SetAudioMuted {
+        peer: PeerId,
+        muted: bool,
+    },
     Stats {
         reply: oneshot::Sender<SfuStats>,
     },
@@ -268,6 +272,12 @@ impl Sfu {
     /// Removes a peer and frees everything it held; its tracks disappear for everyone.
     pub fn remove_peer(&self, peer: PeerId) {
         let _ = self.send(Command::RemovePeer { peer });
+    }
+
+    /// Stops (or resumes) forwarding the audio a peer publishes: a moderator muted it. Its
+    /// subscribers keep their m-lines and simply receive nothing until it is unmuted.
+    pub fn set_audio_muted(&self, peer: PeerId, muted: bool) {
+        let _ = self.send(Command::SetAudioMuted { peer, muted });
     }
 
     /// What the SFU currently holds.

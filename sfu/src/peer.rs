@@ -42,6 +42,8 @@ pub(crate) struct Peer {
     pub room: String,
     pub identity: String,
     pub may_publish: bool,
+    /// A moderator muted this peer: its audio is not forwarded.
+    pub audio_muted: bool,
     pub rtc: Rtc,
     pub events: UnboundedSender<PeerEvent>,
     /// When str0m next needs a timeout input.
@@ -68,6 +70,7 @@ impl Peer {
             room: spec.room,
             identity: spec.identity,
             may_publish: spec.may_publish,
+            audio_muted: false,
             rtc,
             events: spec.events,
             next_timeout: now,

@@ -141,6 +141,11 @@ impl Shard {
                 }
             }
             Command::RemovePeer { peer } => self.remove_peer(peer, None),
+            Command::SetAudioMuted { peer, muted } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.audio_muted = muted;
+                }
+            }
             Command::Stats { reply } => {
                 let _ = reply.send(SfuStats {
                     peers: self.peers.len(),
@@ -438,6 +443,9 @@ impl Shard {
         let Some(route) = self.routes.get_mut(&(id, mid)) else {
             return; // Not a published track (or its publisher may not publish).
         };
+        if publisher.audio_muted && route.track.kind == MediaKind::Audio {
+            return;
+        }
         let pt = packet.header.payload_type;
         let Some(params) = publisher.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
             return;

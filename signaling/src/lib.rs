@@ -37,7 +37,8 @@ impl Role {
         self != Role::Observer
     }
 
-    /// Whether this role runs the room (lowers others' hands, and later: stage, mute, remove).
+    /// Whether this role runs the room: lowers others' hands, mutes and removes participants,
+    /// locks and ends the lesson, turns the chat off.
     pub fn moderates(self) -> bool {
         matches!(self, Role::Teacher | Role::Assistant)
     }
@@ -90,6 +91,10 @@ pub struct ChatMessage {
     pub text: String,
     /// When the server received it, Unix milliseconds.
     pub at_ms: i64,
+    /// An announcement from the school (through the REST API), not from a participant; then
+    /// `identity` and `name` are empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub announcement: bool,
 }
 
 /// Kind of a media track.
@@ -205,6 +210,28 @@ pub enum ClientMessage {
         /// Whether students may chat.
         enabled: bool,
     },
+    /// Stop (or resume) forwarding a participant's audio (teachers and assistants; a teacher
+    /// cannot be muted). Everyone is told with [`ServerMessage::Muted`].
+    Mute {
+        /// Whose audio.
+        identity: String,
+        /// Muted or not.
+        muted: bool,
+    },
+    /// Remove a participant from the lesson (teachers and assistants; not a teacher). Its join
+    /// token no longer admits it.
+    Remove {
+        /// Who.
+        identity: String,
+    },
+    /// Lock or unlock the lesson: while locked, nobody new may join except teachers and
+    /// assistants (teachers and assistants).
+    Lock {
+        /// Locked or not.
+        locked: bool,
+    },
+    /// End the lesson for everyone; nobody may join it afterwards (teachers and assistants).
+    EndLesson,
     /// The participant leaves the lesson.
     Leave,
     /// Keep-alive; answered by [`ServerMessage::Pong`].
@@ -236,6 +263,12 @@ pub enum ServerMessage {
         chat: Vec<ChatMessage>,
         /// Whether students may chat.
         chat_enabled: bool,
+        /// Participants whose audio a teacher or assistant muted.
+        #[serde(default)]
+        muted: Vec<String>,
+        /// Whether the lesson is locked.
+        #[serde(default)]
+        locked: bool,
     },
     /// The server's SDP answer to the client's [`ClientMessage::Offer`].
     Answer {
@@ -270,6 +303,20 @@ pub enum ServerMessage {
     HandQueue {
         /// Identities with a raised hand, first raised first.
         identities: Vec<String>,
+    },
+    /// A teacher or assistant muted or unmuted a participant's audio. The server stops
+    /// forwarding a muted participant's audio; that participant's client should turn its
+    /// microphone off and say why.
+    Muted {
+        /// Whose audio.
+        identity: String,
+        /// Muted or not.
+        muted: bool,
+    },
+    /// The lesson was locked or unlocked.
+    Locked {
+        /// Locked or not.
+        locked: bool,
     },
     /// A participant started publishing a track.
     TrackPublished(TrackInfo),
@@ -319,6 +366,10 @@ pub enum ErrorCode {
     BadRequest,
     /// The lesson has reached its capacity.
     LessonFull,
+    /// The lesson is locked: no new participants.
+    LessonLocked,
+    /// The named participant is not in the lesson.
+    NotPresent,
     /// The server is shutting down and takes no new joins.
     ShuttingDown,
     /// Anything else on the server's side.
@@ -335,6 +386,10 @@ pub enum ByeReason {
     Replaced,
     /// The media connection was lost (ICE or DTLS timed out).
     ConnectionLost,
+    /// A teacher or assistant (or the school) removed this participant from the lesson.
+    Removed,
+    /// The lesson was ended for everyone.
+    LessonEnded,
 }
 
 /// A malformed message from the other side.
@@ -381,6 +436,17 @@ mod tests {
         assert_eq!(ClientMessage::Leave.to_json(), r#"{"type":"leave"}"#);
         assert_eq!(ClientMessage::Receive.to_json(), r#"{"type":"receive"}"#);
         assert_eq!(
+            ClientMessage::from_json(r#"{"type":"mute","identity":"s1","muted":true}"#).unwrap(),
+            ClientMessage::Mute {
+                identity: "s1".into(),
+                muted: true
+            }
+        );
+        assert_eq!(
+            ClientMessage::EndLesson.to_json(),
+            r#"{"type":"end_lesson"}"#
+        );
+        assert_eq!(
             ClientMessage::from_json(r#"{"type":"lower_hand"}"#).unwrap(),
             ClientMessage::LowerHand { identity: None }
         );
@@ -423,6 +489,13 @@ mod tests {
             },
             ServerMessage::Bye {
                 reason: ByeReason::ServerShutdown,
+            },
+            ServerMessage::Muted {
+                identity: "s1".into(),
+                muted: true,
+            },
+            ServerMessage::Bye {
+                reason: ByeReason::LessonEnded,
             },
         ];
         for m in msgs {

@@ -6,7 +6,8 @@
 // teacher's video decoding and audio arriving. Prints the median time from the join click to the
 // first decoded teacher frame. Also: an expired link, a missing token and a full lesson explain
 // themselves; a student whose browser refuses the camera still watches (receive-only); a page
-// whose server dies shows "connection lost" with a way back in.
+// whose server dies shows "connection lost" with a way back in; the teacher's console mutes
+// (the teacher's browser stops receiving that audio), locks, removes and ends.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -300,6 +301,76 @@ test("a refused camera still lets a student watch", async () => {
     await refusing.close();
   }
 
+});
+
+test("the teacher mutes, locks, removes and ends from the console", async () => {
+  const lesson = await api("/api/v1/lessons", { title: "老年合唱班", mode: "small_class" });
+  const link = async (identity, name, role) =>
+    `${(await api(`/api/v1/lessons/${lesson.id}/tokens`, { identity, name, role })).join_url}&autojoin=1`;
+  const teacher = await newPage();
+  teacher.on("dialog", (d) => d.accept()); // "Remove this participant?", "End the lesson?"
+  await teacher.goto(await link("t", "王老师", "teacher"));
+  await teacher.waitForFunction(() => window.jinkePc?.connectionState === "connected", null, {
+    timeout: 15_000,
+  });
+  const singer = await newPage();
+  await singer.goto(await link("s1", "赵阿姨", "student"));
+  const row = teacher.locator('[data-testid="roster"] li[data-identity="s1"]');
+  await row.waitFor({ timeout: 15_000 });
+  assert.match(await row.innerText(), /赵阿姨/);
+
+  // Her voice reaches the teacher until the teacher mutes her; then nothing more arrives.
+  const audioIn = async () => (await inbound(teacher)).audio.packets;
+  await teacher.waitForFunction(
+    async () => {
+      const stats = await window.jinkePc?.getStats();
+      let packets = 0;
+      stats?.forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "audio") packets += s.packetsReceived ?? 0;
+      });
+      return packets > 20;
+    },
+    null,
+    { timeout: 15_000, polling: 100 },
+  );
+  await row.getByTestId("mute").click();
+  const muted = singer.locator('[data-testid="notice"][data-code="muted"]');
+  await muted.waitFor({ timeout: 10_000 });
+  assert.match(await muted.innerText(), /静音/);
+  assert.equal(await singer.getByTestId("toggle-mic").isDisabled(), true);
+  await teacher.waitForTimeout(500);
+  const before = await audioIn();
+  await teacher.waitForTimeout(1500);
+  assert.equal(await audioIn(), before, "no audio forwarded while muted");
+  assert.equal(await row.getByTestId("mute").getAttribute("aria-pressed"), "true");
+
+  // Locked: a newcomer is told so.
+  await teacher.getByTestId("lock").click();
+  await singer.locator('[data-testid="notice"][data-code="locked"]').waitFor({ timeout: 10_000 });
+  const late = await newPage();
+  await late.goto(await link("late", "迟到的学员", "student"));
+  const locked = late.getByTestId("error");
+  await locked.waitFor({ timeout: 15_000 });
+  assert.equal(await locked.getAttribute("data-code"), "lesson_locked");
+
+  // Removed: sent away for good, without a rejoin button.
+  await row.getByTestId("remove").click();
+  const removed = singer.getByTestId("error");
+  await removed.waitFor({ timeout: 10_000 });
+  assert.equal(await removed.getAttribute("data-code"), "removed");
+  assert.equal(await singer.getByTestId("rejoin").count(), 0);
+  await row.waitFor({ state: "detached", timeout: 10_000 });
+  await singer.reload();
+  await singer.getByTestId("error").waitFor({ timeout: 15_000 });
+  assert.equal(await singer.getByTestId("error").getAttribute("data-code"), "removed");
+
+  // Ended: the teacher's own page says so too.
+  await teacher.getByTestId("end-lesson").click();
+  const ended = teacher.getByTestId("error");
+  await ended.waitFor({ timeout: 10_000 });
+  assert.equal(await ended.getAttribute("data-code"), "lesson_ended");
+  assert.match(await ended.innerText(), /已结束/);
+  for (const page of [teacher, singer, late]) await page.context().close();
 });
 
 test("a lost connection says so instead of going blank", async () => {

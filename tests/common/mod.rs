@@ -33,6 +33,8 @@ use webrtc::peer_connection::{
     RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
+pub mod ws;
+
 /// The API key test servers use.
 pub const API_KEY: &str = "test-api-key-0123456789";
 

@@ -23,12 +23,15 @@ const DEFAULT_TTL_SECS: u64 = 4 * 3600;
 /// Largest capacity a lesson may ask for.
 const MAX_CAPACITY: u32 = 10_000;
 
+mod controls;
+
 /// The API's routes.
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/lessons", post(create_lesson))
         .route("/api/v1/lessons/{id}", get(get_lesson))
         .route("/api/v1/lessons/{id}/tokens", post(create_token))
+        .merge(controls::routes())
 }
 
 /// An API failure, answered as `{"error": {"code", "message"}}` with the matching status.
@@ -43,6 +46,15 @@ pub enum ApiError {
     /// 404: no such lesson.
     #[error("no lesson with id {0:?}")]
     LessonNotFound(String),
+    /// 404: the participant is not in the lesson.
+    #[error("{0:?} is not in the lesson")]
+    NotPresent(String),
+    /// 409: the control needs someone in the lesson.
+    #[error("nobody is in the lesson now")]
+    NotLive,
+    /// 409: the lesson has ended.
+    #[error("the lesson has ended")]
+    Ended,
     /// 500: the database failed.
     #[error("internal error")]
     Store(#[from] StoreError),
@@ -54,6 +66,9 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::LessonNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NotPresent(_) => (StatusCode::NOT_FOUND, "not_present"),
+            ApiError::Ended => (StatusCode::CONFLICT, "lesson_ended"),
+            ApiError::NotLive => (StatusCode::CONFLICT, "not_live"),
             ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -154,6 +169,7 @@ pub(crate) fn new_lesson(
         mode,
         capacity,
         created_at: unix_now(),
+        ended_at: None,
     })
 }
 

@@ -21,6 +21,8 @@ use web_sys::{
     RtcTrackEvent, WebSocket,
 };
 
+mod controls;
+
 use crate::dom::{append, button, el, error_box, set_data, set_hidden, show, status, video};
 use crate::i18n::{Lang, Text};
 use crate::token::{self, TokenInfo};
@@ -62,6 +64,12 @@ struct Room {
     chat_panel: Element,
     chat_log: Element,
     chat_enabled: Cell<bool>,
+    /// Identities a moderator muted.
+    muted: RefCell<Vec<String>>,
+    /// Whether the lesson is locked.
+    locked: Cell<bool>,
+    /// Teachers and assistants: everyone present, with mute and remove buttons.
+    roster: Element,
     stage: Element,
     others: Element,
     notices: Element,
@@ -105,8 +113,8 @@ fn supports_webrtc() -> bool {
     js_sys::Reflect::has(&window, &"RTCPeerConnection".into()).unwrap_or(false)
 }
 
-/// Checks the token with the server (a plain GET of the signaling URL answers 401 with a reason
-/// for a bad token and 426 for a good one), then offers the join button.
+/// Checks the token with the server (a plain GET of the signaling URL answers 426 for a good
+/// token; 401, 403 or 410 with a reason when it cannot join), then offers the join button.
 async fn check_and_greet(link: Link) {
     let t = link.lang.text();
     show(&[status(t.checking)]);
@@ -120,10 +128,11 @@ async fn check_and_greet(link: Link) {
         Some(_) => {}
     }
     if let Some(code) = server_token_problem(&link).await {
-        let text = if code == "token_expired" {
-            t.token_expired
-        } else {
-            t.invalid_token
+        let text = match code.as_str() {
+            "token_expired" => t.token_expired,
+            "removed" => t.removed,
+            "lesson_ended" => t.lesson_ended,
+            _ => t.invalid_token,
         };
         return show(&[error_box(&code, text)]);
     }
@@ -153,7 +162,7 @@ async fn server_token_problem(link: &Link) -> Option<String> {
         .await
         .ok()?;
     let resp: web_sys::Response = resp.dyn_into().ok()?;
-    if resp.status() != 401 {
+    if !matches!(resp.status(), 401 | 403 | 410) {
         return None;
     }
     let body = JsFuture::from(resp.json().ok()?).await.ok()?;
@@ -217,6 +226,9 @@ fn join(link: Rc<Link>, info: TokenInfo) {
         chat_panel: el("section", "chat", None),
         chat_log: el("ol", "chat-log", None),
         chat_enabled: Cell::new(true),
+        muted: RefCell::new(Vec::new()),
+        locked: Cell::new(false),
+        roster: el("section", "roster", None),
         stage,
         others,
         notices,
@@ -289,12 +301,18 @@ impl Room {
                 hands,
                 chat,
                 chat_enabled,
+                muted,
+                locked,
                 ..
             } => {
                 *self.me.borrow_mut() = you.identity.clone();
+                self.locked.set(locked);
                 self.render(&lesson.title, &you, may_publish);
                 for p in participants {
                     self.add_participant(p);
+                }
+                for identity in muted {
+                    self.set_muted(&identity, true);
                 }
                 self.show_hands(hands);
                 for m in &chat {
@@ -336,6 +354,8 @@ impl Room {
             ServerMessage::HandQueue { identities } => self.show_hands(identities),
             ServerMessage::Chat(m) => self.show_chat(&m),
             ServerMessage::ChatEnabled { enabled } => self.set_chat_enabled(enabled),
+            ServerMessage::Muted { identity, muted } => self.set_muted(&identity, muted),
+            ServerMessage::Locked { locked } => self.set_locked(locked),
             ServerMessage::TrackPublished(_) | ServerMessage::TrackUnpublished { .. } => {}
             ServerMessage::Error { code, message, .. } => self.on_error(code, &message).await,
             ServerMessage::Bye { reason } => {
@@ -343,6 +363,8 @@ impl Room {
                     ByeReason::ServerShutdown => ("server_shutdown", self.t.server_shutdown),
                     ByeReason::Replaced => ("replaced", self.t.replaced),
                     ByeReason::ConnectionLost => ("connection_lost", self.t.connection_lost),
+                    ByeReason::Removed => ("removed", self.t.removed),
+                    ByeReason::LessonEnded => ("lesson_ended", self.t.lesson_ended),
                 };
                 self.end(code, text);
             }
@@ -396,6 +418,9 @@ impl Room {
             append(&self.hand_control, &b);
             append(&controls, &self.hand_control);
         }
+        if you.role.moderates() {
+            self.add_moderator_controls(&controls);
+        }
         let room = self.clone();
         append(
             &controls,
@@ -416,6 +441,7 @@ impl Room {
         show(&[
             header,
             hand_list,
+            self.roster.clone(),
             self.notices.clone(),
             self.waiting.clone(),
             self.stage.clone(),
@@ -480,9 +506,14 @@ impl Room {
     }
 
     fn show_chat(&self, m: &jinke_signaling::ChatMessage) {
-        let item = el("li", "", None);
+        let item = el("li", if m.announcement { "announcement" } else { "" }, None);
         set_data(&item, "identity", &m.identity);
-        append(&item, &el("b", "", Some(&format!("{}：", m.name))));
+        let author = if m.announcement {
+            self.t.announcement
+        } else {
+            &m.name
+        };
+        append(&item, &el("b", "", Some(&format!("{author}："))));
         append(&item, &el("span", "", Some(&m.text)));
         append(&self.chat_log, &item);
         item.scroll_into_view();
@@ -576,6 +607,9 @@ impl Room {
                     set_hidden(&preview, false);
                 }
                 *self.local.borrow_mut() = Some(stream);
+                if self.muted.borrow().contains(&self.me.borrow()) {
+                    self.set_local_audio(false);
+                }
             }
             Err(_) => self.notice("camera_refused", self.t.camera_refused),
         }
@@ -769,6 +803,7 @@ impl Room {
         let identity = p.identity.clone();
         list.push(p);
         drop(list);
+        self.show_roster();
         if let Some(tile) = self.tiles.borrow().get(&identity) {
             set_label(&tile.element, &name, self.t, self.role_of(&identity));
         }
@@ -796,6 +831,7 @@ impl Room {
         self.participants
             .borrow_mut()
             .retain(|p| p.identity != identity);
+        self.show_roster();
         if let Some(tile) = self.tiles.borrow_mut().remove(identity) {
             tile.element.remove();
         }
@@ -872,6 +908,7 @@ impl Room {
                 }
             }
             ErrorCode::LessonFull => self.end("lesson_full", self.t.lesson_full),
+            ErrorCode::LessonLocked => self.end("lesson_locked", self.t.lesson_locked),
             ErrorCode::RateLimited => self.notice("rate_limited", self.t.chat_too_fast),
             _ => {
                 let text = format!("{}{message}", self.t.generic_error);
@@ -923,6 +960,10 @@ impl Room {
         match code {
             Some(code) => append(&screen, &error_box(code, text)),
             None => append(&screen, &status(text)),
+        }
+        if matches!(code, Some("removed" | "lesson_ended")) {
+            // The server would refuse this link again.
+            return show(&[screen]);
         }
         append(
             &screen,
@@ -980,6 +1021,8 @@ fn error_code_name(code: ErrorCode) -> &'static str {
         ErrorCode::RateLimited => "rate_limited",
         ErrorCode::BadRequest => "bad_request",
         ErrorCode::LessonFull => "lesson_full",
+        ErrorCode::LessonLocked => "lesson_locked",
+        ErrorCode::NotPresent => "not_present",
         ErrorCode::ShuttingDown => "shutting_down",
         ErrorCode::Internal => "internal",
     }

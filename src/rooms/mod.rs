@@ -14,6 +14,10 @@ use jinke_signaling::{
 };
 use tokio::sync::mpsc::UnboundedSender;
 
+mod moderation;
+
+pub use moderation::{Actor, PresentParticipant};
+
 /// Chat messages kept for late joiners.
 const CHAT_HISTORY: usize = 200;
 /// Chat rate limit: a burst of this many messages…
@@ -66,6 +70,11 @@ struct Room {
     chat: VecDeque<ChatMessage>,
     /// Whether students may chat.
     chat_enabled: bool,
+    /// Identities whose audio a moderator muted (kept while the room lives, so a reconnect stays
+    /// muted).
+    muted: Vec<String>,
+    /// Whether only moderators (and members reconnecting) may join.
+    locked: bool,
 }
 
 impl Default for Room {
@@ -76,6 +85,8 @@ impl Default for Room {
             hands: Vec::new(),
             chat: VecDeque::new(),
             chat_enabled: true,
+            muted: Vec::new(),
+            locked: false,
         }
     }
 }
@@ -101,6 +112,15 @@ impl Room {
                 identities: self.hands.clone(),
             },
         );
+    }
+
+    /// Keeps a chat message for late joiners and sends it to everyone.
+    fn post_chat(&mut self, message: ChatMessage) {
+        if self.chat.len() == CHAT_HISTORY {
+            self.chat.pop_front();
+        }
+        self.chat.push_back(message.clone());
+        self.broadcast(u64::MAX, &ServerMessage::Chat(message));
     }
 
     /// Where the member with this session is, for a control it asked for.
@@ -157,6 +177,10 @@ pub struct Admission {
     pub chat: Vec<ChatMessage>,
     /// Whether students may chat.
     pub chat_enabled: bool,
+    /// Identities whose audio is muted (this participant's own included, if so).
+    pub muted: Vec<String>,
+    /// Whether the lesson is locked.
+    pub locked: bool,
 }
 
 /// Why a classroom control was refused.
@@ -174,6 +198,9 @@ pub enum ControlError {
     /// A field is out of bounds.
     #[error("{0}")]
     BadRequest(&'static str),
+    /// The participant named is not in the lesson.
+    #[error("that participant is not in the lesson")]
+    NotPresent,
 }
 
 /// Why a participant was not admitted.
@@ -182,6 +209,9 @@ pub enum AdmissionError {
     /// The lesson is at capacity.
     #[error("the lesson is full ({0} participants)")]
     Full(u32),
+    /// A moderator locked the lesson.
+    #[error("the lesson is locked: nobody new may join")]
+    Locked,
 }
 
 /// All live rooms of this server.
@@ -216,6 +246,8 @@ impl Rooms {
             let _ = old.tx.send(ServerMessage::Bye {
                 reason: ByeReason::Replaced,
             });
+        } else if room.locked && !participant.role.moderates() {
+            return Err(AdmissionError::Locked);
         }
         if room.members.len() >= capacity as usize {
             if room.members.is_empty() {
@@ -231,6 +263,8 @@ impl Rooms {
             hands: room.hands.clone(),
             chat: room.chat.iter().cloned().collect(),
             chat_enabled: room.chat_enabled,
+            muted: room.muted.clone(),
+            locked: room.locked,
         };
         if participant.role.is_listed() {
             room.broadcast(
@@ -323,15 +357,7 @@ impl Rooms {
         now: Instant,
         at_ms: i64,
     ) -> Result<(), ControlError> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Err(ControlError::BadRequest("an empty chat message"));
-        }
-        if text.chars().count() > MAX_CHAT_CHARS {
-            return Err(ControlError::BadRequest(
-                "chat messages are at most 2000 characters",
-            ));
-        }
+        let text = chat_text(text)?;
         let mut rooms = self.lock();
         let room = rooms.get_mut(lesson).ok_or(ControlError::NotInRoom)?;
         let enabled = room.chat_enabled;
@@ -349,12 +375,9 @@ impl Rooms {
             name: me.participant.name.clone(),
             text: text.to_owned(),
             at_ms,
+            announcement: false,
         };
-        if room.chat.len() == CHAT_HISTORY {
-            room.chat.pop_front();
-        }
-        room.chat.push_back(message.clone());
-        room.broadcast(u64::MAX, &ServerMessage::Chat(message));
+        room.post_chat(message);
         Ok(())
     }
 
@@ -385,6 +408,20 @@ impl Rooms {
     pub fn session_count(&self) -> usize {
         self.lock().values().map(|r| r.members.len()).sum()
     }
+}
+
+/// A chat message's text, trimmed, if it is neither empty nor too long.
+fn chat_text(text: &str) -> Result<&str, ControlError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ControlError::BadRequest("an empty chat message"));
+    }
+    if text.chars().count() > MAX_CHAT_CHARS {
+        return Err(ControlError::BadRequest(
+            "chat messages are at most 2000 characters",
+        ));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -1,0 +1,182 @@
+//! Classroom controls through REST, for a school's own tools: the same powers a teacher has over
+//! signaling (who is present, mute, remove, lock, end, announcements).
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, authorize};
+use crate::controls::{ControlFailure, end_lesson, remove_participant};
+use crate::rooms::{Actor, ControlError, PresentParticipant};
+use crate::server::AppState;
+use crate::store::Lesson;
+
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/lessons/{id}/participants", get(participants))
+        .route(
+            "/api/v1/lessons/{id}/participants/{identity}",
+            axum::routing::delete(remove),
+        )
+        .route(
+            "/api/v1/lessons/{id}/participants/{identity}/mute",
+            post(mute),
+        )
+        .route("/api/v1/lessons/{id}/lock", post(lock))
+        .route("/api/v1/lessons/{id}/end", post(end))
+        .route("/api/v1/lessons/{id}/messages", post(announce))
+}
+
+/// Authorizes the request and finds the lesson.
+fn lesson(state: &AppState, headers: &HeaderMap, id: String) -> Result<Lesson, ApiError> {
+    authorize(state, headers)?;
+    state.store.lesson(&id)?.ok_or(ApiError::LessonNotFound(id))
+}
+
+/// A live-lesson control refused: only a bad request or an absent participant can happen with
+/// the school's full powers.
+fn refused(e: ControlError, identity: &str) -> ApiError {
+    match e {
+        ControlError::BadRequest(m) => ApiError::BadRequest(m.into()),
+        _ => ApiError::NotPresent(identity.to_owned()),
+    }
+}
+
+/// A recorded control failed (with the school's full powers, only the database can fail).
+fn failed(e: ControlFailure) -> ApiError {
+    match e {
+        ControlFailure::Refused(e) => ApiError::BadRequest(e.to_string()),
+        ControlFailure::Store(e) => ApiError::Store(e),
+    }
+}
+
+#[derive(Serialize)]
+struct Present {
+    participants: Vec<PresentParticipant>,
+}
+
+/// `GET …/participants`: who is in the lesson now (observers included).
+async fn participants(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Present>, ApiError> {
+    let lesson = lesson(&state, &headers, id)?;
+    Ok(Json(Present {
+        participants: state.rooms.present(&lesson.id),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MuteBody {
+    #[serde(default = "yes")]
+    muted: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST …/participants/{identity}/mute` `{"muted": bool}` (default true).
+async fn mute(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, identity)): Path<(String, String)>,
+    body: Result<Json<MuteBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let lesson = lesson(&state, &headers, id)?;
+    let Json(body) = body?;
+    state
+        .rooms
+        .mute(&lesson.id, Actor::School, &identity, body.muted)
+        .map_err(|e| refused(e, &identity))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE …/participants/{identity}`: sends the participant away (if present) and refuses its
+/// tokens from now on.
+async fn remove(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, identity)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let lesson = lesson(&state, &headers, id)?;
+    remove_participant(&state, &lesson.id, Actor::School, &identity).map_err(failed)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LockBody {
+    locked: bool,
+}
+
+/// `POST …/lock` `{"locked": bool}`: only teachers, assistants and reconnecting participants
+/// may join a locked lesson. Applies to the live lesson (409 `not_live` when nobody is in).
+async fn lock(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<LockBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let lesson = lesson(&state, &headers, id)?;
+    let Json(body) = body?;
+    state
+        .rooms
+        .set_locked(&lesson.id, Actor::School, body.locked)
+        .map_err(|_| ApiError::NotLive)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct Ended {
+    ended_at: Option<i64>,
+}
+
+/// `POST …/end`: ends the lesson for everyone; nobody may join it afterwards. Idempotent.
+async fn end(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Ended>, ApiError> {
+    let lesson = lesson(&state, &headers, id)?;
+    end_lesson(&state, &lesson.id, Actor::School).map_err(failed)?;
+    let ended_at = state.store.lesson(&lesson.id)?.and_then(|l| l.ended_at);
+    Ok(Json(Ended { ended_at }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Announcement {
+    text: String,
+}
+
+#[derive(Serialize)]
+struct Delivered {
+    delivered_to: usize,
+}
+
+/// `POST …/messages` `{"text"}`: an announcement in the lesson's chat, shown as the school's.
+async fn announce(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<Announcement>, JsonRejection>,
+) -> Result<(StatusCode, Json<Delivered>), ApiError> {
+    let lesson = lesson(&state, &headers, id)?;
+    let Json(body) = body?;
+    if lesson.ended_at.is_some() {
+        return Err(ApiError::Ended);
+    }
+    let delivered_to = state
+        .rooms
+        .announce(&lesson.id, &body.text, crate::unix_now_ms())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok((StatusCode::CREATED, Json(Delivered { delivered_to })))
+}

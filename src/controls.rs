@@ -1,0 +1,44 @@
+//! Classroom controls that must also be recorded: removing a participant (its tokens stop
+//! working) and ending a lesson (nobody joins it again). Shared by signaling and the REST API;
+//! each checks the actor's right first, writes the database, and only then acts on the room, so
+//! that an immediate rejoin is already refused.
+
+use crate::rooms::{Actor, ControlError};
+use crate::server::AppState;
+use crate::store::StoreError;
+
+/// Why a recorded control failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlFailure {
+    /// The actor may not do this.
+    #[error(transparent)]
+    Refused(#[from] ControlError),
+    /// The database failed; nothing was done.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Removes a participant from a lesson for good (sending it away if present).
+pub fn remove_participant(
+    state: &AppState,
+    lesson: &str,
+    by: Actor,
+    identity: &str,
+) -> Result<(), ControlFailure> {
+    state.rooms.may_remove(lesson, by, identity)?;
+    state
+        .store
+        .remove_participant(lesson, identity, crate::unix_now())?;
+    let was_present = state.rooms.remove(lesson, identity);
+    tracing::info!(%lesson, %identity, ?by, was_present, "participant removed");
+    Ok(())
+}
+
+/// Ends a lesson for everyone.
+pub fn end_lesson(state: &AppState, lesson: &str, by: Actor) -> Result<(), ControlFailure> {
+    state.rooms.may_end(lesson, by)?;
+    state.store.end_lesson(lesson, crate::unix_now())?;
+    let sent_away = state.rooms.end(lesson);
+    tracing::info!(%lesson, ?by, sent_away, "lesson ended");
+    Ok(())
+}
