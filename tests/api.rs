@@ -333,6 +333,25 @@ async fn a_school_runs_a_live_lesson_through_rest() {
         .await;
     assert_eq!(status, 400);
 
+    // The stage: an invitation the student is asked about (202), taking off (204).
+    let stage = |who: &str, on: bool| {
+        let path = format!("{base}/participants/{who}/stage");
+        let server = &server;
+        async move { server.post(&path, serde_json::json!({ "on": on })).await }
+    };
+    assert_eq!(stage("s1", true).await.0, 202);
+    assert_eq!(
+        until(&mut student, "the invitation", |m| matches!(
+            m,
+            ServerMessage::StageInvite { .. }
+        ))
+        .await,
+        ServerMessage::StageInvite { by: String::new() }
+    );
+    assert_eq!(stage("t", true).await.0, 400, "teachers are not invited");
+    assert_eq!(stage("ghost", true).await.0, 404);
+    assert_eq!(stage("s1", false).await.0, 204);
+
     // Remove: sent away, and its tokens refused from now on.
     let resp = client
         .delete(server.url(&format!("{base}/participants/s1")))

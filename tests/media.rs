@@ -569,3 +569,119 @@ async fn a_muted_participants_audio_is_not_forwarded_until_unmuted() {
     assert_numbered(&tutor, &audio, AFTER, AUDIO_LEN, 30).await;
     server.stop().await;
 }
+
+/// Sends `n` packets tagged `tag` on each of `peer`'s tracks.
+async fn send_tagged(peer: &Peer, tag: u8, n: u32) {
+    for i in 0..n {
+        let audio = peer.audio.as_ref().unwrap();
+        let video = peer.video.as_ref().unwrap();
+        audio.send(payload(tag, i, AUDIO_LEN)).await;
+        video.send(payload(tag, i, VIDEO_LEN)).await;
+        tokio::time::sleep(Duration::from_millis(4)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lecture_student_invited_on_stage_is_seen_and_heard_until_taken_off() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("lecture").await;
+    let t = server.token(&lesson, "teacher", "teacher").await;
+    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
+    teacher.wait_connected().await;
+    let s = server.token(&lesson, "s1", "student").await;
+    let mut s1 = TestClient::join(&server, &s, "s1", Publish::Nothing).await;
+    let o = server.token(&lesson, "s2", "student").await;
+    let mut s2 = TestClient::join(&server, &o, "s2", Publish::Nothing).await;
+    server
+        .wait_stats("the teacher's tracks to both students", |s| {
+            s.subscriptions == 4
+        })
+        .await;
+
+    // Not on stage: the publish connection is refused.
+    let refused = s1.publish_on_stage().await.err();
+    assert!(
+        matches!(
+            refused,
+            Some(ServerMessage::Error {
+                code: ErrorCode::NotAllowed,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+
+    teacher.send(jinke_signaling::ClientMessage::SetStage {
+        identity: "s1".into(),
+        on: true,
+    });
+    s1.expect_event("the invitation", |m| {
+        matches!(m, ServerMessage::StageInvite { .. })
+    })
+    .await;
+    s1.send(jinke_signaling::ClientMessage::StageReply { accept: true });
+    s1.expect_event(
+        "the stage",
+        |m| matches!(m, ServerMessage::Stage { identities } if identities == &["s1".to_owned()]),
+    )
+    .await;
+    let mut stage = s1
+        .publish_on_stage()
+        .await
+        .expect("on stage, s1 may publish");
+    stage.wait_connected("s1 on stage").await;
+
+    // The teacher and the other student receive s1; s1 does not get its own tracks back.
+    let mut tracks = Vec::new();
+    while tracks.len() < 2 {
+        if let ServerMessage::TrackPublished(t) = s2
+            .expect_event("s1's tracks", |m| {
+                matches!(m, ServerMessage::TrackPublished(_))
+            })
+            .await
+        {
+            tracks.push(t);
+        }
+    }
+    let audio = track_id(&tracks, "s1", MediaKind::Audio);
+    let video = track_id(&tracks, "s1", MediaKind::Video);
+    server
+        .wait_stats("s1's tracks to the teacher and s2", |s| {
+            s.routes == 4 && s.subscriptions == 8
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while teacher.received(&video).is_empty() || s2.received(&audio).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "s1's media never arrived"
+        );
+        send_tagged(&stage, WARMUP_TAG, 1).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_tagged(&stage, VIDEO_TAG, 40).await;
+    assert_numbered(&s2, &video, VIDEO_TAG, VIDEO_LEN, 40).await;
+    assert_numbered(&teacher, &audio, VIDEO_TAG, AUDIO_LEN, 40).await;
+    assert!(s1.received(&audio).is_empty() && s1.received(&video).is_empty());
+
+    // Taken off stage: its tracks end for everyone and its publish connection is closed.
+    teacher.send(jinke_signaling::ClientMessage::SetStage {
+        identity: "s1".into(),
+        on: false,
+    });
+    s2.expect_event(
+        "s1's tracks ending",
+        |m| matches!(m, ServerMessage::TrackUnpublished { track_id } if *track_id == video),
+    )
+    .await;
+    server
+        .wait_stats("only the teacher's routes", |s| {
+            s.peers == 3 && s.routes == 2 && s.subscriptions == 4
+        })
+        .await;
+    assert!(
+        s1.publish_on_stage().await.is_err(),
+        "off stage, no publishing"
+    );
+    server.stop().await;
+}

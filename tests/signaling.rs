@@ -239,6 +239,13 @@ async fn participants_see_each_other_come_and_go() {
         Some(ServerMessage::ParticipantJoined(p)) => assert_eq!(p.identity, "b"),
         other => panic!("{other:?}"),
     }
+    // A small-class student takes a seat on stage as it arrives.
+    assert_eq!(
+        next_message(&mut a).await,
+        Some(ServerMessage::Stage {
+            identities: vec!["b".into()]
+        })
+    );
     send(&mut b, ClientMessage::Leave.to_json()).await;
     match next_message(&mut a).await {
         Some(ServerMessage::ParticipantLeft { identity }) => assert_eq!(identity, "b"),
@@ -439,7 +446,7 @@ async fn chat_reaches_everyone_is_replayed_and_can_be_turned_off() {
     async fn next_relevant(ws: &mut Ws) -> Option<ServerMessage> {
         loop {
             match next_message(ws).await {
-                Some(ServerMessage::ParticipantJoined(_)) => continue,
+                Some(ServerMessage::ParticipantJoined(_) | ServerMessage::Stage { .. }) => continue,
                 other => return other,
             }
         }

@@ -51,6 +51,10 @@ pub struct PeerSpec {
     pub identity: String,
     /// Whether this peer may publish media. A peer that may not never has anything forwarded.
     pub may_publish: bool,
+    /// Whether the room's tracks are forwarded to this peer. A participant's second,
+    /// publish-only connection (a student on stage) receives nothing. A peer never receives the
+    /// tracks of its own identity.
+    pub receives: bool,
     /// Where the SFU reports what happens to this peer.
     pub events: UnboundedSender<PeerEvent>,
 }
@@ -151,6 +155,9 @@ enum Command {
     SetAudioMuted {
         peer: PeerId,
         muted: bool,
+    },
+    RevokePublish {
+        peer: PeerId,
     },
     Stats {
         reply: oneshot::Sender<SfuStats>,
@@ -278,6 +285,12 @@ impl Sfu {
     /// subscribers keep their m-lines and simply receive nothing until it is unmuted.
     pub fn set_audio_muted(&self, peer: PeerId, muted: bool) {
         let _ = self.send(Command::SetAudioMuted { peer, muted });
+    }
+
+    /// Takes away a peer's right to publish: its tracks end for everyone (their subscribers
+    /// renegotiate them away) and new ones are refused. The peer itself stays connected.
+    pub fn revoke_publish(&self, peer: PeerId) {
+        let _ = self.send(Command::RevokePublish { peer });
     }
 
     /// What the SFU currently holds.

@@ -42,6 +42,8 @@ pub(crate) struct Peer {
     pub room: String,
     pub identity: String,
     pub may_publish: bool,
+    /// Whether the room's tracks are forwarded to this peer.
+    pub receives: bool,
     /// A moderator muted this peer: its audio is not forwarded.
     pub audio_muted: bool,
     pub rtc: Rtc,
@@ -70,6 +72,7 @@ impl Peer {
             room: spec.room,
             identity: spec.identity,
             may_publish: spec.may_publish,
+            receives: spec.receives,
             audio_muted: false,
             rtc,
             events: spec.events,

@@ -141,6 +141,12 @@ impl Shard {
                 }
             }
             Command::RemovePeer { peer } => self.remove_peer(peer, None),
+            Command::RevokePublish { peer } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.may_publish = false;
+                    self.drop_routes_of(peer);
+                }
+            }
             Command::SetAudioMuted { peer, muted } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.audio_muted = muted;
@@ -190,9 +196,15 @@ impl Shard {
         // Without a client offer, the clock starts with the SFU's first offer.
         let deadline = answer.as_ref().map(|_| now + self.connect_timeout);
         let mut peer = Peer::new(spec, rtc, now, deadline);
-        // Everything already published in the room is forwarded to the newcomer.
+        // Everything already published in the room is forwarded to the newcomer (unless it only
+        // publishes), except its own identity's tracks.
         for (key, route) in &self.routes {
-            if self.peers.get(&key.0).is_some_and(|p| p.room == peer.room) {
+            if peer.receives
+                && self
+                    .peers
+                    .get(&key.0)
+                    .is_some_and(|p| p.room == peer.room && p.identity != peer.identity)
+            {
                 peer.out.push(OutTrack {
                     source: *key,
                     track: route.track.clone(),
@@ -413,10 +425,11 @@ impl Shard {
         self.next_track += 1;
         peer.report(PeerEvent::TrackPublished(track.clone()));
         let room = peer.room.clone();
+        let identity = peer.identity.clone();
         let subscribers: Vec<PeerId> = self
             .peers
             .values_mut()
-            .filter(|p| p.id != id && p.room == room)
+            .filter(|p| p.receives && p.room == room && p.identity != identity)
             .map(|p| {
                 p.out.push(OutTrack {
                     source: (id, mid),
@@ -485,10 +498,16 @@ impl Shard {
         if let Some(reason) = reason {
             peer.report(PeerEvent::Closed { reason });
         }
-        self.routes.retain(|(publisher, _), route| {
+        for route in self.routes.values_mut() {
             route.subscribers.retain(|s| s.peer != id);
-            *publisher != id
-        });
+        }
+        self.drop_routes_of(id);
+        tracing::debug!(?id, identity = %peer.identity, "peer removed");
+    }
+
+    /// Ends every route a peer publishes: its subscribers renegotiate the tracks away.
+    fn drop_routes_of(&mut self, id: PeerId) {
+        self.routes.retain(|(publisher, _), _| *publisher != id);
         let mut affected = Vec::new();
         for other in self.peers.values_mut() {
             let sources: Vec<TrackKey> = other
@@ -507,7 +526,6 @@ impl Shard {
         for a in affected {
             self.mark_dirty(a);
         }
-        tracing::debug!(?id, identity = %peer.identity, "peer removed");
     }
 
     fn close_all(&mut self) {

@@ -24,7 +24,8 @@ pub enum Role {
     Teacher,
     /// Helps the teacher; may publish in every kind of lesson.
     Assistant,
-    /// Takes part; publishes only in `one_to_one` and `small_class` lessons.
+    /// Takes part; publishes in `one_to_one` lessons, and in `small_class` and `lecture` lessons
+    /// while on stage.
     Student,
     /// Watches without being seen: receive-only and never listed to the others (an inspector, or
     /// a learning centre's big screen).
@@ -57,13 +58,25 @@ pub enum LessonMode {
 }
 
 impl LessonMode {
-    /// Whether a participant with `role` may publish media in a lesson of this mode.
+    /// Whether a participant with `role` may publish media in a lesson of this mode whatever the
+    /// stage: teachers and assistants always, students in one-to-one lessons.
     pub fn may_publish(self, role: Role) -> bool {
         match (self, role) {
             (_, Role::Teacher | Role::Assistant) => true,
-            (LessonMode::OneToOne | LessonMode::SmallClass, Role::Student) => true,
-            (LessonMode::Lecture, Role::Student) => false,
+            (LessonMode::OneToOne, Role::Student) => true,
+            (LessonMode::SmallClass | LessonMode::Lecture, Role::Student) => false,
             (_, Role::Observer) => false,
+        }
+    }
+
+    /// How many students may be on stage (publishing) at once; `None` where the stage does not
+    /// apply (one-to-one). In a small class, students arriving while there is room go on stage
+    /// at once; in a lecture, only by a moderator's invitation.
+    pub fn stage_limit(self) -> Option<usize> {
+        match self {
+            LessonMode::OneToOne => None,
+            LessonMode::SmallClass => Some(16),
+            LessonMode::Lecture => Some(6),
         }
     }
 
@@ -210,6 +223,26 @@ pub enum ClientMessage {
         /// Whether students may chat.
         enabled: bool,
     },
+    /// Invite a student on stage (`on`: the student gets [`ServerMessage::StageInvite`]), or take
+    /// one off it (teachers and assistants; a student may take itself off).
+    SetStage {
+        /// Who.
+        identity: String,
+        /// Invite on, or take off.
+        on: bool,
+    },
+    /// The invited student's answer to [`ServerMessage::StageInvite`].
+    StageReply {
+        /// Whether the student goes on stage.
+        accept: bool,
+    },
+    /// The SDP offer of a second, publish-only connection, from a student on stage whose first
+    /// connection only receives. Answered by [`ServerMessage::PublishAnswer`]; closed by the
+    /// server when the student leaves the stage.
+    PublishOffer {
+        /// The SDP offer (send-only camera and microphone).
+        sdp: String,
+    },
     /// Stop (or resume) forwarding a participant's audio (teachers and assistants; a teacher
     /// cannot be muted). Everyone is told with [`ServerMessage::Muted`].
     Mute {
@@ -269,6 +302,10 @@ pub enum ServerMessage {
         /// Whether the lesson is locked.
         #[serde(default)]
         locked: bool,
+        /// Students on stage, in the order they went on (this participant included, when it
+        /// went on stage at once).
+        #[serde(default)]
+        stage: Vec<String>,
     },
     /// The server's SDP answer to the client's [`ClientMessage::Offer`].
     Answer {
@@ -303,6 +340,30 @@ pub enum ServerMessage {
     HandQueue {
         /// Identities with a raised hand, first raised first.
         identities: Vec<String>,
+    },
+    /// The server's answer to [`ClientMessage::PublishOffer`].
+    PublishAnswer {
+        /// The SDP answer.
+        sdp: String,
+    },
+    /// A teacher or assistant invites this student on stage; answer with
+    /// [`ClientMessage::StageReply`].
+    StageInvite {
+        /// Display name of who invites.
+        by: String,
+    },
+    /// The students on stage changed (sent to everyone). A student that appears in it may
+    /// publish (a receive-only client opens its publish connection with
+    /// [`ClientMessage::PublishOffer`]); one that disappears from it no longer may, and its
+    /// tracks end.
+    Stage {
+        /// Students on stage, first on first.
+        identities: Vec<String>,
+    },
+    /// An invited student declined (sent to teachers and assistants).
+    StageDeclined {
+        /// Who declined.
+        identity: String,
     },
     /// A teacher or assistant muted or unmuted a participant's audio. The server stops
     /// forwarding a muted participant's audio; that participant's client should turn its
@@ -370,6 +431,8 @@ pub enum ErrorCode {
     LessonLocked,
     /// The named participant is not in the lesson.
     NotPresent,
+    /// The stage is full.
+    StageFull,
     /// The server is shutting down and takes no new joins.
     ShuttingDown,
     /// Anything else on the server's side.
@@ -527,11 +590,14 @@ mod tests {
     }
 
     #[test]
-    fn only_teachers_publish_in_lectures() {
+    fn students_publish_from_the_stage_except_one_to_one() {
         assert!(LessonMode::Lecture.may_publish(Role::Teacher));
         assert!(!LessonMode::Lecture.may_publish(Role::Student));
-        assert!(LessonMode::SmallClass.may_publish(Role::Student));
+        assert!(!LessonMode::SmallClass.may_publish(Role::Student));
         assert!(LessonMode::OneToOne.may_publish(Role::Student));
+        assert_eq!(LessonMode::SmallClass.stage_limit(), Some(16));
+        assert_eq!(LessonMode::Lecture.stage_limit(), Some(6));
+        assert_eq!(LessonMode::OneToOne.stage_limit(), None);
     }
 
     #[test]

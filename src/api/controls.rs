@@ -27,6 +27,10 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
             "/api/v1/lessons/{id}/participants/{identity}/mute",
             post(mute),
         )
+        .route(
+            "/api/v1/lessons/{id}/participants/{identity}/stage",
+            post(stage),
+        )
         .route("/api/v1/lessons/{id}/lock", post(lock))
         .route("/api/v1/lessons/{id}/end", post(end))
         .route("/api/v1/lessons/{id}/messages", post(announce))
@@ -38,12 +42,17 @@ fn lesson(state: &AppState, headers: &HeaderMap, id: String) -> Result<Lesson, A
     state.store.lesson(&id)?.ok_or(ApiError::LessonNotFound(id))
 }
 
-/// A live-lesson control refused: only a bad request or an absent participant can happen with
-/// the school's full powers.
+/// A live-lesson control refused (the school has every power, so not for its role).
 fn refused(e: ControlError, identity: &str) -> ApiError {
     match e {
         ControlError::BadRequest(m) => ApiError::BadRequest(m.into()),
-        _ => ApiError::NotPresent(identity.to_owned()),
+        ControlError::StageFull => ApiError::StageFull,
+        ControlError::NotAllowed => {
+            ApiError::BadRequest("only students go on stage, in small classes and lectures".into())
+        }
+        ControlError::NotPresent | ControlError::NotInRoom | ControlError::RateLimited => {
+            ApiError::NotPresent(identity.to_owned())
+        }
     }
 }
 
@@ -109,6 +118,37 @@ async fn remove(
     let lesson = lesson(&state, &headers, id)?;
     remove_participant(&state, &lesson.id, Actor::School, &identity).map_err(failed)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StageBody {
+    on: bool,
+}
+
+/// `POST …/participants/{identity}/stage` `{"on": bool}`: invites a student on stage (202: the
+/// student is asked and accepts or declines) or takes it off (204).
+async fn stage(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, identity)): Path<(String, String)>,
+    body: Result<Json<StageBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let lesson = lesson(&state, &headers, id)?;
+    let Json(body) = body?;
+    if body.on {
+        state
+            .rooms
+            .invite_on_stage(&lesson.id, Actor::School, &identity)
+            .map_err(|e| refused(e, &identity))?;
+        Ok(StatusCode::ACCEPTED)
+    } else {
+        state
+            .rooms
+            .take_off_stage(&lesson.id, Actor::School, &identity)
+            .map_err(|e| refused(e, &identity))?;
+        Ok(StatusCode::NO_CONTENT)
+    }
 }
 
 #[derive(Deserialize)]

@@ -49,6 +49,9 @@ pub enum ApiError {
     /// 404: the participant is not in the lesson.
     #[error("{0:?} is not in the lesson")]
     NotPresent(String),
+    /// 409: the stage is full.
+    #[error("the stage is full")]
+    StageFull,
     /// 409: the control needs someone in the lesson.
     #[error("nobody is in the lesson now")]
     NotLive,
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::NotPresent(_) => (StatusCode::NOT_FOUND, "not_present"),
             ApiError::Ended => (StatusCode::CONFLICT, "lesson_ended"),
             ApiError::NotLive => (StatusCode::CONFLICT, "not_live"),
+            ApiError::StageFull => (StatusCode::CONFLICT, "stage_full"),
             ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use jinke_signaling::{
-    ByeReason, ChatMessage, MAX_CHAT_CHARS, Participant, ServerMessage, TrackInfo,
+    ByeReason, ChatMessage, LessonMode, MAX_CHAT_CHARS, Participant, ServerMessage, TrackInfo,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
 mod moderation;
+mod stage;
 
 pub use moderation::{Actor, PresentParticipant};
 
@@ -61,7 +62,26 @@ impl ChatBucket {
     }
 }
 
+/// What a room needs to know about its lesson.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomShape {
+    /// Most participants at once, teacher included.
+    pub capacity: u32,
+    /// Decides the stage: its size, and whether students go on it as they arrive.
+    pub mode: LessonMode,
+}
+
+/// A shape for unit tests: a lecture of `capacity`.
+#[cfg(test)]
+fn lecture(capacity: u32) -> RoomShape {
+    RoomShape {
+        capacity,
+        mode: LessonMode::Lecture,
+    }
+}
+
 struct Room {
+    mode: LessonMode,
     members: Vec<Member>,
     tracks: Vec<TrackInfo>,
     /// Raised hands, first raised first.
@@ -75,11 +95,16 @@ struct Room {
     muted: Vec<String>,
     /// Whether only moderators (and members reconnecting) may join.
     locked: bool,
+    /// Students on stage (they may publish), first on first.
+    stage: Vec<String>,
+    /// Students invited on stage who have not answered yet.
+    invited: Vec<String>,
 }
 
-impl Default for Room {
-    fn default() -> Room {
+impl Room {
+    fn new(mode: LessonMode) -> Room {
         Room {
+            mode,
             members: Vec::new(),
             tracks: Vec::new(),
             hands: Vec::new(),
@@ -87,6 +112,8 @@ impl Default for Room {
             chat_enabled: true,
             muted: Vec::new(),
             locked: false,
+            stage: Vec::new(),
+            invited: Vec::new(),
         }
     }
 }
@@ -131,21 +158,30 @@ impl Room {
             .ok_or(ControlError::NotInRoom)
     }
 
-    /// Removes the member at `index` and tells the others that it and its tracks are gone.
-    fn remove_member(&mut self, index: usize) -> Member {
-        let gone = self.members.remove(index);
-        let identity = &gone.participant.identity;
+    /// Forgets the tracks of `identity` and tells everyone but `except_session` they ended.
+    fn end_tracks_of(&mut self, identity: &str, except_session: u64) {
         let mut ended = Vec::new();
         self.tracks.retain(|t| {
-            let keep = &t.identity != identity;
+            let keep = t.identity != identity;
             if !keep {
                 ended.push(t.track_id.clone());
             }
             keep
         });
         for track_id in ended {
-            self.broadcast(gone.session, &ServerMessage::TrackUnpublished { track_id });
+            self.broadcast(
+                except_session,
+                &ServerMessage::TrackUnpublished { track_id },
+            );
         }
+    }
+
+    /// Removes the member at `index` and tells the others that it and its tracks are gone. Its
+    /// place on stage is the caller's business (a reconnect keeps it).
+    fn remove_member(&mut self, index: usize) -> Member {
+        let gone = self.members.remove(index);
+        let identity = &gone.participant.identity;
+        self.end_tracks_of(identity, gone.session);
         if self.hands.contains(identity) {
             self.hands.retain(|h| h != identity);
             self.broadcast_hands();
@@ -181,6 +217,11 @@ pub struct Admission {
     pub muted: Vec<String>,
     /// Whether the lesson is locked.
     pub locked: bool,
+    /// Students on stage, first on first (this participant included if it went on stage).
+    pub stage: Vec<String>,
+    /// Whether this participant went on stage as it arrived (a small-class student while there
+    /// is room, or one reconnecting from the stage).
+    pub on_stage: bool,
 }
 
 /// Why a classroom control was refused.
@@ -201,6 +242,9 @@ pub enum ControlError {
     /// The participant named is not in the lesson.
     #[error("that participant is not in the lesson")]
     NotPresent,
+    /// The stage has no room left.
+    #[error("the stage is full")]
+    StageFull,
 }
 
 /// Why a participant was not admitted.
@@ -231,17 +275,23 @@ impl Rooms {
     pub fn join(
         &self,
         lesson: &str,
-        capacity: u32,
+        shape: RoomShape,
         participant: Participant,
         tx: UnboundedSender<ServerMessage>,
     ) -> Result<Admission, AdmissionError> {
+        let capacity = shape.capacity;
         let mut rooms = self.lock();
-        let room = rooms.entry(lesson.to_owned()).or_default();
+        let room = rooms
+            .entry(lesson.to_owned())
+            .or_insert_with(|| Room::new(shape.mode));
+        let mut was_on_stage = false;
         if let Some(i) = room
             .members
             .iter()
             .position(|m| m.participant.identity == participant.identity)
         {
+            // A reconnect keeps its place on stage.
+            was_on_stage = room.stage.contains(&participant.identity);
             let old = room.remove_member(i);
             let _ = old.tx.send(ServerMessage::Bye {
                 reason: ByeReason::Replaced,
@@ -256,6 +306,7 @@ impl Rooms {
             return Err(AdmissionError::Full(capacity));
         }
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let seated = !was_on_stage && room.seat_arriving_student(&participant);
         let admission = Admission {
             session,
             others: room.listed().map(|m| m.participant.clone()).collect(),
@@ -265,6 +316,8 @@ impl Rooms {
             chat_enabled: room.chat_enabled,
             muted: room.muted.clone(),
             locked: room.locked,
+            stage: room.stage.clone(),
+            on_stage: was_on_stage || seated,
         };
         if participant.role.is_listed() {
             room.broadcast(
@@ -278,6 +331,9 @@ impl Rooms {
             tx,
             chat: ChatBucket::new(Instant::now()),
         });
+        if seated {
+            room.announce_stage(session);
+        }
         Ok(admission)
     }
 
@@ -288,7 +344,8 @@ impl Rooms {
             return;
         };
         if let Some(i) = room.members.iter().position(|m| m.session == session) {
-            room.remove_member(i);
+            let gone = room.remove_member(i);
+            room.step_off_stage(&gone.participant.identity);
         }
         if room.members.is_empty() {
             rooms.remove(lesson);
@@ -447,14 +504,14 @@ mod tests {
         let rooms = Rooms::default();
         let (ta, mut ra) = unbounded_channel();
         let (tb, mut rb) = unbounded_channel();
-        let a = rooms.join("l", 5, person("a"), ta).unwrap();
+        let a = rooms.join("l", lecture(5), person("a"), ta).unwrap();
         let track = TrackInfo {
             track_id: "t1".into(),
             identity: "a".into(),
             kind: MediaKind::Video,
         };
         rooms.track_published("l", a.session, track.clone());
-        let b = rooms.join("l", 5, person("b"), tb).unwrap();
+        let b = rooms.join("l", lecture(5), person("b"), tb).unwrap();
         assert_eq!(b.others, vec![person("a")]);
         assert_eq!(b.tracks, vec![track]);
         assert_eq!(
@@ -482,16 +539,16 @@ mod tests {
         let rooms = Rooms::default();
         let (ta, mut ra) = unbounded_channel();
         let (to, mut ro) = unbounded_channel();
-        rooms.join("l", 5, person("a"), ta).unwrap();
+        rooms.join("l", lecture(5), person("a"), ta).unwrap();
         let inspector = Participant {
             identity: "inspector".into(),
             name: "督导".into(),
             role: Role::Observer,
         };
-        let o = rooms.join("l", 5, inspector, to).unwrap();
+        let o = rooms.join("l", lecture(5), inspector, to).unwrap();
         assert_eq!(o.others, vec![person("a")], "the observer sees the others");
         let (tb, _rb) = unbounded_channel();
-        let b = rooms.join("l", 5, person("b"), tb).unwrap();
+        let b = rooms.join("l", lecture(5), person("b"), tb).unwrap();
         assert_eq!(b.others, vec![person("a")], "nobody sees the observer");
         assert_eq!(
             drain(&mut ro),
@@ -523,9 +580,11 @@ mod tests {
         let (tt, mut rt) = unbounded_channel();
         let (ta, _ra) = unbounded_channel();
         let (tb, _rb) = unbounded_channel();
-        let t = rooms.join("l", 9, teacher, tt).unwrap();
-        let a = rooms.join("l", 9, person("a"), ta).unwrap();
-        let b = rooms.join("l", 9, person("b"), tb.clone()).unwrap();
+        let t = rooms.join("l", lecture(9), teacher, tt).unwrap();
+        let a = rooms.join("l", lecture(9), person("a"), ta).unwrap();
+        let b = rooms
+            .join("l", lecture(9), person("b"), tb.clone())
+            .unwrap();
         rooms.raise_hand("l", b.session).unwrap();
         rooms.raise_hand("l", a.session).unwrap();
         rooms.raise_hand("l", b.session).unwrap(); // Already raised: stays first.
@@ -541,7 +600,7 @@ mod tests {
         // A late joiner learns the queue; a leaver's hand goes down.
         rooms.raise_hand("l", a.session).unwrap();
         let (tc, _rc) = unbounded_channel();
-        let c = rooms.join("l", 9, person("c"), tc).unwrap();
+        let c = rooms.join("l", lecture(9), person("c"), tc).unwrap();
         assert_eq!(c.hands, vec!["a".to_owned()]);
         rooms.leave("l", a.session);
         assert_eq!(hands(&mut rt), Some(vec![]));
@@ -557,8 +616,8 @@ mod tests {
         };
         let (tt, mut rt) = unbounded_channel();
         let (ta, _ra) = unbounded_channel();
-        let t = rooms.join("l", 9, teacher, tt).unwrap();
-        let a = rooms.join("l", 9, person("a"), ta).unwrap();
+        let t = rooms.join("l", lecture(9), teacher, tt).unwrap();
+        let a = rooms.join("l", lecture(9), person("a"), ta).unwrap();
         let t0 = Instant::now();
         let at = |s: u64| t0 + std::time::Duration::from_secs(s);
         assert_eq!(
@@ -600,7 +659,7 @@ mod tests {
         );
         rooms.chat("l", t.session, "安静", at(9), 0).unwrap();
         let (tc, _rc) = unbounded_channel();
-        let c = rooms.join("l", 9, person("c"), tc).unwrap();
+        let c = rooms.join("l", lecture(9), person("c"), tc).unwrap();
         assert!(!c.chat_enabled);
         assert_eq!(c.chat.len(), 7);
         assert_eq!(c.chat.last().unwrap().text, "安静");
@@ -612,15 +671,17 @@ mod tests {
         let (t1, mut r1) = unbounded_channel();
         let (t2, _r2) = unbounded_channel();
         let (t3, _r3) = unbounded_channel();
-        let first = rooms.join("l", 2, person("a"), t1).unwrap();
-        rooms.join("l", 2, person("b"), t2.clone()).unwrap();
+        let first = rooms.join("l", lecture(2), person("a"), t1).unwrap();
+        rooms
+            .join("l", lecture(2), person("b"), t2.clone())
+            .unwrap();
         assert_eq!(
-            rooms.join("l", 2, person("c"), t3).unwrap_err(),
+            rooms.join("l", lecture(2), person("c"), t3).unwrap_err(),
             AdmissionError::Full(2)
         );
         // "a" again from a new connection: replaces, does not count twice.
         let (t4, _r4) = unbounded_channel();
-        let again = rooms.join("l", 2, person("a"), t4).unwrap();
+        let again = rooms.join("l", lecture(2), person("a"), t4).unwrap();
         assert_eq!(
             drain(&mut r1).last(),
             Some(&ServerMessage::Bye {

@@ -28,11 +28,13 @@ pub struct PresentParticipant {
     pub muted: bool,
     /// Whether its hand is raised.
     pub hand_raised: bool,
+    /// Whether it is a student on stage.
+    pub on_stage: bool,
 }
 
 impl Room {
     /// The acting participant's identity (`None` for the school), if it may moderate.
-    fn moderator(&self, by: Actor) -> Result<Option<&str>, ControlError> {
+    pub(super) fn moderator(&self, by: Actor) -> Result<Option<&str>, ControlError> {
         match by {
             Actor::School => Ok(None),
             Actor::Session(session) => {
@@ -48,7 +50,7 @@ impl Room {
 
     /// May `by` act on `target` (present in the room)? A participant never acts on itself this
     /// way, nor on a teacher; the school may act on anyone.
-    fn check_target(&self, by: Actor, target: &str) -> Result<usize, ControlError> {
+    pub(super) fn check_target(&self, by: Actor, target: &str) -> Result<usize, ControlError> {
         let actor = self.moderator(by)?;
         let i = self
             .members
@@ -123,6 +125,7 @@ impl Rooms {
             return false;
         };
         let gone = room.remove_member(i);
+        room.step_off_stage(identity);
         let _ = gone.tx.send(ServerMessage::Bye {
             reason: ByeReason::Removed,
         });
@@ -202,6 +205,7 @@ impl Rooms {
                     role: p.role,
                     muted: room.muted.contains(&p.identity),
                     hand_raised: room.hands.contains(&p.identity),
+                    on_stage: room.stage.contains(&p.identity),
                 }
             })
             .collect()
@@ -210,7 +214,7 @@ impl Rooms {
 
 #[cfg(test)]
 mod tests {
-    use super::super::AdmissionError;
+    use super::super::{AdmissionError, lecture};
     use super::*;
     use jinke_signaling::Participant;
     use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
@@ -238,7 +242,7 @@ mod tests {
         .into_iter()
         .map(|(id, role)| {
             let (tx, rx) = unbounded_channel();
-            let adm = rooms.join("l", 10, person(id, role), tx).unwrap();
+            let adm = rooms.join("l", lecture(10), person(id, role), tx).unwrap();
             (adm.session, rx)
         })
         .collect()
@@ -284,7 +288,7 @@ mod tests {
         // A reconnect stays muted: the admission says so.
         let (tx, _rx) = unbounded_channel();
         let again = rooms
-            .join("l", 10, person("s1", Role::Student), tx)
+            .join("l", lecture(10), person("s1", Role::Student), tx)
             .unwrap();
         assert_eq!(again.muted, vec!["s1".to_owned()]);
         rooms.mute("l", Actor::School, "s1", false).unwrap();
@@ -347,24 +351,24 @@ mod tests {
         let (tx, _r1) = unbounded_channel();
         assert_eq!(
             rooms
-                .join("l", 10, person("new", Role::Student), tx.clone())
+                .join("l", lecture(10), person("new", Role::Student), tx.clone())
                 .unwrap_err(),
             AdmissionError::Locked
         );
         assert!(
             rooms
-                .join("l", 10, person("s2", Role::Student), tx.clone())
+                .join("l", lecture(10), person("s2", Role::Student), tx.clone())
                 .is_ok()
         );
         assert!(
             rooms
-                .join("l", 10, person("a2", Role::Assistant), tx.clone())
+                .join("l", lecture(10), person("a2", Role::Assistant), tx.clone())
                 .is_ok()
         );
         rooms.set_locked("l", Actor::School, false).unwrap();
         assert!(
             rooms
-                .join("l", 10, person("new", Role::Student), tx)
+                .join("l", lecture(10), person("new", Role::Student), tx)
                 .is_ok()
         );
     }

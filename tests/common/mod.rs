@@ -257,6 +257,133 @@ impl LocalTrack {
     }
 }
 
+/// A webrtc-rs peer connection of a test client, with its local tracks (when publishing) and
+/// what it receives.
+pub struct Peer {
+    pub pc: Arc<dyn PeerConnection>,
+    pub audio: Option<LocalTrack>,
+    pub video: Option<LocalTrack>,
+    pub inbox: Inbox,
+    pub remote_tracks: Arc<Mutex<Vec<Arc<dyn TrackRemote>>>>,
+    pub state: watch::Receiver<RTCPeerConnectionState>,
+    gathered: watch::Receiver<bool>,
+}
+
+impl Peer {
+    /// A peer connection on loopback: audio and video tracks to publish, or a data channel.
+    pub async fn new(identity: &str, publish: Publish) -> Peer {
+        let mut media = MediaEngine::default();
+        media
+            .register_codec(codec(RtpCodecKind::Audio), RtpCodecKind::Audio)
+            .unwrap();
+        media
+            .register_codec(codec(RtpCodecKind::Video), RtpCodecKind::Video)
+            .unwrap();
+        let registry = register_default_interceptors(Default::default(), &mut media).unwrap();
+        let settings = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
+            .with_include_loopback_candidate(true)
+            .build();
+        let (gathered_tx, gathered) = watch::channel(false);
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let inbox: Inbox = Default::default();
+        let remote_tracks: Arc<Mutex<Vec<Arc<dyn TrackRemote>>>> = Default::default();
+        let handler = Arc::new(Handler {
+            gathered: gathered_tx,
+            state: state_tx,
+            inbox: inbox.clone(),
+            remote_tracks: remote_tracks.clone(),
+        });
+        let pc: Arc<dyn PeerConnection> = Arc::new(
+            PeerConnectionBuilder::new()
+                .with_configuration(RTCConfigurationBuilder::new().build())
+                .with_media_engine(media)
+                .with_interceptor_registry(registry)
+                .with_setting_engine(settings)
+                .with_handler(handler)
+                .with_udp_addrs(vec!["127.0.0.1:0"])
+                .build()
+                .await
+                .expect("peer connection"),
+        );
+        let (audio, video) = if publish == Publish::AudioVideo {
+            let mut out = Vec::new();
+            for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+                let ssrc = rand::random::<u32>();
+                let c = codec(kind);
+                let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                    format!("{identity}-stream"),
+                    format!("{identity}-{kind}"),
+                    format!("{identity}-{kind}"),
+                    kind,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec: c.rtp_codec.clone(),
+                        ..Default::default()
+                    }],
+                )));
+                pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+                    .await
+                    .expect("add track");
+                out.push(LocalTrack {
+                    track,
+                    ssrc,
+                    pt: c.payload_type,
+                    seq: Mutex::new(rand::random::<u16>() / 2),
+                });
+            }
+            let video = out.pop();
+            (out.pop(), video)
+        } else {
+            pc.create_data_channel("jinke", None)
+                .await
+                .expect("data channel");
+            (None, None)
+        };
+        Peer {
+            pc,
+            audio,
+            video,
+            inbox,
+            remote_tracks,
+            state,
+            gathered,
+        }
+    }
+
+    /// Waits until ICE and DTLS are up.
+    pub async fn wait_connected(&mut self, who: &str) {
+        wait_connected(&mut self.state, who).await;
+    }
+}
+
+/// Waits until a peer connection's ICE and DTLS are up.
+async fn wait_connected(state: &mut watch::Receiver<RTCPeerConnectionState>, who: &str) {
+    let connected = tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| *s == RTCPeerConnectionState::Connected),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    let now = *state.borrow();
+    assert!(connected, "{who}: not connected; state {now:?}");
+}
+
+/// Creates an offer and waits for ICE gathering, so that it carries the candidates (no trickle
+/// needed).
+async fn offer_sdp(pc: &Arc<dyn PeerConnection>, gathered: &mut watch::Receiver<bool>) -> String {
+    let offer = pc.create_offer(None).await.expect("create offer");
+    pc.set_local_description(offer)
+        .await
+        .expect("set local offer");
+    let _ = tokio::time::timeout(WAIT, gathered.wait_for(|g| *g)).await;
+    pc.local_description().await.expect("local offer").sdp
+}
+
 /// A participant: signaling over WebSocket and media through a webrtc-rs peer connection. Server
 /// offers (renegotiation) are answered in the background.
 pub struct TestClient {
@@ -361,78 +488,15 @@ impl TestClient {
             }
         };
 
-        let mut media = MediaEngine::default();
-        media
-            .register_codec(codec(RtpCodecKind::Audio), RtpCodecKind::Audio)
-            .unwrap();
-        media
-            .register_codec(codec(RtpCodecKind::Video), RtpCodecKind::Video)
-            .unwrap();
-        let registry = register_default_interceptors(Default::default(), &mut media).unwrap();
-        let settings = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-            .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
-            .with_include_loopback_candidate(true)
-            .build();
-        let (gathered_tx, gathered) = watch::channel(false);
-        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
-        let inbox: Inbox = Default::default();
-        let remote_tracks: Arc<Mutex<Vec<Arc<dyn TrackRemote>>>> = Default::default();
-        let handler = Arc::new(Handler {
-            gathered: gathered_tx,
-            state: state_tx,
-            inbox: inbox.clone(),
-            remote_tracks: remote_tracks.clone(),
-        });
-        let pc: Arc<dyn PeerConnection> = Arc::new(
-            PeerConnectionBuilder::new()
-                .with_configuration(RTCConfigurationBuilder::new().build())
-                .with_media_engine(media)
-                .with_interceptor_registry(registry)
-                .with_setting_engine(settings)
-                .with_handler(handler)
-                .with_udp_addrs(vec!["127.0.0.1:0"])
-                .build()
-                .await
-                .expect("peer connection"),
-        );
-        let (audio, video) = if publish == Publish::AudioVideo {
-            let mut out = Vec::new();
-            for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
-                let ssrc = rand::random::<u32>();
-                let c = codec(kind);
-                let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-                    format!("{identity}-stream"),
-                    format!("{identity}-{kind}"),
-                    format!("{identity}-{kind}"),
-                    kind,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        codec: c.rtp_codec.clone(),
-                        ..Default::default()
-                    }],
-                )));
-                pc.add_track(track.clone() as Arc<dyn TrackLocal>)
-                    .await
-                    .expect("add track");
-                out.push(LocalTrack {
-                    track,
-                    ssrc,
-                    pt: c.payload_type,
-                    seq: Mutex::new(rand::random::<u16>() / 2),
-                });
-            }
-            let video = out.pop();
-            (out.pop(), video)
-        } else {
-            pc.create_data_channel("jinke", None)
-                .await
-                .expect("data channel");
-            (None, None)
-        };
+        let Peer {
+            pc,
+            audio,
+            video,
+            inbox,
+            remote_tracks,
+            state,
+            gathered,
+        } = Peer::new(identity, publish).await;
 
         let (outgoing, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
         let writer = tokio::spawn(async move {
@@ -456,7 +520,7 @@ impl TestClient {
                     let Message::Text(text) = frame else { continue };
                     let msg = ServerMessage::from_json(&text).expect("valid server message");
                     match &msg {
-                        ServerMessage::Answer { sdp } => {
+                        ServerMessage::Answer { sdp } | ServerMessage::PublishAnswer { sdp } => {
                             let _ = answers_tx.send(Ok(sdp.clone()));
                             continue;
                         }
@@ -499,14 +563,7 @@ impl TestClient {
 
     /// Sends the offer and applies the answer; `Err` is the server's error message.
     pub async fn offer(&mut self) -> Result<(), ServerMessage> {
-        let offer = self.pc.create_offer(None).await.expect("create offer");
-        self.pc
-            .set_local_description(offer)
-            .await
-            .expect("set local offer");
-        // Wait for gathering so the offer carries the client's candidates (no trickle needed).
-        let _ = tokio::time::timeout(WAIT, self.gathered.wait_for(|g| *g)).await;
-        let sdp = self.pc.local_description().await.expect("local offer").sdp;
+        let sdp = offer_sdp(&self.pc, &mut self.gathered).await;
         self.send(ClientMessage::Offer { sdp });
         let answer = tokio::time::timeout(WAIT, self.answers.recv())
             .await
@@ -517,6 +574,23 @@ impl TestClient {
             .await
             .expect("server answer applies");
         Ok(())
+    }
+
+    /// Opens the publish-only connection of a student on stage: offers it with `publish_offer`
+    /// and applies the server's answer. `Err` is the server's refusal.
+    pub async fn publish_on_stage(&mut self) -> Result<Peer, ServerMessage> {
+        let mut peer = Peer::new(&format!("{}-stage", self.identity), Publish::AudioVideo).await;
+        let sdp = offer_sdp(&peer.pc, &mut peer.gathered).await;
+        self.send(ClientMessage::PublishOffer { sdp });
+        let answer = tokio::time::timeout(WAIT, self.answers.recv())
+            .await
+            .expect("answer in time")
+            .expect("socket open")?;
+        peer.pc
+            .set_remote_description(RTCSessionDescription::answer(answer).unwrap())
+            .await
+            .expect("server answer applies");
+        Ok(peer)
     }
 
     /// Sends an offer and takes the answer without applying it: the client never starts ICE.
@@ -532,19 +606,7 @@ impl TestClient {
     }
 
     pub async fn wait_connected(&mut self) {
-        let connected = tokio::time::timeout(
-            WAIT,
-            self.state
-                .wait_for(|s| *s == RTCPeerConnectionState::Connected),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok());
-        let state = *self.state.borrow();
-        assert!(
-            connected,
-            "{}: not connected; state {state:?}",
-            self.identity
-        );
+        wait_connected(&mut self.state, &self.identity).await;
     }
 
     /// Waits for the next server event matching `pred`, skipping others.

@@ -356,6 +356,10 @@ impl Room {
             ServerMessage::ChatEnabled { enabled } => self.set_chat_enabled(enabled),
             ServerMessage::Muted { identity, muted } => self.set_muted(&identity, muted),
             ServerMessage::Locked { locked } => self.set_locked(locked),
+            ServerMessage::StageInvite { .. }
+            | ServerMessage::Stage { .. }
+            | ServerMessage::StageDeclined { .. }
+            | ServerMessage::PublishAnswer { .. } => {}
             ServerMessage::TrackPublished(_) | ServerMessage::TrackUnpublished { .. } => {}
             ServerMessage::Error { code, message, .. } => self.on_error(code, &message).await,
             ServerMessage::Bye { reason } => {
@@ -1023,6 +1027,7 @@ fn error_code_name(code: ErrorCode) -> &'static str {
         ErrorCode::LessonFull => "lesson_full",
         ErrorCode::LessonLocked => "lesson_locked",
         ErrorCode::NotPresent => "not_present",
+        ErrorCode::StageFull => "stage_full",
         ErrorCode::ShuttingDown => "shutting_down",
         ErrorCode::Internal => "internal",
     }

@@ -1,8 +1,9 @@
 //! The server side of one signaling session: `/ws?token=…`, from the token check before the
 //! upgrade to leaving the room. Wires the client to its room and to its SFU peer.
 
+mod media;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -10,7 +11,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use jinke_sfu::{CloseReason, PeerEvent, PeerId, PeerSpec, SfuError};
+use jinke_sfu::{CloseReason, PeerEvent, SfuError};
 use jinke_signaling::{
     ByeReason, ClientMessage, ErrorCode, LessonInfo, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
     Participant, ServerMessage,
@@ -19,16 +20,14 @@ use serde::Deserialize;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::controls::{self, ControlFailure};
-use crate::rooms::{Actor, AdmissionError, ControlError};
+use crate::rooms::{Actor, AdmissionError, ControlError, RoomShape};
 use crate::server::AppState;
 use crate::store::Lesson;
 use crate::tokens::{JoinClaims, TokenError};
+use media::{Media, MediaError};
 
 /// How long a client has to send [`ClientMessage::Join`] after the upgrade.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// SFU peer ids, unique for the life of the process.
-static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -229,22 +228,30 @@ impl Session {
             role: self.claims.role,
         };
         let (room_tx, room_rx) = unbounded_channel();
-        let admission =
-            match self
-                .state
-                .rooms
-                .join(&self.lesson.id, self.lesson.capacity, you.clone(), room_tx)
-            {
-                Ok(a) => a,
-                Err(e @ AdmissionError::Full(_)) => {
-                    return self.fail(ErrorCode::LessonFull, e.to_string()).await;
-                }
-                Err(e @ AdmissionError::Locked) => {
-                    return self.fail(ErrorCode::LessonLocked, e.to_string()).await;
-                }
-            };
-        let may_publish = self.lesson.mode.may_publish(you.role);
-        let muted = admission.muted.contains(&you.identity);
+        let shape = RoomShape {
+            capacity: self.lesson.capacity,
+            mode: self.lesson.mode,
+        };
+        let admission = match self
+            .state
+            .rooms
+            .join(&self.lesson.id, shape, you.clone(), room_tx)
+        {
+            Ok(a) => a,
+            Err(e @ AdmissionError::Full(_)) => {
+                return self.fail(ErrorCode::LessonFull, e.to_string()).await;
+            }
+            Err(e @ AdmissionError::Locked) => {
+                return self.fail(ErrorCode::LessonLocked, e.to_string()).await;
+            }
+        };
+        let (mut media, peer_rx) = Media::new(
+            &self.lesson.id,
+            &you.identity,
+            self.lesson.mode.may_publish(you.role),
+            admission.on_stage,
+            admission.muted.contains(&you.identity),
+        );
         tracing::info!(lesson = %self.lesson.id, identity = %you.identity, role = ?you.role, "joined");
         let joined = ServerMessage::Joined {
             protocol: PROTOCOL_VERSION,
@@ -254,7 +261,7 @@ impl Session {
                 title: self.lesson.title.clone(),
                 mode: self.lesson.mode,
             },
-            may_publish,
+            may_publish: media.may_publish(),
             participants: admission.others,
             tracks: admission.tracks,
             hands: admission.hands,
@@ -262,16 +269,16 @@ impl Session {
             chat_enabled: admission.chat_enabled,
             muted: admission.muted,
             locked: admission.locked,
+            stage: admission.stage,
         };
-        let peer = PeerId(NEXT_PEER.fetch_add(1, Ordering::Relaxed));
         let end = if self.send(&joined).await {
-            self.serve(admission.session, peer, may_publish, muted, room_rx)
+            self.serve(admission.session, &mut media, peer_rx, room_rx)
                 .await
         } else {
             End::ClientGone
         };
         self.state.rooms.leave(&self.lesson.id, admission.session);
-        self.state.sfu.remove_peer(peer);
+        media.close(&self.state.sfu);
         if let End::Tell(msg) = end {
             self.send(&msg).await;
             let _ = self.socket.send(Message::Close(None)).await;
@@ -279,33 +286,16 @@ impl Session {
         tracing::info!(lesson = %self.lesson.id, identity = %self.claims.sub, "left");
     }
 
-    /// What the SFU needs to know about this session's peer.
-    fn peer_spec(
-        &self,
-        id: PeerId,
-        may_publish: bool,
-        events: tokio::sync::mpsc::UnboundedSender<PeerEvent>,
-    ) -> PeerSpec {
-        PeerSpec {
-            id,
-            room: self.lesson.id.clone(),
-            identity: self.claims.sub.clone(),
-            may_publish,
-            events,
-        }
-    }
-
     /// The joined session's loop: client messages, room events and SFU events.
     async fn serve(
         &mut self,
         session: u64,
-        peer: PeerId,
-        may_publish: bool,
-        mut muted: bool,
+        media: &mut Media,
+        mut peer_rx: UnboundedReceiver<PeerEvent>,
         mut room_rx: UnboundedReceiver<ServerMessage>,
     ) -> End {
-        let (peer_tx, mut peer_rx) = unbounded_channel();
-        let mut peer_tx = Some(peer_tx);
+        let state = self.state.clone();
+        let sfu = &state.sfu;
         let shutdown = shutting_down(self.state.shutdown.subscribe());
         tokio::pin!(shutdown);
         loop {
@@ -313,44 +303,45 @@ impl Session {
                 msg = self.recv() => {
                     let Some(msg) = msg else { return End::ClientGone };
                     let reply = match msg {
-                        ClientMessage::Offer { sdp } => match peer_tx.take() {
-                            Some(events) => {
-                                let spec = self.peer_spec(peer, may_publish, events.clone());
-                                match self.state.sfu.add_peer(spec, sdp).await {
-                                    Ok(answer) => {
-                                        if muted {
-                                            self.state.sfu.set_audio_muted(peer, true);
-                                        }
-                                        ServerMessage::Answer { sdp: answer }
-                                    }
-                                    Err(e) => {
-                                        // Refused: the client may offer again.
-                                        peer_tx = Some(events);
-                                        sfu_error(e)
-                                    }
-                                }
-                            }
-                            None => unexpected("an offer was already accepted"),
+                        ClientMessage::Offer { sdp } => match media.offer(sfu, sdp).await {
+                            Ok(sdp) => ServerMessage::Answer { sdp },
+                            Err(e) => media_error(e),
                         },
-                        ClientMessage::Receive => match peer_tx.take() {
-                            Some(events) => {
-                                let spec = self.peer_spec(peer, may_publish, events);
-                                match self.state.sfu.add_receiver(spec).await {
-                                    Ok(()) => continue,
-                                    Err(e) => sfu_error(e),
-                                }
-                            }
-                            None => unexpected("media was already set up"),
+                        ClientMessage::Receive => match media.receive(sfu).await {
+                            Ok(()) => continue,
+                            Err(e) => media_error(e),
+                        },
+                        ClientMessage::PublishOffer { sdp } => match media.publish_offer(sfu, sdp).await {
+                            Ok(sdp) => ServerMessage::PublishAnswer { sdp },
+                            Err(e) => media_error(e),
                         },
                         ClientMessage::Answer { sdp } => {
-                            match self.state.sfu.accept_answer(peer, sdp).await {
+                            match sfu.accept_answer(media.main, sdp).await {
                                 Ok(()) => continue,
                                 Err(e) => sfu_error(e),
                             }
                         }
                         ClientMessage::Candidate(c) => {
-                            self.state.sfu.add_remote_candidate(peer, c.candidate);
+                            sfu.add_remote_candidate(media.main, c.candidate);
                             continue;
+                        }
+                        ClientMessage::SetStage { identity, on } => {
+                            let by = Actor::Session(session);
+                            let done = if on {
+                                self.state.rooms.invite_on_stage(&self.lesson.id, by, &identity)
+                            } else {
+                                self.state.rooms.take_off_stage(&self.lesson.id, by, &identity)
+                            };
+                            match done {
+                                Ok(()) => continue,
+                                Err(e) => control_error(e),
+                            }
+                        }
+                        ClientMessage::StageReply { accept } => {
+                            match self.state.rooms.answer_invitation(&self.lesson.id, session, accept) {
+                                Ok(()) => continue,
+                                Err(e) => control_error(e),
+                            }
                         }
                         ClientMessage::RaiseHand => {
                             match self.state.rooms.raise_hand(&self.lesson.id, session) {
@@ -413,9 +404,14 @@ impl Session {
                 Some(msg) = room_rx.recv() => {
                     match &msg {
                         ServerMessage::Bye { .. } => return End::Tell(Box::new(msg)),
-                        ServerMessage::Muted { identity, muted: now_muted } if *identity == self.claims.sub => {
-                            muted = *now_muted;
-                            self.state.sfu.set_audio_muted(peer, muted);
+                        ServerMessage::Muted { identity, muted } if *identity == self.claims.sub => {
+                            media.set_muted(sfu, *muted);
+                        }
+                        ServerMessage::Stage { identities } => {
+                            let on = identities.contains(&self.claims.sub);
+                            if media.set_on_stage(sfu, on) {
+                                self.state.rooms.tracks_ended(&self.lesson.id, session);
+                            }
                         }
                         _ => {}
                     }
@@ -448,6 +444,18 @@ impl Session {
                         return End::ClientGone;
                     }
                 }
+                Some(event) = next_event(&mut media.publish_events) => match event {
+                    // The publish-only connection: its tracks, or its end (the client may open
+                    // another while on stage).
+                    PeerEvent::TrackPublished(track) => {
+                        self.state.rooms.track_published(&self.lesson.id, session, track);
+                    }
+                    PeerEvent::Closed { .. } => {
+                        media.publish_closed();
+                        self.state.rooms.tracks_ended(&self.lesson.id, session);
+                    }
+                    PeerEvent::Connected | PeerEvent::Offer { .. } => {}
+                },
                 () = &mut shutdown => {
                     return End::Tell(Box::new(ServerMessage::Bye { reason: ByeReason::ServerShutdown }));
                 }
@@ -456,10 +464,30 @@ impl Session {
     }
 }
 
+/// The next event of an optional channel; never resolves without one.
+async fn next_event(rx: &mut Option<UnboundedReceiver<PeerEvent>>) -> Option<PeerEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves when the server starts shutting down.
 async fn shutting_down(mut rx: tokio::sync::watch::Receiver<bool>) {
     // An error means the sender is gone, which also means the server is going away.
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+fn media_error(e: MediaError) -> ServerMessage {
+    match e {
+        MediaError::Sfu(e) => sfu_error(e),
+        MediaError::Unexpected(m) => unexpected(m),
+        MediaError::NotOnStage => ServerMessage::Error {
+            code: ErrorCode::NotAllowed,
+            message: e.to_string(),
+            fatal: false,
+        },
+    }
 }
 
 fn unexpected(message: &str) -> ServerMessage {
@@ -490,6 +518,7 @@ fn control_error(e: ControlError) -> ServerMessage {
         ControlError::RateLimited => ErrorCode::RateLimited,
         ControlError::BadRequest(_) => ErrorCode::BadRequest,
         ControlError::NotPresent => ErrorCode::NotPresent,
+        ControlError::StageFull => ErrorCode::StageFull,
     };
     ServerMessage::Error {
         code,
