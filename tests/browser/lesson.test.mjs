@@ -7,7 +7,8 @@
 // first decoded teacher frame. Also: an expired link, a missing token and a full lesson explain
 // themselves; a student whose browser refuses the camera still watches (receive-only); a page
 // whose server dies shows "connection lost" with a way back in; the teacher's console mutes
-// (the teacher's browser stops receiving that audio), locks, removes and ends.
+// (the teacher's browser stops receiving that audio), locks, removes and ends; a lecture student
+// invited on stage is seen by the teacher and the class until taken off.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -301,6 +302,75 @@ test("a refused camera still lets a student watch", async () => {
     await refusing.close();
   }
 
+});
+
+test("a lecture student invited on stage is seen by the teacher and the class", async () => {
+  const lesson = await api("/api/v1/lessons", { title: "健康讲座", mode: "lecture" });
+  const link = async (identity, name, role) =>
+    `${(await api(`/api/v1/lessons/${lesson.id}/tokens`, { identity, name, role })).join_url}&autojoin=1`;
+  const teacher = await newPage();
+  await teacher.goto(await link("t", "陈医生", "teacher"));
+  await teacher.waitForFunction(() => window.jinkePc?.connectionState === "connected", null, {
+    timeout: 15_000,
+  });
+  const asker = await newPage();
+  await asker.goto(await link("s1", "孙大爷", "student"));
+  const listener = await newPage();
+  await listener.goto(await link("s2", "周阿姨", "student"));
+  for (const page of [asker, listener]) {
+    await page.waitForFunction(async () => {
+      const stats = await window.jinkePc?.getStats();
+      let frames = 0;
+      stats?.forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video") frames += s.framesDecoded ?? 0;
+      });
+      return frames > 5;
+    }, null, { timeout: 15_000, polling: 100 });
+  }
+  assert.equal(await asker.getByTestId("toggle-mic").count(), 0, "a lecture student starts off stage");
+
+  // The teacher invites; the student accepts and appears to everyone.
+  const row = teacher.locator('[data-testid="roster"] li[data-identity="s1"]');
+  await row.getByTestId("stage").click();
+  const prompt = asker.getByTestId("stage-invite");
+  await prompt.waitFor({ timeout: 10_000 });
+  assert.match(await prompt.innerText(), /陈医生/);
+  await asker.getByTestId("stage-accept").click();
+  await asker.locator('[data-testid="notice"][data-code="on_stage"]').waitFor({ timeout: 10_000 });
+  await asker.getByTestId("preview").locator("video").waitFor({ timeout: 15_000 });
+  await asker.waitForFunction(() => window.jinkeStagePc?.connectionState === "connected", null, {
+    timeout: 15_000,
+  });
+  const framesIn = (page) =>
+    page.evaluate(async () => {
+      const stats = await window.jinkePc.getStats();
+      let frames = 0;
+      stats.forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video") frames += s.framesDecoded ?? 0;
+      });
+      return frames;
+    });
+  await teacher.waitForFunction(async () => {
+    const stats = await window.jinkePc.getStats();
+    let frames = 0;
+    stats.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") frames += s.framesDecoded ?? 0;
+    });
+    return frames > 10;
+  }, null, { timeout: 15_000, polling: 100 });
+  await listener.locator('.others [data-identity="s1"]').waitFor({ timeout: 10_000 });
+  assert.equal(await row.getByTestId("stage").getAttribute("aria-pressed"), "true");
+
+  // Taken off stage: the student's camera stops and the teacher receives nothing more.
+  await row.getByTestId("stage").click();
+  await asker.locator('[data-testid="notice"][data-code="off_stage"]').waitFor({ timeout: 10_000 });
+  assert.equal(await asker.getByTestId("preview").isVisible(), false);
+  assert.equal(await asker.getByTestId("toggle-mic").count(), 0);
+  await teacher.waitForTimeout(1000);
+  const before = await framesIn(teacher);
+  await teacher.waitForTimeout(1500);
+  assert.equal(await framesIn(teacher), before, "no video from a student off stage");
+  for (const page of [teacher, asker, listener]) await page.context().close();
 });
 
 test("the teacher mutes, locks, removes and ends from the console", async () => {

@@ -1,5 +1,5 @@
-//! What teachers and assistants run the lesson with (the roster with mute and remove, lock, end
-//! lesson), and how every client follows those controls (muted, locked).
+//! What teachers and assistants run the lesson with (the roster with stage, mute and remove,
+//! lock, end lesson), and how every client follows those controls (muted, locked).
 
 use jinke_signaling::{ClientMessage, Role};
 use wasm_bindgen::JsCast;
@@ -59,6 +59,25 @@ impl Room {
         for p in people {
             let item = el("li", "", Some(&p.name));
             set_data(&item, "identity", &p.identity);
+            if p.role == Role::Student {
+                let on = self.stage_list.borrow().contains(&p.identity);
+                let ws = self.ws.clone();
+                let who = p.identity.clone();
+                let label = if on {
+                    t.take_off_stage
+                } else {
+                    t.invite_on_stage
+                };
+                let stage = button(label, "", "stage", move || {
+                    let msg = ClientMessage::SetStage {
+                        identity: who.clone(),
+                        on: !on,
+                    };
+                    let _ = ws.send_with_str(&msg.to_json());
+                });
+                let _ = stage.set_attribute("aria-pressed", bool_attr(on));
+                append(&item, &stage);
+            }
             if p.role != Role::Teacher {
                 let muted = self.muted.borrow().contains(&p.identity);
                 let ws = self.ws.clone();

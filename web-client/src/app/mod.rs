@@ -22,6 +22,7 @@ use web_sys::{
 };
 
 mod controls;
+mod stage;
 
 use crate::dom::{append, button, el, error_box, set_data, set_hidden, show, status, video};
 use crate::i18n::{Lang, Text};
@@ -70,6 +71,16 @@ struct Room {
     locked: Cell<bool>,
     /// Teachers and assistants: everyone present, with mute and remove buttons.
     roster: Element,
+    /// Students on stage.
+    stage_list: RefCell<Vec<String>>,
+    /// A student on stage whose first connection only receives: its publish-only connection.
+    publish_pc: RefCell<Option<RtcPeerConnection>>,
+    /// Whether the first connection carries this participant's camera and microphone.
+    main_publishes: Cell<bool>,
+    /// The microphone and camera switches, present while this participant publishes.
+    media_toggles: Element,
+    /// The invitation to come on stage, while it is open.
+    stage_prompt: Element,
     stage: Element,
     others: Element,
     notices: Element,
@@ -229,6 +240,11 @@ fn join(link: Rc<Link>, info: TokenInfo) {
         muted: RefCell::new(Vec::new()),
         locked: Cell::new(false),
         roster: el("section", "roster", None),
+        stage_list: RefCell::new(Vec::new()),
+        publish_pc: RefCell::new(None),
+        main_publishes: Cell::new(false),
+        media_toggles: el("span", "", None),
+        stage_prompt: el("div", "stage-prompt", None),
         stage,
         others,
         notices,
@@ -303,10 +319,12 @@ impl Room {
                 chat_enabled,
                 muted,
                 locked,
+                stage,
                 ..
             } => {
                 *self.me.borrow_mut() = you.identity.clone();
                 self.locked.set(locked);
+                *self.stage_list.borrow_mut() = stage;
                 self.render(&lesson.title, &you, may_publish);
                 for p in participants {
                     self.add_participant(p);
@@ -321,6 +339,7 @@ impl Room {
                 self.set_chat_enabled(chat_enabled);
                 if may_publish {
                     self.capture().await;
+                    self.main_publishes.set(self.local.borrow().is_some());
                 }
                 if let Err(e) = self.connect().await {
                     self.fail_with(&e);
@@ -356,10 +375,20 @@ impl Room {
             ServerMessage::ChatEnabled { enabled } => self.set_chat_enabled(enabled),
             ServerMessage::Muted { identity, muted } => self.set_muted(&identity, muted),
             ServerMessage::Locked { locked } => self.set_locked(locked),
-            ServerMessage::StageInvite { .. }
-            | ServerMessage::Stage { .. }
-            | ServerMessage::StageDeclined { .. }
-            | ServerMessage::PublishAnswer { .. } => {}
+            ServerMessage::StageInvite { by } => self.show_stage_invite(&by),
+            ServerMessage::Stage { identities } => self.follow_stage(identities).await,
+            ServerMessage::StageDeclined { identity } => {
+                let name = self.name_of(&identity).unwrap_or(identity);
+                self.notice(
+                    "stage_declined",
+                    &format!("{name}{}", self.t.stage_declined),
+                );
+            }
+            ServerMessage::PublishAnswer { sdp } => {
+                if let Err(e) = self.publish_answered(&sdp).await {
+                    self.fail_with(&e);
+                }
+            }
             ServerMessage::TrackPublished(_) | ServerMessage::TrackUnpublished { .. } => {}
             ServerMessage::Error { code, message, .. } => self.on_error(code, &message).await,
             ServerMessage::Bye { reason } => {
@@ -388,25 +417,9 @@ impl Room {
         let preview = el("div", "tile preview", None);
         set_data(&preview, "testid", "preview");
         set_hidden(&preview, true);
+        append(&controls, &self.media_toggles);
         if may_publish {
-            for (label, kind, testid) in [
-                (t.microphone, "audio", "toggle-mic"),
-                (t.camera, "video", "toggle-camera"),
-            ] {
-                let room = self.clone();
-                let b = button(label, "toggle", testid, || {});
-                let _ = b.set_attribute("aria-pressed", "true");
-                let b2 = b.clone();
-                let cb = Closure::<dyn FnMut()>::new(move || {
-                    let on = room.toggle(kind);
-                    let _ = b2.set_attribute("aria-pressed", if on { "true" } else { "false" });
-                });
-                let _ = b
-                    .dyn_ref::<web_sys::HtmlElement>()
-                    .map(|h| h.set_onclick(Some(cb.as_ref().unchecked_ref())));
-                cb.forget();
-                append(&controls, &b);
-            }
+            self.show_media_toggles(true);
         }
         if you.role == Role::Student {
             let room = self.clone();
@@ -442,8 +455,10 @@ impl Room {
             el("div", "", None)
         };
         self.build_chat(you);
+        set_hidden(&self.stage_prompt, true);
         show(&[
             header,
+            self.stage_prompt.clone(),
             hand_list,
             self.roster.clone(),
             self.notices.clone(),
@@ -626,13 +641,7 @@ impl Room {
         let pc = RtcPeerConnection::new_with_configuration(&config)?;
         let local = self.local.borrow().clone();
         if let Some(stream) = &local {
-            for track in stream.get_tracks().iter() {
-                let track: MediaStreamTrack = track.unchecked_into();
-                let init = RtcRtpTransceiverInit::new();
-                init.set_direction(RtcRtpTransceiverDirection::Sendonly);
-                init.set_streams(&js_sys::Array::of1(stream));
-                pc.add_transceiver_with_media_stream_track_and_init(&track, &init);
-            }
+            add_sendonly(&pc, stream);
         }
         self.install_pc_handlers(&pc);
         // Exposed for tests and for troubleshooting from the console.
@@ -913,6 +922,7 @@ impl Room {
             }
             ErrorCode::LessonFull => self.end("lesson_full", self.t.lesson_full),
             ErrorCode::LessonLocked => self.end("lesson_locked", self.t.lesson_locked),
+            ErrorCode::StageFull => self.notice("stage_full", self.t.stage_full),
             ErrorCode::RateLimited => self.notice("rate_limited", self.t.chat_too_fast),
             _ => {
                 let text = format!("{}{message}", self.t.generic_error);
@@ -933,11 +943,20 @@ impl Room {
                 track.unchecked_into::<MediaStreamTrack>().stop();
             }
         }
+        if let Ok(Some(preview)) = crate::dom::document().query_selector("[data-testid=preview]") {
+            if let Ok(Some(v)) = preview.query_selector("video") {
+                v.remove();
+            }
+            set_hidden(&preview, true);
+        }
     }
 
     fn close(&self) {
         self.ended.set(true);
         self.stop_local();
+        if let Some(pc) = self.publish_pc.borrow_mut().take() {
+            pc.close();
+        }
         if let Some(pc) = self.pc.borrow_mut().take() {
             pc.close();
         }
@@ -989,6 +1008,17 @@ fn set_label(tile: &Element, name: &str, t: &Text, role: Role) {
             Role::Student | Role::Observer => name.to_owned(),
         };
         label.set_text_content(Some(&text));
+    }
+}
+
+/// Adds every track of `stream` to `pc` as a send-only transceiver.
+fn add_sendonly(pc: &RtcPeerConnection, stream: &MediaStream) {
+    for track in stream.get_tracks().iter() {
+        let track: MediaStreamTrack = track.unchecked_into();
+        let init = RtcRtpTransceiverInit::new();
+        init.set_direction(RtcRtpTransceiverDirection::Sendonly);
+        init.set_streams(&js_sys::Array::of1(stream));
+        pc.add_transceiver_with_media_stream_track_and_init(&track, &init);
     }
 }
 
