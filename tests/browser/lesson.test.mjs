@@ -335,7 +335,7 @@ test("a lecture student invited on stage is seen by the teacher and the class", 
   const prompt = asker.getByTestId("stage-invite");
   await prompt.waitFor({ timeout: 10_000 });
   assert.match(await prompt.innerText(), /陈医生/);
-  await asker.getByTestId("stage-accept").click();
+  await asker.getByTestId("accept-stage").click();
   await asker.locator('[data-testid="notice"][data-code="on_stage"]').waitFor({ timeout: 10_000 });
   await asker.getByTestId("preview").locator("video").waitFor({ timeout: 15_000 });
   await asker.waitForFunction(() => window.jinkeStagePc?.connectionState === "connected", null, {

@@ -33,11 +33,11 @@ impl Room {
         };
         append(
             &box_,
-            &button(t.stage_accept, "primary", "stage-accept", answer(true)),
+            &button(t.stage_accept, "primary", "accept-stage", answer(true)),
         );
         append(
             &box_,
-            &button(t.stage_decline, "", "stage-decline", answer(false)),
+            &button(t.stage_decline, "", "decline-stage", answer(false)),
         );
         append(&self.stage_prompt, &box_);
         set_hidden(&self.stage_prompt, false);
