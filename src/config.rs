@@ -18,10 +18,16 @@ pub struct ServeConfig {
     /// Folder for the database and the server's secrets.
     #[arg(long, env = "JINKE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// API key that schools present as `Authorization: Bearer <key>`; generated and stored in the
-    /// data folder when not given.
+    /// API key of the bootstrap school, presented as `Authorization: Bearer <key>`; generated
+    /// and stored in the data folder when not given. (More schools: `jinke tenant add`.)
     #[arg(long, env = "JINKE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Where the bootstrap school's webhooks go (it can also set this with PUT /api/v1/settings).
+    #[arg(long, env = "JINKE_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// The bootstrap school's webhook signing secret (default: generated once and kept).
+    #[arg(long, env = "JINKE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
     /// Base URL of this server as browsers reach it, used in join links (default: from --http and
     /// whether TLS is on). Set it behind a reverse proxy.
     #[arg(long, env = "JINKE_PUBLIC_URL")]
@@ -50,6 +56,8 @@ impl ServeConfig {
             announce_ip: None,
             data_dir,
             api_key: None,
+            webhook_url: None,
+            webhook_secret: None,
             public_url: None,
             connect_timeout: 20,
             dev: false,

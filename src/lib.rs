@@ -22,6 +22,18 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Lowercase hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new random secret (API key, webhook secret): 32 random bytes in hex.
+pub fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex(&bytes)
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_now_ms() -> i64 {
     std::time::SystemTime::now()

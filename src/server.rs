@@ -28,7 +28,7 @@ pub struct AppState {
     pub store: Store,
     /// Signs and checks join tokens.
     pub signer: TokenSigner,
-    /// The school's API key.
+    /// The bootstrap school's API key (from the configuration; `--dev` prints it).
     pub api_key: String,
     /// Base URL for join links, without a trailing slash.
     pub public_url: String,
@@ -71,9 +71,18 @@ impl Server {
             None => {
                 let key = load_or_create_secret(&config.data_dir.join("api-key"), 24)
                     .context("loading the API key")?;
-                hex(&key)
+                crate::hex(&key)
             }
         };
+        store
+            .configure_bootstrap(
+                &api_key,
+                config.webhook_url.as_deref(),
+                config.webhook_secret.as_deref(),
+                &crate::random_secret(),
+                crate::unix_now(),
+            )
+            .context("configuring the bootstrap school")?;
         let sfu = Sfu::start(SfuConfig {
             bind: config.udp,
             announce_ip: config.announce_ip,
@@ -191,8 +200,4 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(bytes)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

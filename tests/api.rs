@@ -418,3 +418,121 @@ async fn a_school_runs_a_live_lesson_through_rest() {
     assert_eq!(resp.status(), 401);
     server.stop().await;
 }
+
+/// `jinke tenant add NAME --json` against a data folder; returns (school id, API key).
+fn add_school(data_dir: &std::path::Path, name: &str) -> (String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jinke"))
+        .args(["tenant", "add", name, "--json", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("run jinke tenant add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    assert_eq!(json["webhook_secret"].as_str().map(str::len), Some(64));
+    (
+        json["id"].as_str().unwrap().to_owned(),
+        json["api_key"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn each_school_sees_only_its_own_lessons() {
+    let server = TestServer::start().await;
+    // Added while the server runs, through the same database.
+    let (_, second) = add_school(&server.data_dir, "第二中学");
+    let (_, third) = add_school(&server.data_dir, "社区学院");
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, key: &str, body: Option<serde_json::Value>| {
+        let mut req = client.request(method, server.url(path)).bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (
+                status,
+                resp.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    use reqwest::Method;
+    let (status, lesson) = call(
+        Method::POST,
+        "/api/v1/lessons",
+        &second,
+        Some(serde_json::json!({"title": "二中的课", "mode": "lecture"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = lesson["id"].as_str().unwrap();
+    let token_body = serde_json::json!({"identity": "t", "name": "t", "role": "teacher"});
+    for (key, expected) in [
+        (second.as_str(), 200),
+        (third.as_str(), 404),
+        (API_KEY, 404),
+    ] {
+        let (status, body) = call(Method::GET, &format!("/api/v1/lessons/{id}"), key, None).await;
+        assert_eq!(status, expected, "{body}");
+        let (status, _) = call(
+            Method::POST,
+            &format!("/api/v1/lessons/{id}/tokens"),
+            key,
+            Some(token_body.clone()),
+        )
+        .await;
+        assert_eq!(status, if expected == 200 { 201 } else { 404 });
+        let (status, _) = call(
+            Method::POST,
+            &format!("/api/v1/lessons/{id}/end"),
+            key,
+            None,
+        )
+        .await;
+        if expected == 404 {
+            assert_eq!(status, 404, "another school cannot end it");
+        }
+    }
+
+    // Settings: each school its own; the secret is never shown.
+    let (status, me) = call(Method::GET, "/api/v1/settings", &third, None).await;
+    assert_eq!((status, me["name"].as_str()), (200, Some("社区学院")));
+    assert!(me.get("webhook_secret").is_none());
+    let (status, me) = call(
+        Method::PUT,
+        "/api/v1/settings",
+        &third,
+        Some(serde_json::json!({"webhook_url": "https://lms.example/hooks", "embed_origins": ["https://college.example"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["webhook_url"], "https://lms.example/hooks");
+    assert_eq!(
+        me["embed_origins"],
+        serde_json::json!(["https://college.example"])
+    );
+    let (status, _) = call(
+        Method::PUT,
+        "/api/v1/settings",
+        &third,
+        Some(serde_json::json!({"webhook_url": "ftp://x", "embed_origins": []})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = call(
+        Method::PUT,
+        "/api/v1/settings",
+        &third,
+        Some(serde_json::json!({"webhook_url": null, "embed_origins": ["https://a.example/path"]})),
+    )
+    .await;
+    assert_eq!(status, 400, "an origin has no path");
+    let (_, boot) = call(Method::GET, "/api/v1/settings", API_KEY, None).await;
+    assert_eq!(boot["id"], "bootstrap");
+    assert_eq!(boot["webhook_url"], serde_json::Value::Null);
+    server.stop().await;
+}

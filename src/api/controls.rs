@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, authorize};
+use super::{ApiError, school_lesson};
 use crate::controls::{ControlFailure, end_lesson, remove_participant};
 use crate::rooms::{Actor, ControlError, PresentParticipant};
 use crate::server::AppState;
@@ -36,10 +36,9 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/lessons/{id}/messages", post(announce))
 }
 
-/// Authorizes the request and finds the lesson.
+/// Authorizes the request and finds the school's lesson.
 fn lesson(state: &AppState, headers: &HeaderMap, id: String) -> Result<Lesson, ApiError> {
-    authorize(state, headers)?;
-    state.store.lesson(&id)?.ok_or(ApiError::LessonNotFound(id))
+    school_lesson(state, headers, id)
 }
 
 /// A live-lesson control refused (the school has every power, so not for its role).

@@ -12,7 +12,7 @@ use jinke_signaling::{LessonMode, Role};
 use serde::{Deserialize, Serialize};
 
 use crate::server::AppState;
-use crate::store::{Lesson, StoreError};
+use crate::store::{BOOTSTRAP_SCHOOL, Lesson, School, StoreError};
 use crate::tokens::JoinClaims;
 use crate::unix_now;
 
@@ -24,6 +24,7 @@ const DEFAULT_TTL_SECS: u64 = 4 * 3600;
 const MAX_CAPACITY: u32 = 10_000;
 
 mod controls;
+mod settings;
 
 /// The API's routes.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -32,6 +33,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/lessons/{id}", get(get_lesson))
         .route("/api/v1/lessons/{id}/tokens", post(create_token))
         .merge(controls::routes())
+        .merge(settings::routes())
 }
 
 /// An API failure, answered as `{"error": {"code", "message"}}` with the matching status.
@@ -101,26 +103,27 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-/// Checks `Authorization: Bearer <key>` in constant time.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// The school whose key is presented as `Authorization: Bearer <key>`. Keys are looked up by
+/// their SHA-256 hash, so the comparison reveals nothing about a stored key.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<School, ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(ApiError::Unauthorized)?;
-    let expected = state.api_key.as_bytes();
-    let given = presented.trim().as_bytes();
-    let differs = given.len() != expected.len()
-        || given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            != 0;
-    if differs {
-        Err(ApiError::Unauthorized)
-    } else {
-        Ok(())
-    }
+    state
+        .store
+        .school_by_key(presented)?
+        .ok_or(ApiError::Unauthorized)
+}
+
+/// The lesson `id` of the school presenting its key; another school's lesson is a 404.
+fn school_lesson(state: &AppState, headers: &HeaderMap, id: String) -> Result<Lesson, ApiError> {
+    let school = authorize(state, headers)?;
+    state
+        .store
+        .school_lesson(&school.id, &id)?
+        .ok_or(ApiError::LessonNotFound(id))
 }
 
 #[derive(Deserialize)]
@@ -136,9 +139,9 @@ async fn create_lesson(
     headers: HeaderMap,
     body: Result<Json<NewLesson>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Lesson>), ApiError> {
-    authorize(&state, &headers)?;
+    let school = authorize(&state, &headers)?;
     let Json(new) = body?;
-    let lesson = new_lesson(new.title, new.mode, new.capacity)?;
+    let lesson = new_lesson(&school.id, new.title, new.mode, new.capacity)?;
     state.store.insert_lesson(&lesson)?;
     tracing::info!(id = %lesson.id, title = %lesson.title, mode = ?lesson.mode, "lesson created");
     Ok((StatusCode::CREATED, Json(lesson)))
@@ -146,6 +149,7 @@ async fn create_lesson(
 
 /// Validates a new lesson's fields and gives it an id.
 pub(crate) fn new_lesson(
+    school: &str,
     title: String,
     mode: LessonMode,
     capacity: Option<u32>,
@@ -169,6 +173,7 @@ pub(crate) fn new_lesson(
     }
     Ok(Lesson {
         id: random_id(),
+        school_id: school.to_owned(),
         title,
         mode,
         capacity,
@@ -182,12 +187,7 @@ async fn get_lesson(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Lesson>, ApiError> {
-    authorize(&state, &headers)?;
-    state
-        .store
-        .lesson(&id)?
-        .map(Json)
-        .ok_or(ApiError::LessonNotFound(id))
+    school_lesson(&state, &headers, id).map(Json)
 }
 
 #[derive(Deserialize)]
@@ -213,12 +213,8 @@ async fn create_token(
     Path(id): Path<String>,
     body: Result<Json<NewToken>, JsonRejection>,
 ) -> Result<(StatusCode, Json<IssuedToken>), ApiError> {
-    authorize(&state, &headers)?;
+    let lesson = school_lesson(&state, &headers, id)?;
     let Json(new) = body?;
-    let lesson = state
-        .store
-        .lesson(&id)?
-        .ok_or(ApiError::LessonNotFound(id))?;
     let identity = new.identity.trim();
     let name = new.name.trim();
     if identity.is_empty() || identity.len() > 128 {
@@ -279,7 +275,7 @@ impl AppState {
 }
 
 /// A random identifier of 12 lowercase letters and digits (about 62 bits).
-pub(crate) fn random_id() -> String {
+pub fn random_id() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
     let mut rng = rand::rng();
@@ -296,8 +292,13 @@ pub fn demo_lesson(state: &AppState) -> Result<Lesson, StoreError> {
     if let Some(lesson) = state.store.lesson(DEMO_LESSON_ID)? {
         return Ok(lesson);
     }
-    let mut lesson = new_lesson("演示课 Demo lesson".into(), LessonMode::SmallClass, None)
-        .expect("the demo lesson's fields are valid");
+    let mut lesson = new_lesson(
+        BOOTSTRAP_SCHOOL,
+        "演示课 Demo lesson".into(),
+        LessonMode::SmallClass,
+        None,
+    )
+    .expect("the demo lesson's fields are valid");
     lesson.id = DEMO_LESSON_ID.into();
     state.store.insert_lesson(&lesson)?;
     Ok(lesson)

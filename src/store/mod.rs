@@ -1,4 +1,9 @@
-//! Lessons kept in an embedded SQLite database in the data folder, so they survive a restart.
+//! Schools and their lessons, kept in an embedded SQLite database in the data folder, so they
+//! survive a restart.
+
+mod schools;
+
+pub use schools::{BOOTSTRAP_SCHOOL, School};
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -12,6 +17,9 @@ use serde::Serialize;
 pub struct Lesson {
     /// Identifier used in URLs and tokens.
     pub id: String,
+    /// The school that owns it; no other school sees it.
+    #[serde(skip)]
+    pub school_id: String,
     /// Title shown to participants.
     pub title: String,
     /// Shape of the lesson.
@@ -61,6 +69,17 @@ const MIGRATIONS: &[&str] = &[
         removed_at INTEGER NOT NULL,
         PRIMARY KEY (lesson_id, identity)
     );",
+    "CREATE TABLE schools (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        api_key_hash TEXT NOT NULL UNIQUE,
+        webhook_url TEXT,
+        webhook_secret TEXT NOT NULL,
+        embed_origins TEXT NOT NULL DEFAULT '[]',
+        created_at INTEGER NOT NULL
+    );
+    ALTER TABLE lessons ADD COLUMN school_id TEXT NOT NULL DEFAULT 'bootstrap';
+    CREATE INDEX lessons_by_school ON lessons(school_id);",
 ];
 
 impl Store {
@@ -89,9 +108,10 @@ impl Store {
     /// Stores a new lesson.
     pub fn insert_lesson(&self, lesson: &Lesson) -> Result<(), StoreError> {
         self.conn().execute(
-            "INSERT INTO lessons (id, title, mode, capacity, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO lessons (id, school_id, title, mode, capacity, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 lesson.id,
+                lesson.school_id,
                 lesson.title,
                 mode_name(lesson.mode),
                 lesson.capacity,
@@ -101,12 +121,18 @@ impl Store {
         Ok(())
     }
 
-    /// The lesson with this id, if any.
+    /// The lesson with this id if it belongs to `school`: another school's lesson does not
+    /// exist for it.
+    pub fn school_lesson(&self, school: &str, id: &str) -> Result<Option<Lesson>, StoreError> {
+        Ok(self.lesson(id)?.filter(|l| l.school_id == school))
+    }
+
+    /// The lesson with this id, if any, whichever school owns it.
     pub fn lesson(&self, id: &str) -> Result<Option<Lesson>, StoreError> {
         let row = self
             .conn()
             .query_row(
-                "SELECT id, title, mode, capacity, created_at, ended_at FROM lessons WHERE id = ?1",
+                "SELECT id, title, mode, capacity, created_at, ended_at, school_id FROM lessons WHERE id = ?1",
                 params![id],
                 |r| {
                     Ok((
@@ -116,24 +142,28 @@ impl Store {
                         r.get::<_, u32>(3)?,
                         r.get::<_, i64>(4)?,
                         r.get::<_, Option<i64>>(5)?,
+                        r.get::<_, String>(6)?,
                     ))
                 },
             )
             .optional()?;
-        row.map(|(id, title, mode, capacity, created_at, ended_at)| {
-            let mode = parse_mode(&mode).ok_or_else(|| StoreError::Corrupt {
-                id: id.clone(),
-                what: format!("unknown mode {mode:?}"),
-            })?;
-            Ok(Lesson {
-                id,
-                title,
-                mode,
-                capacity,
-                created_at,
-                ended_at,
-            })
-        })
+        row.map(
+            |(id, title, mode, capacity, created_at, ended_at, school_id)| {
+                let mode = parse_mode(&mode).ok_or_else(|| StoreError::Corrupt {
+                    id: id.clone(),
+                    what: format!("unknown mode {mode:?}"),
+                })?;
+                Ok(Lesson {
+                    id,
+                    school_id,
+                    title,
+                    mode,
+                    capacity,
+                    created_at,
+                    ended_at,
+                })
+            },
+        )
         .transpose()
     }
 
@@ -204,6 +234,7 @@ mod tests {
         let path = dir.join("db.sqlite3");
         let lesson = Lesson {
             id: "abc".into(),
+            school_id: BOOTSTRAP_SCHOOL.into(),
             title: "数学".into(),
             mode: LessonMode::Lecture,
             capacity: 300,
@@ -247,6 +278,10 @@ mod tests {
         let store = Store::open(&path).unwrap();
         let old = store.lesson("old").unwrap().unwrap();
         assert_eq!((old.title.as_str(), old.ended_at), ("Old", None));
+        assert_eq!(
+            old.school_id, BOOTSTRAP_SCHOOL,
+            "old lessons belong to the bootstrap school"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
