@@ -7,12 +7,14 @@
 pub mod api;
 pub mod config;
 pub mod controls;
+pub mod events;
 pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod store;
 pub mod tokens;
 pub mod web;
+pub mod webhooks;
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {

@@ -14,6 +14,7 @@ use jinke_signaling::{ByeReason, ServerMessage};
 use tokio::sync::watch;
 
 use crate::config::ServeConfig;
+use crate::events::EventSink;
 use crate::rooms::Rooms;
 use crate::store::Store;
 use crate::tokens::TokenSigner;
@@ -103,15 +104,20 @@ impl Server {
             ),
         };
         let (shutdown, _) = watch::channel(false);
+        let (events, lesson_events) = EventSink::channel();
         let state = Arc::new(AppState {
             store,
             signer: TokenSigner::new(&secret).context("creating the token signer")?,
             api_key,
             public_url,
-            rooms: Rooms::default(),
+            rooms: Rooms::new(events),
             sfu,
             shutdown,
         });
+        // One crypto provider for rustls (TLS serving, webhook delivery), whatever else the
+        // process links.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        crate::webhooks::start(state.clone(), lesson_events);
         let app = Router::new()
             .route("/ws", get(session::upgrade))
             .merge(api::routes())
@@ -121,8 +127,6 @@ impl Server {
         let service = app.into_make_service();
         let task = match tls {
             Some((cert, key)) => {
-                // One crypto provider for rustls, whatever else the process links.
-                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
                 let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
                     .context("loading the TLS certificate and key")?;

@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use jinke_signaling::{
-    ByeReason, ChatMessage, LessonMode, MAX_CHAT_CHARS, Participant, ServerMessage, TrackInfo,
+    ByeReason, ChatMessage, LessonMode, MAX_CHAT_CHARS, Participant, Role, ServerMessage, TrackInfo,
 };
 use tokio::sync::mpsc::UnboundedSender;
+
+use crate::events::{EventKind, EventSink};
 
 mod moderation;
 mod stage;
@@ -82,6 +84,8 @@ fn lecture(capacity: u32) -> RoomShape {
 
 struct Room {
     mode: LessonMode,
+    /// Whether a teacher has been in the room (the lesson went live).
+    started: bool,
     members: Vec<Member>,
     tracks: Vec<TrackInfo>,
     /// Raised hands, first raised first.
@@ -105,6 +109,7 @@ impl Room {
     fn new(mode: LessonMode) -> Room {
         Room {
             mode,
+            started: false,
             members: Vec::new(),
             tracks: Vec::new(),
             hands: Vec::new(),
@@ -263,9 +268,18 @@ pub enum AdmissionError {
 pub struct Rooms {
     rooms: Mutex<HashMap<String, Room>>,
     next_session: AtomicU64,
+    events: EventSink,
 }
 
 impl Rooms {
+    /// Rooms that report what happens in them to `events`.
+    pub fn new(events: EventSink) -> Rooms {
+        Rooms {
+            events,
+            ..Rooms::default()
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Room>> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -281,9 +295,10 @@ impl Rooms {
     ) -> Result<Admission, AdmissionError> {
         let capacity = shape.capacity;
         let mut rooms = self.lock();
-        let room = rooms
-            .entry(lesson.to_owned())
-            .or_insert_with(|| Room::new(shape.mode));
+        let room = rooms.entry(lesson.to_owned()).or_insert_with(|| {
+            self.events.emit(lesson, EventKind::Opened);
+            Room::new(shape.mode)
+        });
         let mut was_on_stage = false;
         if let Some(i) = room
             .members
@@ -293,6 +308,12 @@ impl Rooms {
             // A reconnect keeps its place on stage.
             was_on_stage = room.stage.contains(&participant.identity);
             let old = room.remove_member(i);
+            self.events.emit(
+                lesson,
+                EventKind::Left {
+                    identity: old.participant.identity.clone(),
+                },
+            );
             let _ = old.tx.send(ServerMessage::Bye {
                 reason: ByeReason::Replaced,
             });
@@ -325,6 +346,18 @@ impl Rooms {
                 &ServerMessage::ParticipantJoined(participant.clone()),
             );
         }
+        self.events.emit(
+            lesson,
+            EventKind::Joined {
+                identity: participant.identity.clone(),
+                name: participant.name.clone(),
+                role: participant.role,
+            },
+        );
+        if participant.role == Role::Teacher && !room.started {
+            room.started = true;
+            self.events.emit(lesson, EventKind::Started);
+        }
         room.members.push(Member {
             participant,
             session,
@@ -333,6 +366,7 @@ impl Rooms {
         });
         if seated {
             room.announce_stage(session);
+            self.stage_changed(lesson, room);
         }
         Ok(admission)
     }
@@ -345,7 +379,7 @@ impl Rooms {
         };
         if let Some(i) = room.members.iter().position(|m| m.session == session) {
             let gone = room.remove_member(i);
-            room.step_off_stage(&gone.participant.identity);
+            self.left(lesson, room, &gone.participant.identity);
         }
         if room.members.is_empty() {
             rooms.remove(lesson);
@@ -375,8 +409,10 @@ impl Rooms {
             return Err(ControlError::NotAllowed);
         }
         if !room.hands.contains(&me.participant.identity) {
-            room.hands.push(me.participant.identity.clone());
+            let identity = me.participant.identity.clone();
+            room.hands.push(identity.clone());
             room.broadcast_hands();
+            self.events.emit(lesson, EventKind::HandRaised { identity });
         }
         Ok(())
     }
@@ -434,6 +470,12 @@ impl Rooms {
             at_ms,
             announcement: false,
         };
+        self.events.emit(
+            lesson,
+            EventKind::Chatted {
+                identity: message.identity.clone(),
+            },
+        );
         room.post_chat(message);
         Ok(())
     }
@@ -452,6 +494,29 @@ impl Rooms {
             room.broadcast(u64::MAX, &ServerMessage::ChatEnabled { enabled });
         }
         Ok(())
+    }
+
+    /// Reports a member's departure, and takes it off the stage (reporting that too).
+    fn left(&self, lesson: &str, room: &mut Room, identity: &str) {
+        self.events.emit(
+            lesson,
+            EventKind::Left {
+                identity: identity.to_owned(),
+            },
+        );
+        if room.step_off_stage(identity) {
+            self.stage_changed(lesson, room);
+        }
+    }
+
+    /// Reports the stage as it now is.
+    fn stage_changed(&self, lesson: &str, room: &Room) {
+        self.events.emit(
+            lesson,
+            EventKind::StageChanged {
+                identities: room.stage.clone(),
+            },
+        );
     }
 
     /// Sends a message to every session of every room (used at shutdown).
@@ -692,5 +757,80 @@ mod tests {
         assert_eq!(rooms.session_count(), 2);
         rooms.leave("l", again.session);
         assert_eq!(rooms.session_count(), 1);
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+    use crate::events::LessonEvent;
+    use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+    fn kinds(rx: &mut UnboundedReceiver<LessonEvent>) -> Vec<EventKind> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| {
+                assert_eq!(e.lesson, "l");
+                e.kind
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lessons_life_is_reported_as_events() {
+        let (sink, mut events) = EventSink::channel();
+        let rooms = Rooms::new(sink);
+        let shape = RoomShape {
+            capacity: 10,
+            mode: LessonMode::SmallClass,
+        };
+        let person = |id: &str, role| Participant {
+            identity: id.into(),
+            name: id.into(),
+            role,
+        };
+        let (tx, _rx) = unbounded_channel();
+        let s = rooms
+            .join("l", shape, person("s", Role::Student), tx.clone())
+            .unwrap();
+        rooms
+            .join("l", shape, person("t", Role::Teacher), tx.clone())
+            .unwrap();
+        rooms.raise_hand("l", s.session).unwrap();
+        rooms
+            .chat("l", s.session, "你好", Instant::now(), 0)
+            .unwrap();
+        rooms.leave("l", s.session);
+        rooms.end("l");
+        let joined = |id: &str, role| EventKind::Joined {
+            identity: id.into(),
+            name: id.into(),
+            role,
+        };
+        assert_eq!(
+            kinds(&mut events),
+            vec![
+                EventKind::Opened,
+                joined("s", Role::Student),
+                EventKind::StageChanged {
+                    identities: vec!["s".into()]
+                },
+                joined("t", Role::Teacher),
+                EventKind::Started,
+                EventKind::HandRaised {
+                    identity: "s".into()
+                },
+                EventKind::Chatted {
+                    identity: "s".into()
+                },
+                EventKind::Left {
+                    identity: "s".into()
+                },
+                EventKind::StageChanged { identities: vec![] },
+                EventKind::Left {
+                    identity: "t".into()
+                },
+                EventKind::Ended,
+            ]
+        );
     }
 }

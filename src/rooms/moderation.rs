@@ -5,6 +5,7 @@ use jinke_signaling::{ByeReason, ChatMessage, Role, ServerMessage};
 use serde::Serialize;
 
 use super::{ControlError, Room, Rooms, chat_text};
+use crate::events::EventKind;
 
 /// Who asks for a control.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +126,7 @@ impl Rooms {
             return false;
         };
         let gone = room.remove_member(i);
-        room.step_off_stage(identity);
+        self.left(lesson, room, identity);
         let _ = gone.tx.send(ServerMessage::Bye {
             reason: ByeReason::Removed,
         });
@@ -162,6 +163,15 @@ impl Rooms {
         let Some(room) = self.lock().remove(lesson) else {
             return 0;
         };
+        for m in &room.members {
+            self.events.emit(
+                lesson,
+                EventKind::Left {
+                    identity: m.participant.identity.clone(),
+                },
+            );
+        }
+        self.events.emit(lesson, EventKind::Ended);
         room.broadcast(
             u64::MAX,
             &ServerMessage::Bye {

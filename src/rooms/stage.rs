@@ -33,13 +33,15 @@ impl Room {
     }
 
     /// Takes `identity` off the stage (and forgets an unanswered invitation), telling everyone
-    /// if the stage changed.
-    pub(super) fn step_off_stage(&mut self, identity: &str) {
+    /// if the stage changed. Returns whether it did.
+    pub(super) fn step_off_stage(&mut self, identity: &str) -> bool {
         self.invited.retain(|i| i != identity);
-        if self.stage.iter().any(|s| s == identity) {
-            self.stage.retain(|s| s != identity);
-            self.announce_stage(u64::MAX);
+        if !self.stage.iter().any(|s| s == identity) {
+            return false;
         }
+        self.stage.retain(|s| s != identity);
+        self.announce_stage(u64::MAX);
+        true
     }
 
     fn stage_full(&self) -> bool {
@@ -118,6 +120,7 @@ impl Rooms {
         }
         room.stage.push(identity);
         room.announce_stage(u64::MAX);
+        self.stage_changed(lesson, room);
         Ok(())
     }
 
@@ -139,7 +142,9 @@ impl Rooms {
         if !oneself {
             room.moderator(by)?;
         }
-        room.step_off_stage(identity);
+        if room.step_off_stage(identity) {
+            self.stage_changed(lesson, room);
+        }
         Ok(())
     }
 

@@ -1,7 +1,10 @@
 //! Schools and their lessons, kept in an embedded SQLite database in the data folder, so they
 //! survive a restart.
 
+mod outbox;
 mod schools;
+
+pub use outbox::PendingWebhook;
 
 pub use schools::{BOOTSTRAP_SCHOOL, School};
 
@@ -80,6 +83,20 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE lessons ADD COLUMN school_id TEXT NOT NULL DEFAULT 'bootstrap';
     CREATE INDEX lessons_by_school ON lessons(school_id);",
+    "CREATE TABLE webhook_outbox (
+        id TEXT PRIMARY KEY,
+        school_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL,
+        delivered_at_ms INTEGER,
+        gave_up_at_ms INTEGER,
+        last_error TEXT
+    );
+    CREATE INDEX webhook_outbox_due ON webhook_outbox(next_attempt_ms)
+        WHERE delivered_at_ms IS NULL AND gave_up_at_ms IS NULL;",
 ];
 
 impl Store {

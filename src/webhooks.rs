@@ -1,0 +1,251 @@
+//! Webhooks: lesson events written to the database outbox for each school that has a webhook
+//! URL, then POSTed with a signature, retried with exponential backoff for up to 24 hours.
+//! Delivery is at least once: a receiver drops duplicates by the event `id`.
+//!
+//! Body: `{"id", "type", "lesson", "time" (RFC 3339), "data"}`. Header
+//! `Jinke-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::events::{EventKind, LessonEvent};
+use crate::server::AppState;
+use crate::store::PendingWebhook;
+
+/// First retry after this; each next one waits twice as long…
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// …but never longer than this.
+const MAX_RETRY: Duration = Duration::from_secs(3600);
+/// Undelivered after this long, a webhook is given up on.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// One attempt may take this long.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The webhook `type` of an event, and its `data`; `None` for events schools are not sent.
+fn webhook_of(kind: &EventKind) -> Option<(&'static str, serde_json::Value)> {
+    Some(match kind {
+        EventKind::Opened => ("lesson.opened", json!({})),
+        EventKind::Started => ("lesson.started", json!({})),
+        EventKind::Ended => ("lesson.ended", json!({})),
+        EventKind::Joined {
+            identity,
+            name,
+            role,
+        } => (
+            "participant.joined",
+            json!({"identity": identity, "name": name, "role": role}),
+        ),
+        EventKind::Left { identity } => ("participant.left", json!({"identity": identity})),
+        EventKind::HandRaised { identity } => ("hand.raised", json!({"identity": identity})),
+        EventKind::StageChanged { identities } => {
+            ("stage.changed", json!({"identities": identities}))
+        }
+        EventKind::Chatted { .. } => return None,
+    })
+}
+
+/// `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+pub fn signature(secret: &str, t: i64, body: &str) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = aws_lc_rs::hmac::sign(&key, format!("{t}.{body}").as_bytes());
+    format!("t={t},v1={}", crate::hex(tag.as_ref()))
+}
+
+/// How long to wait after the `attempts`-th failure.
+fn backoff(attempts: u32) -> Duration {
+    FIRST_RETRY
+        .saturating_mul(1 << attempts.min(20))
+        .min(MAX_RETRY)
+}
+
+/// Starts the recorder (events to the outbox) and the deliverer (outbox to the schools).
+pub fn start(state: Arc<AppState>, events: UnboundedReceiver<LessonEvent>) {
+    let wake = Arc::new(Notify::new());
+    tokio::spawn(record(state.clone(), events, wake.clone()));
+    tokio::spawn(deliver(state, wake));
+}
+
+/// Writes each event that a school wants to the outbox.
+async fn record(
+    state: Arc<AppState>,
+    mut events: UnboundedReceiver<LessonEvent>,
+    wake: Arc<Notify>,
+) {
+    while let Some(event) = events.recv().await {
+        let Some((kind, data)) = webhook_of(&event.kind) else {
+            continue;
+        };
+        if let Err(e) = enqueue(&state, &event, kind, data) {
+            tracing::error!(error = %e, lesson = %event.lesson, kind, "webhook not recorded");
+        }
+        wake.notify_one();
+    }
+}
+
+fn enqueue(
+    state: &AppState,
+    event: &LessonEvent,
+    kind: &str,
+    data: serde_json::Value,
+) -> Result<(), crate::store::StoreError> {
+    let Some(lesson) = state.store.lesson(&event.lesson)? else {
+        return Ok(());
+    };
+    let Some(school) = state.store.school(&lesson.school_id)? else {
+        return Ok(());
+    };
+    let Some(url) = school.webhook_url else {
+        return Ok(());
+    };
+    let id = format!(
+        "evt_{}",
+        crate::random_secret().get(..24).unwrap_or_default()
+    );
+    let body = json!({
+        "id": id,
+        "type": kind,
+        "lesson": event.lesson,
+        "time": rfc3339(event.at_ms),
+        "data": data,
+    });
+    state.store.enqueue_webhook(&PendingWebhook {
+        id,
+        school_id: school.id,
+        url,
+        body: body.to_string(),
+        created_at_ms: event.at_ms,
+        attempts: 0,
+    })
+}
+
+/// Sends due webhooks until the server shuts down; sleeps until the next is due or a new one is
+/// recorded.
+async fn deliver(state: Arc<AppState>, wake: Arc<Notify>) {
+    let http = match reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "webhooks disabled: no HTTP client");
+            return;
+        }
+    };
+    let mut shutdown = state.shutdown.subscribe();
+    loop {
+        let now = crate::unix_now_ms();
+        let due = state.store.due_webhooks(now, 32).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "reading the webhook outbox failed");
+            Vec::new()
+        });
+        for hook in &due {
+            attempt(&state, &http, hook).await;
+        }
+        if due.len() == 32 {
+            continue; // More are due.
+        }
+        let next = state.store.next_webhook_due().ok().flatten();
+        let wait = next
+            .map(|at| Duration::from_millis((at - crate::unix_now_ms()).max(0) as u64))
+            .unwrap_or(MAX_RETRY)
+            .min(MAX_RETRY);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = wake.notified() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// One delivery attempt; records the outcome.
+async fn attempt(state: &AppState, http: &reqwest::Client, hook: &PendingWebhook) {
+    let secret = match state.store.school(&hook.school_id) {
+        Ok(Some(s)) => s.webhook_secret,
+        _ => String::new(),
+    };
+    let t = crate::unix_now();
+    let result = http
+        .post(&hook.url)
+        .header("content-type", "application/json")
+        .header("jinke-signature", signature(&secret, t, &hook.body))
+        .header("jinke-event-id", &hook.id)
+        .body(hook.body.clone())
+        .send()
+        .await;
+    let now = crate::unix_now_ms();
+    let outcome = match result {
+        Ok(r) if r.status().is_success() => state.store.webhook_delivered(&hook.id, now),
+        failed => {
+            let error = match failed {
+                Ok(r) => format!("HTTP {}", r.status()),
+                Err(e) => e.to_string(),
+            };
+            let retry_at = now + backoff(hook.attempts).as_millis() as i64;
+            let give_up = retry_at > hook.created_at_ms + GIVE_UP_AFTER.as_millis() as i64;
+            if give_up {
+                tracing::warn!(id = %hook.id, url = %hook.url, %error, "webhook given up after 24 hours");
+            } else {
+                tracing::debug!(id = %hook.id, url = %hook.url, %error, "webhook failed; will retry");
+            }
+            state
+                .store
+                .webhook_failed(&hook.id, &error, now, (!give_up).then_some(retry_at))
+        }
+    };
+    if let Err(e) = outcome {
+        tracing::error!(error = %e, "recording a webhook attempt failed");
+    }
+}
+
+/// RFC 3339 UTC time with milliseconds for Unix milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_935_729_000), "2026-11-29T07:02:09.000Z");
+    }
+
+    #[test]
+    fn the_signature_is_hmac_sha256_of_time_dot_body() {
+        // Expected value from Python: hmac.new(b"Jefe", b'1795935729.{"id":"evt_1"}', sha256).
+        assert_eq!(
+            signature("Jefe", 1_795_935_729, r#"{"id":"evt_1"}"#),
+            "t=1795935729,v1=fd1095c94ac46bc6cfcaf5a58e1a869dea7f3694b2f8c98801a927ccc6ae7bf4"
+        );
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_an_hour() {
+        assert_eq!(backoff(0), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(8));
+        assert_eq!(backoff(12), MAX_RETRY);
+        assert_eq!(backoff(40), MAX_RETRY);
+    }
+}
