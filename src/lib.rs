@@ -5,9 +5,11 @@
 //! serve` (in `main.rs`) runs a [`server::Server`].
 
 pub mod api;
+pub mod attendance;
 pub mod config;
 pub mod controls;
 pub mod events;
+pub mod recorder;
 pub mod rooms;
 pub mod server;
 pub mod session;

@@ -84,6 +84,11 @@ impl Server {
                 crate::unix_now(),
             )
             .context("configuring the bootstrap school")?;
+        // Nobody is connected to a server that is just starting: stays left open by a crash end
+        // now.
+        store
+            .attendance_close_all(crate::unix_now_ms())
+            .context("closing the attendance of the previous run")?;
         let sfu = Sfu::start(SfuConfig {
             bind: config.udp,
             announce_ip: config.announce_ip,
@@ -117,7 +122,7 @@ impl Server {
         // One crypto provider for rustls (TLS serving, webhook delivery), whatever else the
         // process links.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        crate::webhooks::start(state.clone(), lesson_events);
+        crate::recorder::start(state.clone(), lesson_events);
         let app = Router::new()
             .route("/ws", get(session::upgrade))
             .merge(api::routes())

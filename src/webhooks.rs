@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::Notify;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::events::{EventKind, LessonEvent};
 use crate::server::AppState;
@@ -62,39 +61,26 @@ fn backoff(attempts: u32) -> Duration {
         .min(MAX_RETRY)
 }
 
-/// Starts the recorder (events to the outbox) and the deliverer (outbox to the schools).
-pub fn start(state: Arc<AppState>, events: UnboundedReceiver<LessonEvent>) {
+/// Starts delivering from the outbox; notify the returned handle when a webhook was queued.
+pub fn start_delivery(state: Arc<AppState>) -> Arc<Notify> {
     let wake = Arc::new(Notify::new());
-    tokio::spawn(record(state.clone(), events, wake.clone()));
-    tokio::spawn(deliver(state, wake));
+    tokio::spawn(deliver(state, wake.clone()));
+    wake
 }
 
-/// Writes each event that a school wants to the outbox.
-async fn record(
-    state: Arc<AppState>,
-    mut events: UnboundedReceiver<LessonEvent>,
-    wake: Arc<Notify>,
-) {
-    while let Some(event) = events.recv().await {
-        let Some((kind, data)) = webhook_of(&event.kind) else {
-            continue;
-        };
-        if let Err(e) = enqueue(&state, &event, kind, data) {
-            tracing::error!(error = %e, lesson = %event.lesson, kind, "webhook not recorded");
-        }
-        wake.notify_one();
-    }
-}
-
-fn enqueue(
-    state: &AppState,
-    event: &LessonEvent,
-    kind: &str,
-    data: serde_json::Value,
-) -> Result<(), crate::store::StoreError> {
+/// Queues the webhook for an event, if it is one schools get and the lesson's school has a
+/// webhook URL. `lesson.ended` carries the lesson's final attendance.
+pub fn enqueue(state: &AppState, event: &LessonEvent) -> Result<(), crate::store::StoreError> {
+    let Some((kind, mut data)) = webhook_of(&event.kind) else {
+        return Ok(());
+    };
     let Some(lesson) = state.store.lesson(&event.lesson)? else {
         return Ok(());
     };
+    if event.kind == EventKind::Ended {
+        let records = crate::attendance::records(&state.store, &lesson.id, event.at_ms)?;
+        data = json!({ "attendance": records });
+    }
     let Some(school) = state.store.school(&lesson.school_id)? else {
         return Ok(());
     };

@@ -536,3 +536,108 @@ async fn each_school_sees_only_its_own_lessons() {
     assert_eq!(boot["webhook_url"], serde_json::Value::Null);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn attendance_is_kept_and_reported_as_json_csv_and_xapi() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("small_class").await;
+    let (mut teacher, _) = join(&server, &lesson, "t", "teacher").await;
+    let (mut student, _) = join(&server, &lesson, "s1", "student").await;
+    send(
+        &mut student,
+        jinke_signaling::ClientMessage::RaiseHand.to_json(),
+    )
+    .await;
+    for text in ["老师好", "听得见"] {
+        send(
+            &mut student,
+            jinke_signaling::ClientMessage::Chat { text: text.into() }.to_json(),
+        )
+        .await;
+    }
+    until(
+        &mut teacher,
+        "the chat",
+        |m| matches!(m, ServerMessage::Chat(c) if c.text == "听得见"),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    send(
+        &mut student,
+        jinke_signaling::ClientMessage::Leave.to_json(),
+    )
+    .await;
+    until(&mut teacher, "the student leaving", |m| {
+        matches!(m, ServerMessage::ParticipantLeft { .. })
+    })
+    .await;
+
+    let client = reqwest::Client::new();
+    let get = |format: &str| {
+        client
+            .get(server.url(&format!(
+                "/api/v1/lessons/{lesson}/attendance?format={format}"
+            )))
+            .bearer_auth(API_KEY)
+            .send()
+    };
+    // The recorder writes events as they come: wait for the student's stay to close.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let report = loop {
+        let report: serde_json::Value = get("json").await.unwrap().json().await.unwrap();
+        let closed = report["participants"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["identity"] == "s1"))
+            .is_some_and(|s| !s["intervals"][0]["left_at"].is_null());
+        if closed {
+            break report;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{report}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let people = report["participants"].as_array().unwrap();
+    assert_eq!(people[0]["identity"], "t");
+    assert!(
+        people[0]["intervals"][0]["left_at"].is_null(),
+        "the teacher is still there"
+    );
+    let s1 = &people[1];
+    assert_eq!(s1["role"], "student");
+    assert_eq!(s1["hands_raised"], 1);
+    assert_eq!(s1["chat_messages"], 2);
+    assert!(s1["seconds_present"].as_u64().unwrap() >= 1);
+    assert!(
+        s1["seconds_on_stage"].as_u64().unwrap() >= 1,
+        "a small-class student sits on stage"
+    );
+
+    let csv = get("csv").await.unwrap();
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = csv.text().await.unwrap();
+    assert!(csv.starts_with("identity,name,role,"), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("s1,s1,student,") && l.ends_with(",1,2")),
+        "{csv}"
+    );
+
+    let statements: serde_json::Value = get("xapi").await.unwrap().json().await.unwrap();
+    assert_eq!(statements.as_array().unwrap().len(), 2);
+    assert_eq!(
+        statements[1]["verb"]["id"],
+        "http://adlnet.gov/expapi/verbs/attended"
+    );
+    assert!(
+        statements[1]["result"]["duration"]
+            .as_str()
+            .unwrap()
+            .starts_with("PT")
+    );
+    assert_eq!(get("pdf").await.unwrap().status(), 400);
+    server.stop().await;
+}

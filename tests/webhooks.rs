@@ -195,6 +195,12 @@ async fn lesson_events_arrive_signed_and_failures_are_retried() {
         serde_json::json!(["s1"])
     );
     assert_eq!(of("hand.raised")[0]["data"]["identity"], "s1");
+    // The final attendance travels with the lesson's end.
+    let attendance = &of("lesson.ended")[0]["data"]["attendance"];
+    assert_eq!(attendance.as_array().map(Vec::len), Some(2), "{attendance}");
+    assert_eq!(attendance[1]["identity"], "s1");
+    assert_eq!(attendance[1]["hands_raised"], 1);
+    assert!(!attendance[1]["intervals"][0]["left_at"].is_null());
     // The first two attempts were refused (503) and retried: the first two events came last.
     let arrival: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert!(arrival[7..].contains(&"lesson.opened"), "{arrival:?}");

@@ -23,6 +23,7 @@ const DEFAULT_TTL_SECS: u64 = 4 * 3600;
 /// Largest capacity a lesson may ask for.
 const MAX_CAPACITY: u32 = 10_000;
 
+mod attendance;
 mod controls;
 mod settings;
 
@@ -34,6 +35,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/lessons/{id}/tokens", post(create_token))
         .merge(controls::routes())
         .merge(settings::routes())
+        .merge(attendance::routes())
 }
 
 /// An API failure, answered as `{"error": {"code", "message"}}` with the matching status.

@@ -1,9 +1,11 @@
 //! Schools and their lessons, kept in an embedded SQLite database in the data folder, so they
 //! survive a restart.
 
+mod attendance;
 mod outbox;
 mod schools;
 
+pub use attendance::{AttendanceRow, Interval};
 pub use outbox::PendingWebhook;
 
 pub use schools::{BOOTSTRAP_SCHOOL, School};
@@ -97,6 +99,24 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX webhook_outbox_due ON webhook_outbox(next_attempt_ms)
         WHERE delivered_at_ms IS NULL AND gave_up_at_ms IS NULL;",
+    "CREATE TABLE attendance (
+        lesson_id TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        hands_raised INTEGER NOT NULL DEFAULT 0,
+        chat_messages INTEGER NOT NULL DEFAULT 0,
+        stage_ms INTEGER NOT NULL DEFAULT 0,
+        on_stage_since_ms INTEGER,
+        PRIMARY KEY (lesson_id, identity)
+    );
+    CREATE TABLE attendance_intervals (
+        lesson_id TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        joined_at_ms INTEGER NOT NULL,
+        left_at_ms INTEGER
+    );
+    CREATE INDEX attendance_intervals_by_lesson ON attendance_intervals(lesson_id, identity);",
 ];
 
 impl Store {

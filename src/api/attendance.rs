@@ -1,0 +1,58 @@
+//! `GET /api/v1/lessons/{id}/attendance[?format=json|csv|xapi]`: the lesson's attendance records.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::{ApiError, school_lesson};
+use crate::attendance;
+use crate::server::AppState;
+
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/api/v1/lessons/{id}/attendance", get(report))
+}
+
+#[derive(Deserialize)]
+struct Format {
+    format: Option<String>,
+}
+
+async fn report(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Format>,
+) -> Result<Response, ApiError> {
+    let lesson = school_lesson(&state, &headers, id)?;
+    let records = attendance::records(&state.store, &lesson.id, crate::unix_now_ms())?;
+    Ok(match q.format.as_deref().unwrap_or("json") {
+        "json" => Json(serde_json::json!({
+            "lesson": lesson.id,
+            "ended_at": lesson.ended_at,
+            "participants": records,
+        }))
+        .into_response(),
+        "csv" => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"attendance-{}.csv\"", lesson.id),
+                ),
+            ],
+            attendance::csv(&records),
+        )
+            .into_response(),
+        "xapi" => Json(attendance::xapi(&lesson, &records, &state.public_url)).into_response(),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "format must be json, csv or xapi, not {other:?}"
+            )));
+        }
+    })
+}
