@@ -293,15 +293,14 @@ mod tests {
         );
         assert_eq!(field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
 
-        let lesson = Lesson {
-            id: "l".into(),
-            school_id: "x".into(),
-            title: "书法".into(),
-            mode: jinke_signaling::LessonMode::Lecture,
-            capacity: 10,
-            created_at: 0,
-            ended_at: Some(181),
-        };
+        let lesson = Lesson::new(
+            "l".into(),
+            "x",
+            "书法".into(),
+            jinke_signaling::LessonMode::Lecture,
+            10,
+            0,
+        );
         let statements = xapi(&lesson, &r, "https://jinke.example.org");
         assert_eq!(
             statements[1]["verb"]["id"],

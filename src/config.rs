@@ -32,6 +32,10 @@ pub struct ServeConfig {
     /// whether TLS is on). Set it behind a reverse proxy.
     #[arg(long, env = "JINKE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Seconds a lesson goes on past its planned end (everyone is warned at the end) before it
+    /// ends itself.
+    #[arg(long, env = "JINKE_END_GRACE_SECS", default_value_t = 600)]
+    pub end_grace_secs: u64,
     /// Seconds a participant's media connection has to come up before it is dropped.
     #[arg(long, env = "JINKE_CONNECT_TIMEOUT", default_value_t = 20)]
     pub connect_timeout: u64,
@@ -60,6 +64,7 @@ impl ServeConfig {
             webhook_secret: None,
             public_url: None,
             connect_timeout: 20,
+            end_grace_secs: 600,
             dev: false,
             tls_cert: None,
             tls_key: None,

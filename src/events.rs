@@ -21,7 +21,8 @@ pub struct LessonEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventKind {
-    /// The first participant entered: the lesson's room opened.
+    /// The lesson's lobby opened: by the clock for a scheduled lesson, with the first arrival
+    /// otherwise.
     Opened,
     /// A teacher entered the room for the first time: the lesson is live.
     Started,

@@ -11,6 +11,8 @@ pub mod controls;
 pub mod events;
 pub mod recorder;
 pub mod rooms;
+pub mod schedule;
+pub mod scheduler;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -39,12 +39,23 @@ pub struct AppState {
     pub sfu: Sfu,
     /// Becomes true when the server starts shutting down.
     pub shutdown: watch::Sender<bool>,
+    /// Lesson events that do not come from a room (the scheduler's).
+    pub events: EventSink,
+    /// Wakes the scheduler when lesson times change.
+    pub scheduler: tokio::sync::Notify,
+    /// How long a lesson goes on past its planned end before it ends itself.
+    pub end_grace: Duration,
 }
 
 impl AppState {
     /// Whether the server has begun shutting down (no new joins).
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// Tells the scheduler that lesson times changed.
+    pub fn wake_scheduler(&self) {
+        self.scheduler.notify_one();
     }
 }
 
@@ -115,7 +126,10 @@ impl Server {
             signer: TokenSigner::new(&secret).context("creating the token signer")?,
             api_key,
             public_url,
-            rooms: Rooms::new(events),
+            rooms: Rooms::new(events.clone()),
+            events,
+            scheduler: tokio::sync::Notify::new(),
+            end_grace: Duration::from_secs(config.end_grace_secs),
             sfu,
             shutdown,
         });
@@ -123,6 +137,7 @@ impl Server {
         // process links.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         crate::recorder::start(state.clone(), lesson_events);
+        crate::scheduler::start(state.clone());
         let app = Router::new()
             .route("/ws", get(session::upgrade))
             .merge(api::routes())

@@ -161,6 +161,9 @@ pub struct LessonInfo {
     pub title: String,
     /// Shape of the lesson.
     pub mode: LessonMode,
+    /// Planned start, Unix milliseconds (for the lobby's countdown); absent without a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at_ms: Option<i64>,
 }
 
 /// An ICE candidate as the browser's `RTCIceCandidate` describes it.
@@ -373,6 +376,11 @@ pub enum ServerMessage {
         identity: String,
         /// Muted or not.
         muted: bool,
+    },
+    /// The lesson passed its planned end: it ends for everyone at `at_ms`.
+    EndingSoon {
+        /// When it ends, Unix milliseconds.
+        at_ms: i64,
     },
     /// The lesson was locked or unlocked.
     Locked {

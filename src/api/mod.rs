@@ -6,7 +6,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use jinke_signaling::{LessonMode, Role};
 use serde::{Deserialize, Serialize};
@@ -25,14 +25,14 @@ const MAX_CAPACITY: u32 = 10_000;
 
 mod attendance;
 mod controls;
+mod lessons;
 mod settings;
 
 /// The API's routes.
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/api/v1/lessons", post(create_lesson))
-        .route("/api/v1/lessons/{id}", get(get_lesson))
         .route("/api/v1/lessons/{id}/tokens", post(create_token))
+        .merge(lessons::routes())
         .merge(controls::routes())
         .merge(settings::routes())
         .merge(attendance::routes())
@@ -53,6 +53,9 @@ pub enum ApiError {
     /// 404: the participant is not in the lesson.
     #[error("{0:?} is not in the lesson")]
     NotPresent(String),
+    /// 409: the lesson's state does not allow this (code, message).
+    #[error("{1}")]
+    Conflict(&'static str, String),
     /// 409: the stage is full.
     #[error("the stage is full")]
     StageFull,
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::Ended => (StatusCode::CONFLICT, "lesson_ended"),
             ApiError::NotLive => (StatusCode::CONFLICT, "not_live"),
             ApiError::StageFull => (StatusCode::CONFLICT, "stage_full"),
+            ApiError::Conflict(code, _) => (StatusCode::CONFLICT, code),
             ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -126,70 +130,6 @@ fn school_lesson(state: &AppState, headers: &HeaderMap, id: String) -> Result<Le
         .store
         .school_lesson(&school.id, &id)?
         .ok_or(ApiError::LessonNotFound(id))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewLesson {
-    title: String,
-    mode: LessonMode,
-    capacity: Option<u32>,
-}
-
-async fn create_lesson(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Json<NewLesson>, JsonRejection>,
-) -> Result<(StatusCode, Json<Lesson>), ApiError> {
-    let school = authorize(&state, &headers)?;
-    let Json(new) = body?;
-    let lesson = new_lesson(&school.id, new.title, new.mode, new.capacity)?;
-    state.store.insert_lesson(&lesson)?;
-    tracing::info!(id = %lesson.id, title = %lesson.title, mode = ?lesson.mode, "lesson created");
-    Ok((StatusCode::CREATED, Json(lesson)))
-}
-
-/// Validates a new lesson's fields and gives it an id.
-pub(crate) fn new_lesson(
-    school: &str,
-    title: String,
-    mode: LessonMode,
-    capacity: Option<u32>,
-) -> Result<Lesson, ApiError> {
-    let title = title.trim().to_owned();
-    if title.is_empty() || title.chars().count() > 200 {
-        return Err(ApiError::BadRequest(
-            "title must be 1 to 200 characters".into(),
-        ));
-    }
-    let capacity = capacity.unwrap_or(mode.default_capacity());
-    let max = if mode == LessonMode::OneToOne {
-        2
-    } else {
-        MAX_CAPACITY
-    };
-    if !(2..=max).contains(&capacity) {
-        return Err(ApiError::BadRequest(format!(
-            "capacity must be between 2 and {max} for this mode"
-        )));
-    }
-    Ok(Lesson {
-        id: random_id(),
-        school_id: school.to_owned(),
-        title,
-        mode,
-        capacity,
-        created_at: unix_now(),
-        ended_at: None,
-    })
-}
-
-async fn get_lesson(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Lesson>, ApiError> {
-    school_lesson(&state, &headers, id).map(Json)
 }
 
 #[derive(Deserialize)]
@@ -294,14 +234,14 @@ pub fn demo_lesson(state: &AppState) -> Result<Lesson, StoreError> {
     if let Some(lesson) = state.store.lesson(DEMO_LESSON_ID)? {
         return Ok(lesson);
     }
-    let mut lesson = new_lesson(
+    let lesson = Lesson::new(
+        DEMO_LESSON_ID.into(),
         BOOTSTRAP_SCHOOL,
         "演示课 Demo lesson".into(),
         LessonMode::SmallClass,
-        None,
-    )
-    .expect("the demo lesson's fields are valid");
-    lesson.id = DEMO_LESSON_ID.into();
+        LessonMode::SmallClass.default_capacity(),
+        unix_now(),
+    );
     state.store.insert_lesson(&lesson)?;
     Ok(lesson)
 }

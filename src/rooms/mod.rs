@@ -295,10 +295,9 @@ impl Rooms {
     ) -> Result<Admission, AdmissionError> {
         let capacity = shape.capacity;
         let mut rooms = self.lock();
-        let room = rooms.entry(lesson.to_owned()).or_insert_with(|| {
-            self.events.emit(lesson, EventKind::Opened);
-            Room::new(shape.mode)
-        });
+        let room = rooms
+            .entry(lesson.to_owned())
+            .or_insert_with(|| Room::new(shape.mode));
         let mut was_on_stage = false;
         if let Some(i) = room
             .members
@@ -517,6 +516,13 @@ impl Rooms {
                 identities: room.stage.clone(),
             },
         );
+    }
+
+    /// Sends a message to every session in a lesson's room.
+    pub fn broadcast(&self, lesson: &str, msg: &ServerMessage) {
+        if let Some(room) = self.lock().get(lesson) {
+            room.broadcast(u64::MAX, msg);
+        }
     }
 
     /// Sends a message to every session of every room (used at shutdown).
@@ -809,7 +815,6 @@ mod event_tests {
         assert_eq!(
             kinds(&mut events),
             vec![
-                EventKind::Opened,
                 joined("s", Role::Student),
                 EventKind::StageChanged {
                     identities: vec!["s".into()]

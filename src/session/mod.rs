@@ -21,6 +21,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::controls::{self, ControlFailure};
 use crate::rooms::{Actor, AdmissionError, ControlError, RoomShape};
+use crate::schedule::LessonState;
 use crate::server::AppState;
 use crate::store::Lesson;
 use crate::tokens::{JoinClaims, TokenError};
@@ -37,7 +38,8 @@ pub struct WsQuery {
 }
 
 /// `GET /ws?token=…[&lesson=…]`: refuses a bad, expired or other-lesson token with 401 before
-/// upgrading, an ended lesson with 410, a participant removed from the lesson with 403; refuses
+/// upgrading, an ended or cancelled lesson with 410, a lesson whose lobby is not open yet and a
+/// participant removed from the lesson with 403; refuses
 /// new joins with 503 while shutting down. A plain GET (no upgrade) with a good
 /// token answers 426, which lets the web client check its link before connecting.
 pub async fn upgrade(
@@ -98,12 +100,33 @@ pub async fn upgrade(
             );
         }
     };
-    if lesson.ended_at.is_some() {
-        return refuse(
-            StatusCode::GONE,
-            "lesson_ended",
-            "the lesson has ended".into(),
-        );
+    match lesson.state(crate::unix_now()) {
+        LessonState::Ended => {
+            return refuse(
+                StatusCode::GONE,
+                "lesson_ended",
+                "the lesson has ended".into(),
+            );
+        }
+        LessonState::Cancelled => {
+            return refuse(
+                StatusCode::GONE,
+                "lesson_cancelled",
+                "the lesson was cancelled".into(),
+            );
+        }
+        LessonState::Scheduled => {
+            let opens = lesson.timing().opens_at().unwrap_or_default();
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "not_open",
+                format!(
+                    "the lesson opens at {}",
+                    crate::webhooks::rfc3339(opens * 1000)
+                ),
+            );
+        }
+        LessonState::Open | LessonState::Live => {}
     }
     match state.store.is_removed(&lesson.id, &claims.sub) {
         Ok(false) => {}
@@ -260,6 +283,7 @@ impl Session {
                 id: self.lesson.id.clone(),
                 title: self.lesson.title.clone(),
                 mode: self.lesson.mode,
+                starts_at_ms: self.lesson.starts_at.map(|s| s * 1000),
             },
             may_publish: media.may_publish(),
             participants: admission.others,

@@ -443,6 +443,42 @@ test("the teacher mutes, locks, removes and ends from the console", async () => 
   for (const page of [teacher, singer, late]) await page.context().close();
 });
 
+test("a student early for a scheduled lesson waits in the lobby with a countdown", async () => {
+  const startsAt = new Date(Date.now() + 10 * 60_000).toISOString();
+  const lesson = await api("/api/v1/lessons", {
+    title: "八段锦",
+    mode: "lecture",
+    starts_at: startsAt,
+    lobby_minutes: 15,
+  });
+  assert.equal(lesson.state, "open", "the lobby opens 15 minutes before");
+  const { join_url } = await api(`/api/v1/lessons/${lesson.id}/tokens`, {
+    identity: "early",
+    name: "早到的学员",
+    role: "student",
+  });
+  const page = await newPage();
+  await page.goto(`${join_url}&autojoin=1`);
+  const countdown = page.getByTestId("countdown");
+  await countdown.waitFor({ timeout: 15_000 });
+  assert.match(await countdown.innerText(), /距离上课还有 ?(9|10) ?分钟/);
+  await page.context().close();
+
+  // Too early for the lobby: the link says the lesson is not open yet.
+  const later = await api("/api/v1/lessons", {
+    title: "明天的课",
+    mode: "lecture",
+    starts_at: new Date(Date.now() + 86_400_000).toISOString(),
+  });
+  const link = await api(`/api/v1/lessons/${later.id}/tokens`, { identity: "x", name: "x", role: "student" });
+  const early = await newPage();
+  await early.goto(link.join_url);
+  const error = early.getByTestId("error");
+  await error.waitFor({ timeout: 15_000 });
+  assert.equal(await error.getAttribute("data-code"), "not_open");
+  await early.context().close();
+});
+
 test("a lost connection says so instead of going blank", async () => {
   // A second server of its own, so that killing it leaves the others alone.
   const http = "127.0.0.1:18082";

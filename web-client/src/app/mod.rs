@@ -143,6 +143,8 @@ async fn check_and_greet(link: Link) {
             "token_expired" => t.token_expired,
             "removed" => t.removed,
             "lesson_ended" => t.lesson_ended,
+            "not_open" => t.not_open,
+            "lesson_cancelled" => t.lesson_cancelled,
             _ => t.invalid_token,
         };
         return show(&[error_box(&code, text)]);
@@ -325,6 +327,11 @@ impl Room {
                 *self.me.borrow_mut() = you.identity.clone();
                 self.locked.set(locked);
                 *self.stage_list.borrow_mut() = stage;
+                if let Some(at_ms) = lesson.starts_at_ms
+                    && you.role != Role::Teacher
+                {
+                    self.count_down(at_ms);
+                }
                 self.render(&lesson.title, &you, may_publish);
                 for p in participants {
                     self.add_participant(p);
@@ -375,6 +382,15 @@ impl Room {
             ServerMessage::ChatEnabled { enabled } => self.set_chat_enabled(enabled),
             ServerMessage::Muted { identity, muted } => self.set_muted(&identity, muted),
             ServerMessage::Locked { locked } => self.set_locked(locked),
+            ServerMessage::EndingSoon { at_ms } => {
+                let text = format!(
+                    "{}{}{}",
+                    self.t.ending_soon,
+                    clock(at_ms),
+                    self.t.ending_soon_tail
+                );
+                self.notice("ending_soon", &text);
+            }
             ServerMessage::StageInvite { by } => self.show_stage_invite(&by),
             ServerMessage::Stage { identities } => self.follow_stage(identities).await,
             ServerMessage::StageDeclined { identity } => {
@@ -403,6 +419,38 @@ impl Room {
             }
             ServerMessage::Pong => {}
         }
+    }
+
+    /// The lobby: until the planned start, the waiting line counts down the minutes (then it
+    /// says the class waits for the teacher).
+    fn count_down(self: &Rc<Self>, starts_at_ms: i64) {
+        let room = self.clone();
+        let update = move || {
+            let left_ms = starts_at_ms as f64 - js_sys::Date::now();
+            let text = if left_ms > 0.0 {
+                let minutes = (left_ms / 60_000.0).ceil();
+                format!(
+                    "{}{minutes}{}{}{}",
+                    room.t.lesson_starts_in,
+                    room.t.minutes,
+                    room.t.starts_at_label,
+                    clock(starts_at_ms)
+                )
+            } else {
+                room.t.waiting_teacher.to_owned()
+            };
+            room.waiting.set_text_content(Some(&text));
+            set_data(&room.waiting, "testid", "countdown");
+        };
+        update();
+        let tick = Closure::<dyn FnMut()>::new(update);
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_interval_with_callback_and_timeout_and_arguments_0(
+                tick.as_ref().unchecked_ref(),
+                15_000,
+            );
+        }
+        tick.forget();
     }
 
     fn pc(&self) -> Option<RtcPeerConnection> {
@@ -1009,6 +1057,12 @@ fn set_label(tile: &Element, name: &str, t: &Text, role: Role) {
         };
         label.set_text_content(Some(&text));
     }
+}
+
+/// `HH:MM` in the browser's time zone.
+fn clock(at_ms: i64) -> String {
+    let d = js_sys::Date::new(&JsValue::from_f64(at_ms as f64));
+    format!("{:02}:{:02}", d.get_hours(), d.get_minutes())
 }
 
 /// Adds every track of `stream` to `pc` as a send-only transceiver.
