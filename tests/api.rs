@@ -641,3 +641,50 @@ async fn attendance_is_kept_and_reported_as_json_csv_and_xapi() {
     assert_eq!(get("pdf").await.unwrap().status(), 400);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn only_the_schools_own_origins_may_frame_its_lessons() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("lecture").await;
+    let token = server.token(&lesson, "s", "student").await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .put(server.url("/api/v1/settings"))
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({"webhook_url": null, "embed_origins": ["https://school.example", "http://127.0.0.1:8000"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let csp = |path: String| {
+        let client = client.clone();
+        let url = server.url(&path);
+        async move {
+            let resp = client.get(url).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    assert_eq!(
+        csp(format!("/embed/{lesson}?token={token}")).await,
+        "frame-ancestors 'self' https://school.example http://127.0.0.1:8000"
+    );
+    assert_eq!(
+        csp(format!("/join/{lesson}?token={token}")).await,
+        "frame-ancestors 'self'",
+        "join links are not for framing"
+    );
+    assert_eq!(
+        csp(format!("/embed/{lesson}?token=forged")).await,
+        "frame-ancestors 'self'"
+    );
+    assert_eq!(
+        csp(format!("/embed/other-lesson?token={token}")).await,
+        "frame-ancestors 'self'",
+        "the token must be for the framed lesson"
+    );
+    server.stop().await;
+}

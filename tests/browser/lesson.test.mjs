@@ -13,6 +13,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { createServer } from "node:http";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -477,6 +478,67 @@ test("a student early for a scheduled lesson waits in the lobby with a countdown
   await error.waitFor({ timeout: 15_000 });
   assert.equal(await error.getAttribute("data-code"), "not_open");
   await early.context().close();
+});
+
+test("a school's own page embeds a lesson and hears its events", async () => {
+  const lesson = await api("/api/v1/lessons", { title: "嵌入的课", mode: "small_class" });
+  const { token } = await api(`/api/v1/lessons/${lesson.id}/tokens`, {
+    identity: "framed",
+    name: "框里的学员",
+    role: "student",
+  });
+  const allowed = "http://127.0.0.1:18090";
+  const resp = await fetch(`${BASE}/api/v1/settings`, {
+    method: "PUT",
+    headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+    body: JSON.stringify({ webhook_url: null, embed_origins: [allowed] }),
+  });
+  assert.equal(resp.status, 200);
+  // The school's site: a page with the lesson in an iframe, collecting its messages.
+  const host = `<!doctype html><meta charset="utf-8"><title>学校网站</title>
+    <script>window.jinkeEvents = []; addEventListener("message", (e) => {
+      if (e.data && e.data.source === "jinke") jinkeEvents.push({ origin: e.origin, ...e.data });
+    });</script>
+    <iframe id="lesson" width="800" height="600" allow="camera; microphone; autoplay"
+      src="${BASE}/embed/${lesson.id}?token=${token}&autojoin=1"></iframe>`;
+  const sites = [18090, 18091].map((port) => {
+    const server = createServer((req, res) => {
+      res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+      res.end(host);
+    });
+    server.listen(port, "127.0.0.1");
+    return server;
+  });
+  try {
+    const page = await newPage();
+    await page.goto(`${allowed}/`);
+    await page.waitForFunction(() => jinkeEvents.some((e) => e.type === "joined"), null, {
+      timeout: 15_000,
+    });
+    const joined = await page.evaluate(() => jinkeEvents.find((e) => e.type === "joined"));
+    assert.equal(joined.origin, BASE);
+    assert.equal(joined.identity, "framed");
+    assert.equal(joined.lesson, lesson.id);
+    const frame = page.frameLocator("#lesson");
+    await frame.getByTestId("raise-hand").click();
+    await page.waitForFunction(() => jinkeEvents.some((e) => e.type === "hand-raised"), null, {
+      timeout: 10_000,
+    });
+    await frame.getByTestId("leave").click();
+    await page.waitForFunction(() => jinkeEvents.some((e) => e.type === "left"), null, {
+      timeout: 10_000,
+    });
+    await page.context().close();
+
+    // Another site is not allowed to frame the lesson: nothing loads, nothing is said.
+    const other = await newPage();
+    await other.goto("http://127.0.0.1:18091/");
+    await other.waitForTimeout(3000);
+    assert.deepEqual(await other.evaluate(() => jinkeEvents), []);
+    await other.context().close();
+  } finally {
+    for (const s of sites) s.close();
+  }
 });
 
 test("a lost connection says so instead of going blank", async () => {

@@ -79,6 +79,7 @@ pub fn status(text: &str) -> Element {
 
 /// An error box with a machine-readable `data-code` for tests.
 pub fn error_box(code: &str, text: &str) -> Element {
+    crate::embed::post("error", &[("code", code)]);
     let p = el("p", "error", Some(text));
     set_data(&p, "testid", "error");
     set_data(&p, "code", code);

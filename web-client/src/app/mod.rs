@@ -105,7 +105,11 @@ pub fn start() {
     let lesson = location
         .pathname()
         .ok()
-        .and_then(|p| p.strip_prefix("/join/").map(str::to_owned))
+        .and_then(|p| {
+            p.strip_prefix("/join/")
+                .or_else(|| p.strip_prefix("/embed/"))
+                .map(str::to_owned)
+        })
         .filter(|l| !l.is_empty());
     let link = Link {
         lang,
@@ -325,6 +329,13 @@ impl Room {
                 ..
             } => {
                 *self.me.borrow_mut() = you.identity.clone();
+                crate::embed::post(
+                    "joined",
+                    &[
+                        ("lesson", lesson.id.as_str()),
+                        ("identity", you.identity.as_str()),
+                    ],
+                );
                 self.locked.set(locked);
                 *self.stage_list.borrow_mut() = stage;
                 if let Some(at_ms) = lesson.starts_at_ms
@@ -618,6 +629,9 @@ impl Room {
     fn show_hands(self: &Rc<Self>, identities: Vec<String>) {
         let t = self.t;
         let me = self.me.borrow().clone();
+        if identities.contains(&me) && !self.hands.borrow().contains(&me) {
+            crate::embed::post("hand-raised", &[("identity", me.as_str())]);
+        }
         *self.hands.borrow_mut() = identities.clone();
         if self.role.moderates() {
             self.hand_control.set_inner_html("");
@@ -1012,6 +1026,7 @@ impl Room {
     }
 
     fn leave(&self) {
+        crate::embed::post("left", &[("reason", "left")]);
         self.send(&ClientMessage::Leave);
         self.close();
         self.show_ended(None, self.t.left);
@@ -1022,6 +1037,7 @@ impl Room {
         if self.ended.get() {
             return;
         }
+        crate::embed::post("left", &[("reason", code)]);
         self.close();
         self.show_ended(Some(code), text);
     }
