@@ -688,3 +688,101 @@ async fn only_the_schools_own_origins_may_frame_its_lessons() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn openapi_lists_every_route_and_only_the_schools_key_opens_them() {
+    use std::collections::BTreeSet;
+    let server = TestServer::start().await;
+    let (_, other_school) = add_school(&server.data_dir, "别的学校");
+    let client = reqwest::Client::new();
+    let doc: serde_json::Value = client
+        .get(server.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["apiKey"]["scheme"],
+        "bearer"
+    );
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.clone(), path.clone()))
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = [
+        ("post", "/api/v1/lessons"),
+        ("get", "/api/v1/lessons"),
+        ("get", "/api/v1/lessons/{id}"),
+        ("patch", "/api/v1/lessons/{id}"),
+        ("delete", "/api/v1/lessons/{id}"),
+        ("post", "/api/v1/lessons/{id}/cancel"),
+        ("post", "/api/v1/lessons/{id}/tokens"),
+        ("get", "/api/v1/lessons/{id}/participants"),
+        ("delete", "/api/v1/lessons/{id}/participants/{identity}"),
+        ("post", "/api/v1/lessons/{id}/participants/{identity}/mute"),
+        ("post", "/api/v1/lessons/{id}/participants/{identity}/stage"),
+        ("post", "/api/v1/lessons/{id}/lock"),
+        ("post", "/api/v1/lessons/{id}/end"),
+        ("post", "/api/v1/lessons/{id}/messages"),
+        ("get", "/api/v1/lessons/{id}/attendance"),
+        ("get", "/api/v1/calendar.ics"),
+        ("get", "/api/v1/settings"),
+        ("put", "/api/v1/settings"),
+    ]
+    .into_iter()
+    .map(|(m, p)| (m.to_owned(), p.to_owned()))
+    .collect();
+    assert_eq!(documented, expected);
+
+    // The authorization matrix over every documented route.
+    for (method, path) in &documented {
+        let lesson = server.create_lesson("lecture").await;
+        let student_token = server.token(&lesson, "s", "student").await;
+        let url = server.url(&path.replace("{id}", &lesson).replace("{identity}", "s"));
+        let call = |key: Option<&str>| {
+            let mut req = client
+                .request(method.to_uppercase().parse().unwrap(), &url)
+                .json(&serde_json::json!({}));
+            if let Some(k) = key {
+                req = req.bearer_auth(k);
+            }
+            async move {
+                let resp = req.send().await.unwrap();
+                (resp.status().as_u16(), resp.text().await.unwrap())
+            }
+        };
+        let route = format!("{} {path}", method.to_uppercase());
+        assert_eq!(call(None).await.0, 401, "{route} without a key");
+        assert_eq!(
+            call(Some(&student_token)).await.0,
+            401,
+            "{route} with a student's join token"
+        );
+        let (status, body) = call(Some(&other_school)).await;
+        if path.contains("{id}") {
+            assert_eq!(status, 404, "{route} with another school's key: {body}");
+            assert!(body.contains("not_found"), "{route}: {body}");
+        } else {
+            assert!(
+                status <= 400,
+                "{route} acts on its own school: {status} {body}"
+            );
+        }
+        let (status, body) = call(Some(API_KEY)).await;
+        assert!(
+            status != 401 && status != 405 && !(status == 404 && body.is_empty()),
+            "{route} with the right key reaches its handler: {status} {body}"
+        );
+    }
+    server.stop().await;
+}

@@ -2,19 +2,23 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
 
+use super::doc::Routes;
 use super::{ApiError, school_lesson};
 use crate::attendance;
 use crate::server::AppState;
 
-pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/api/v1/lessons/{id}/attendance", get(report))
+pub(super) fn routes() -> Routes {
+    Routes::new().get(
+        "/api/v1/lessons/{id}/attendance",
+        "Attendance records (format=json, csv or xapi)",
+        report,
+    )
 }
 
 #[derive(Deserialize)]

@@ -3,37 +3,57 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::doc::Routes;
 use super::{ApiError, school_lesson};
 use crate::controls::{ControlFailure, end_lesson, remove_participant};
 use crate::rooms::{Actor, ControlError, PresentParticipant};
 use crate::server::AppState;
 use crate::store::Lesson;
 
-pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/lessons/{id}/participants", get(participants))
-        .route(
-            "/api/v1/lessons/{id}/participants/{identity}",
-            axum::routing::delete(remove),
+pub(super) fn routes() -> Routes {
+    const P: &str = "/api/v1/lessons/{id}/participants/{identity}";
+    Routes::new()
+        .get(
+            "/api/v1/lessons/{id}/participants",
+            "Who is in the lesson now",
+            participants,
         )
-        .route(
+        .delete(
+            P,
+            "Remove a participant for good (its tokens stop working)",
+            remove,
+        )
+        .post(
             "/api/v1/lessons/{id}/participants/{identity}/mute",
-            post(mute),
+            "Mute or unmute a participant's audio ({\"muted\": bool})",
+            mute,
         )
-        .route(
+        .post(
             "/api/v1/lessons/{id}/participants/{identity}/stage",
-            post(stage),
+            "Invite a student on stage or take it off ({\"on\": bool})",
+            stage,
         )
-        .route("/api/v1/lessons/{id}/lock", post(lock))
-        .route("/api/v1/lessons/{id}/end", post(end))
-        .route("/api/v1/lessons/{id}/messages", post(announce))
+        .post(
+            "/api/v1/lessons/{id}/lock",
+            "Lock or unlock the live lesson",
+            lock,
+        )
+        .post(
+            "/api/v1/lessons/{id}/end",
+            "End the lesson for everyone",
+            end,
+        )
+        .post(
+            "/api/v1/lessons/{id}/messages",
+            "Post an announcement to the lesson's chat",
+            announce,
+        )
 }
 
 /// Authorizes the request and finds the school's lesson.

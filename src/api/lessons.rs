@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use jinke_signaling::LessonMode;
 use serde::{Deserialize, Serialize};
 
+use super::doc::Routes;
 use super::{ApiError, MAX_CAPACITY, authorize, random_id, school_lesson};
 use crate::schedule::{LessonState, occurrences, parse_rfc3339};
 use crate::server::AppState;
@@ -23,15 +23,36 @@ const MAX_DURATION: i64 = 24 * 3600;
 /// Longest lobby: a day.
 const MAX_LOBBY_MINUTES: u32 = 24 * 60;
 
-pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/lessons", post(create).get(list))
-        .route(
-            "/api/v1/lessons/{id}",
-            get(read).patch(update).delete(remove),
+pub(super) fn routes() -> Routes {
+    const L: &str = "/api/v1/lessons/{id}";
+    Routes::new()
+        .post(
+            "/api/v1/lessons",
+            "Create a lesson, or a series from an rrule",
+            create,
         )
-        .route("/api/v1/lessons/{id}/cancel", post(cancel))
-        .route("/api/v1/calendar.ics", get(calendar))
+        .get(
+            "/api/v1/lessons",
+            "List lessons (state, from, to, page, per_page)",
+            list,
+        )
+        .get(L, "Get a lesson", read)
+        .patch(
+            L,
+            "Change a lesson's title, capacity, teacher or schedule",
+            update,
+        )
+        .delete(L, "Delete a lesson nobody is in", remove)
+        .post(
+            "/api/v1/lessons/{id}/cancel",
+            "Cancel a lesson that has not started",
+            cancel,
+        )
+        .get(
+            "/api/v1/calendar.ics",
+            "The school's lessons as an iCalendar feed",
+            calendar,
+        )
 }
 
 /// A lesson as the API shows it: its fields and its state now.

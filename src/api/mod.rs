@@ -6,7 +6,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use axum::{Json, Router};
 use jinke_signaling::{LessonMode, Role};
 use serde::{Deserialize, Serialize};
@@ -15,6 +14,7 @@ use crate::server::AppState;
 use crate::store::{BOOTSTRAP_SCHOOL, Lesson, School, StoreError};
 use crate::tokens::JoinClaims;
 use crate::unix_now;
+use doc::Routes;
 
 /// Longest lifetime of a join token: a week.
 const MAX_TTL_SECS: u64 = 7 * 24 * 3600;
@@ -25,17 +25,30 @@ const MAX_CAPACITY: u32 = 10_000;
 
 mod attendance;
 mod controls;
+pub mod doc;
 mod lessons;
 mod settings;
 
 /// The API's routes.
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/lessons/{id}/tokens", post(create_token))
+    let (router, docs) = Routes::new()
+        .post(
+            "/api/v1/lessons/{id}/tokens",
+            "Sign a join token and link for a participant",
+            create_token,
+        )
         .merge(lessons::routes())
         .merge(controls::routes())
         .merge(settings::routes())
         .merge(attendance::routes())
+        .into_parts();
+    let docs = Arc::new(docs);
+    router.route(
+        "/api/v1/openapi.json",
+        axum::routing::get(move |State(state): State<Arc<AppState>>| async move {
+            Json(doc::openapi(&docs, &state.public_url))
+        }),
+    )
 }
 
 /// An API failure, answered as `{"error": {"code", "message"}}` with the matching status.

@@ -3,19 +3,25 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::HeaderMap;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
 
+use super::doc::Routes;
 use super::{ApiError, authorize};
 use crate::server::AppState;
 use crate::store::School;
 
-pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/api/v1/settings", get(read).put(write))
+pub(super) fn routes() -> Routes {
+    Routes::new()
+        .get("/api/v1/settings", "The school's settings", read)
+        .put(
+            "/api/v1/settings",
+            "Change the webhook URL and embedding origins",
+            write,
+        )
 }
 
 #[derive(Deserialize)]
