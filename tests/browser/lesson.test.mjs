@@ -330,7 +330,12 @@ test("a lecture student invited on stage is seen by the teacher and the class", 
   }
   assert.equal(await asker.getByTestId("toggle-mic").count(), 0, "a lecture student starts off stage");
 
-  // The teacher invites; the student accepts and appears to everyone.
+  // The student raises a hand; the teacher sees it, invites; the student accepts and appears
+  // to everyone.
+  await asker.getByTestId("raise-hand").click();
+  await teacher
+    .locator('[data-testid="hand-queue"] li[data-identity="s1"]')
+    .waitFor({ timeout: 10_000 });
   const row = teacher.locator('[data-testid="roster"] li[data-identity="s1"]');
   await row.getByTestId("stage").click();
   const prompt = asker.getByTestId("stage-invite");
@@ -360,6 +365,15 @@ test("a lecture student invited on stage is seen by the teacher and the class", 
     return frames > 10;
   }, null, { timeout: 15_000, polling: 100 });
   await listener.locator('.others [data-identity="s1"]').waitFor({ timeout: 10_000 });
+  // The other student decodes two videos now: the teacher's and the student's on stage.
+  await listener.waitForFunction(async () => {
+    const stats = await window.jinkePc.getStats();
+    let decoding = 0;
+    stats.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video" && (s.framesDecoded ?? 0) > 10) decoding++;
+    });
+    return decoding === 2;
+  }, null, { timeout: 15_000, polling: 200 });
   assert.equal(await row.getByTestId("stage").getAttribute("aria-pressed"), "true");
 
   // Taken off stage: the student's camera stops and the teacher receives nothing more.
