@@ -685,3 +685,80 @@ async fn a_lecture_student_invited_on_stage_is_seen_and_heard_until_taken_off() 
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teacher_shares_a_screen_that_everyone_receives_until_it_stops() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("lecture").await;
+    let t = server.token(&lesson, "teacher", "teacher").await;
+    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
+    teacher.wait_connected().await;
+    let s = server.token(&lesson, "s1", "student").await;
+    let mut student = TestClient::join(&server, &s, "s1", Publish::Nothing).await;
+    server
+        .wait_stats("the teacher's tracks to the student", |s| {
+            s.subscriptions == 2
+        })
+        .await;
+
+    // Students do not share screens.
+    let refused = student.share_screen().await.err();
+    assert!(
+        matches!(
+            refused,
+            Some(ServerMessage::Error {
+                code: ErrorCode::NotAllowed,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+
+    let mut screen = teacher.share_screen().await.expect("a teacher shares");
+    screen.wait_connected("the teacher's screen").await;
+    let mut shared = Vec::new();
+    while shared.len() < 2 {
+        if let ServerMessage::TrackPublished(t) = student
+            .expect_event("the screen's tracks", |m| {
+                matches!(m, ServerMessage::TrackPublished(_))
+            })
+            .await
+        {
+            shared.push(t);
+        }
+    }
+    assert!(
+        shared.iter().all(|t| t.screen && t.identity == "teacher"),
+        "{shared:?}"
+    );
+    let video = track_id(&shared, "teacher", MediaKind::Video);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while student.received(&video).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the screen never arrived"
+        );
+        send_tagged(&screen, WARMUP_TAG, 1).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_tagged(&screen, VIDEO_TAG, 30).await;
+    assert_numbered(&student, &video, VIDEO_TAG, VIDEO_LEN, 30).await;
+    assert!(
+        teacher.received(&video).is_empty(),
+        "not sent back to the teacher"
+    );
+
+    teacher.send(jinke_signaling::ClientMessage::StopScreen);
+    student
+        .expect_event(
+            "the screen ending",
+            |m| matches!(m, ServerMessage::TrackUnpublished { track_id } if *track_id == video),
+        )
+        .await;
+    server
+        .wait_stats("only the camera and microphone again", |s| {
+            s.peers == 2 && s.routes == 2 && s.subscriptions == 2
+        })
+        .await;
+    server.stop().await;
+}

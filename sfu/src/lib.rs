@@ -55,6 +55,8 @@ pub struct PeerSpec {
     /// publish-only connection (a student on stage) receives nothing. A peer never receives the
     /// tracks of its own identity.
     pub receives: bool,
+    /// Whether this peer carries a shared screen: its tracks are announced as such.
+    pub screen: bool,
     /// Where the SFU reports what happens to this peer.
     pub events: UnboundedSender<PeerEvent>,
 }

@@ -44,6 +44,8 @@ pub(crate) struct Peer {
     pub may_publish: bool,
     /// Whether the room's tracks are forwarded to this peer.
     pub receives: bool,
+    /// Whether its tracks are a shared screen.
+    pub screen: bool,
     /// A moderator muted this peer: its audio is not forwarded.
     pub audio_muted: bool,
     pub rtc: Rtc,
@@ -73,6 +75,7 @@ impl Peer {
             identity: spec.identity,
             may_publish: spec.may_publish,
             receives: spec.receives,
+            screen: spec.screen,
             audio_muted: false,
             rtc,
             events: spec.events,

@@ -421,6 +421,7 @@ impl Shard {
             track_id: format!("t{}", self.next_track),
             identity: peer.identity.clone(),
             kind,
+            screen: peer.screen,
         };
         self.next_track += 1;
         peer.report(PeerEvent::TrackPublished(track.clone()));

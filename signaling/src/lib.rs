@@ -140,6 +140,9 @@ pub struct TrackInfo {
     pub identity: String,
     /// Audio or video.
     pub kind: MediaKind,
+    /// A shared screen (shown large to everyone) rather than a camera or microphone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub screen: bool,
 }
 
 /// Where a forwarded track arrives in the client's peer connection: the `mid` of the m-line in
@@ -246,6 +249,15 @@ pub enum ClientMessage {
         /// The SDP offer (send-only camera and microphone).
         sdp: String,
     },
+    /// Teachers and assistants: the SDP offer of a publish-only connection carrying a shared
+    /// screen (`getDisplayMedia`). Its tracks are announced with `screen: true`. Answered by
+    /// [`ServerMessage::ScreenAnswer`].
+    ShareScreen {
+        /// The SDP offer (send-only).
+        sdp: String,
+    },
+    /// Stop sharing the screen: its connection closes and its tracks end.
+    StopScreen,
     /// Stop (or resume) forwarding a participant's audio (teachers and assistants; a teacher
     /// cannot be muted). Everyone is told with [`ServerMessage::Muted`].
     Mute {
@@ -346,6 +358,11 @@ pub enum ServerMessage {
     },
     /// The server's answer to [`ClientMessage::PublishOffer`].
     PublishAnswer {
+        /// The SDP answer.
+        sdp: String,
+    },
+    /// The server's answer to [`ClientMessage::ShareScreen`].
+    ScreenAnswer {
         /// The SDP answer.
         sdp: String,
     },
@@ -546,6 +563,7 @@ mod tests {
                         track_id: "t1".into(),
                         identity: "teacher".into(),
                         kind: MediaKind::Video,
+                        screen: false,
                     },
                 }],
                 removed: vec!["1".into()],

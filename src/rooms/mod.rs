@@ -580,6 +580,7 @@ mod tests {
             track_id: "t1".into(),
             identity: "a".into(),
             kind: MediaKind::Video,
+            screen: false,
         };
         rooms.track_published("l", a.session, track.clone());
         let b = rooms.join("l", lecture(5), person("b"), tb).unwrap();

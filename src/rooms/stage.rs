@@ -148,6 +148,27 @@ impl Rooms {
         Ok(())
     }
 
+    /// Announces that some tracks ended (a shared screen stopped, a side connection closed)
+    /// without their publisher leaving.
+    pub fn end_tracks(&self, lesson: &str, track_ids: &[String]) {
+        if track_ids.is_empty() {
+            return;
+        }
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(lesson) else {
+            return;
+        };
+        room.tracks.retain(|t| !track_ids.contains(&t.track_id));
+        for track_id in track_ids {
+            room.broadcast(
+                u64::MAX,
+                &ServerMessage::TrackUnpublished {
+                    track_id: track_id.clone(),
+                },
+            );
+        }
+    }
+
     /// Announces that a session's tracks ended (it left the stage, or its publishing connection
     /// closed) without it leaving the lesson.
     pub fn tracks_ended(&self, lesson: &str, session: u64) {
@@ -354,6 +375,7 @@ mod tests {
                 track_id: "t9".into(),
                 identity: "s".into(),
                 kind: MediaKind::Audio,
+                screen: false,
             },
         );
         drain(&mut ro);

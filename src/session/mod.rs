@@ -272,6 +272,7 @@ impl Session {
             &self.lesson.id,
             &you.identity,
             self.lesson.mode.may_publish(you.role),
+            you.role.moderates(),
             admission.on_stage,
             admission.muted.contains(&you.identity),
         );
@@ -339,6 +340,15 @@ impl Session {
                             Ok(sdp) => ServerMessage::PublishAnswer { sdp },
                             Err(e) => media_error(e),
                         },
+                        ClientMessage::ShareScreen { sdp } => match media.share_screen(sfu, sdp).await {
+                            Ok(sdp) => ServerMessage::ScreenAnswer { sdp },
+                            Err(e) => media_error(e),
+                        },
+                        ClientMessage::StopScreen => {
+                            let ended = media.stop_screen(sfu);
+                            self.state.rooms.end_tracks(&self.lesson.id, &ended);
+                            continue;
+                        }
                         ClientMessage::Answer { sdp } => {
                             match sfu.accept_answer(media.main, sdp).await {
                                 Ok(()) => continue,
@@ -468,15 +478,16 @@ impl Session {
                         return End::ClientGone;
                     }
                 }
-                Some(event) = next_event(&mut media.publish_events) => match event {
-                    // The publish-only connection: its tracks, or its end (the client may open
-                    // another while on stage).
+                Some((peer, event)) = media.side_events.recv() => match event {
+                    // A publish-only connection: its tracks, or its end (a stage student may open
+                    // another while on stage; a screen is shared again on request).
                     PeerEvent::TrackPublished(track) => {
+                        media.side_track(peer, &track.track_id);
                         self.state.rooms.track_published(&self.lesson.id, session, track);
                     }
                     PeerEvent::Closed { .. } => {
-                        media.publish_closed();
-                        self.state.rooms.tracks_ended(&self.lesson.id, session);
+                        let ended = media.side_closed(peer);
+                        self.state.rooms.end_tracks(&self.lesson.id, &ended);
                     }
                     PeerEvent::Connected | PeerEvent::Offer { .. } => {}
                 },
@@ -485,14 +496,6 @@ impl Session {
                 }
             }
         }
-    }
-}
-
-/// The next event of an optional channel; never resolves without one.
-async fn next_event(rx: &mut Option<UnboundedReceiver<PeerEvent>>) -> Option<PeerEvent> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
     }
 }
 
@@ -506,7 +509,7 @@ fn media_error(e: MediaError) -> ServerMessage {
     match e {
         MediaError::Sfu(e) => sfu_error(e),
         MediaError::Unexpected(m) => unexpected(m),
-        MediaError::NotOnStage => ServerMessage::Error {
+        MediaError::NotOnStage | MediaError::MayNotShare => ServerMessage::Error {
             code: ErrorCode::NotAllowed,
             message: e.to_string(),
             fatal: false,

@@ -104,6 +104,9 @@ function launch({ grantMedia }) {
     "--disable-dev-shm-usage",
     "--use-fake-device-for-media-stream",
     "--allow-loopback-in-peer-connection",
+    // getDisplayMedia picks a source without asking (the fake UI accepts it).
+    "--auto-select-desktop-capture-source=Entire screen",
+    "--auto-accept-this-tab-capture",
   ];
   if (grantMedia) args.push("--use-fake-ui-for-media-stream");
   return chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args });
@@ -553,6 +556,44 @@ test("a school's own page embeds a lesson and hears its events", async () => {
   } finally {
     for (const s of sites) s.close();
   }
+});
+
+test("the teacher shares a screen and students see it large", async () => {
+  const lesson = await api("/api/v1/lessons", { title: "电脑入门", mode: "lecture" });
+  const link = async (identity, name, role) =>
+    `${(await api(`/api/v1/lessons/${lesson.id}/tokens`, { identity, name, role })).join_url}&autojoin=1`;
+  const teacher = await newPage();
+  await teacher.goto(await link("t", "刘老师", "teacher"));
+  await teacher.waitForFunction(() => window.jinkePc?.connectionState === "connected", null, {
+    timeout: 15_000,
+  });
+  const student = await newPage();
+  await student.goto(await link("s", "学员", "student"));
+  await student.locator('.stage [data-identity="t"]').waitFor({ timeout: 15_000 });
+
+  await teacher.getByTestId("share-screen").click();
+  await teacher.waitForFunction(() => window.jinkeScreenPc?.connectionState === "connected", null, {
+    timeout: 15_000,
+  });
+  const screen = student.getByTestId("screen");
+  await screen.waitFor({ timeout: 15_000 });
+  assert.match(await screen.innerText(), /刘老师 的屏幕/);
+  await student.waitForFunction(
+    () => {
+      const v = document.querySelector('[data-testid="screen"] video');
+      return v && v.videoWidth > 0 && !v.paused;
+    },
+    null,
+    { timeout: 15_000, polling: 100 },
+  );
+  // The screen comes first on the stage, before the teacher's camera.
+  assert.equal(
+    await student.evaluate(() => document.querySelector(".stage .tile")?.dataset.testid),
+    "screen",
+  );
+  await teacher.getByTestId("share-screen").click();
+  await screen.waitFor({ state: "detached", timeout: 10_000 });
+  for (const page of [teacher, student]) await page.context().close();
 });
 
 test("a lost connection says so instead of going blank", async () => {

@@ -520,7 +520,9 @@ impl TestClient {
                     let Message::Text(text) = frame else { continue };
                     let msg = ServerMessage::from_json(&text).expect("valid server message");
                     match &msg {
-                        ServerMessage::Answer { sdp } | ServerMessage::PublishAnswer { sdp } => {
+                        ServerMessage::Answer { sdp }
+                        | ServerMessage::PublishAnswer { sdp }
+                        | ServerMessage::ScreenAnswer { sdp } => {
                             let _ = answers_tx.send(Ok(sdp.clone()));
                             continue;
                         }
@@ -579,9 +581,25 @@ impl TestClient {
     /// Opens the publish-only connection of a student on stage: offers it with `publish_offer`
     /// and applies the server's answer. `Err` is the server's refusal.
     pub async fn publish_on_stage(&mut self) -> Result<Peer, ServerMessage> {
-        let mut peer = Peer::new(&format!("{}-stage", self.identity), Publish::AudioVideo).await;
+        self.side_connection("stage", |sdp| ClientMessage::PublishOffer { sdp })
+            .await
+    }
+
+    /// Shares a "screen": a publish-only connection offered with `share_screen`.
+    pub async fn share_screen(&mut self) -> Result<Peer, ServerMessage> {
+        self.side_connection("screen", |sdp| ClientMessage::ShareScreen { sdp })
+            .await
+    }
+
+    /// A publish-only connection with audio and video, offered by `offer`.
+    async fn side_connection(
+        &mut self,
+        what: &str,
+        offer: impl FnOnce(String) -> ClientMessage,
+    ) -> Result<Peer, ServerMessage> {
+        let mut peer = Peer::new(&format!("{}-{what}", self.identity), Publish::AudioVideo).await;
         let sdp = offer_sdp(&peer.pc, &mut peer.gathered).await;
-        self.send(ClientMessage::PublishOffer { sdp });
+        self.send(offer(sdp));
         let answer = tokio::time::timeout(WAIT, self.answers.recv())
             .await
             .expect("answer in time")

@@ -26,6 +26,13 @@ impl Room {
         let _ = lock.set_attribute("aria-pressed", bool_attr(self.locked.get()));
         append(controls, &lock);
         let room = self.clone();
+        let share = button(t.share_screen, "", "share-screen", move || {
+            let room = room.clone();
+            wasm_bindgen_futures::spawn_local(async move { room.toggle_screen().await });
+        });
+        let _ = share.set_attribute("aria-pressed", "false");
+        append(controls, &share);
+        let room = self.clone();
         append(
             controls,
             &button(t.end_lesson, "danger", "end-lesson", move || {

@@ -22,6 +22,7 @@ use web_sys::{
 };
 
 mod controls;
+mod screen;
 mod stage;
 
 use crate::dom::{append, button, el, error_box, set_data, set_hidden, show, status, video};
@@ -81,6 +82,8 @@ struct Room {
     media_toggles: Element,
     /// The invitation to come on stage, while it is open.
     stage_prompt: Element,
+    /// Teachers and assistants: the shared screen's connection, while sharing.
+    screen_pc: RefCell<Option<RtcPeerConnection>>,
     stage: Element,
     others: Element,
     notices: Element,
@@ -251,6 +254,7 @@ fn join(link: Rc<Link>, info: TokenInfo) {
         main_publishes: Cell::new(false),
         media_toggles: el("span", "", None),
         stage_prompt: el("div", "stage-prompt", None),
+        screen_pc: RefCell::new(None),
         stage,
         others,
         notices,
@@ -410,6 +414,11 @@ impl Room {
                     "stage_declined",
                     &format!("{name}{}", self.t.stage_declined),
                 );
+            }
+            ServerMessage::ScreenAnswer { sdp } => {
+                if let Err(e) = self.screen_answered(&sdp).await {
+                    self.fail_with(&e);
+                }
             }
             ServerMessage::PublishAnswer { sdp } => {
                 if let Err(e) = self.publish_answered(&sdp).await {
@@ -782,6 +791,7 @@ impl Room {
             return;
         };
         let identity = mapping.track.identity;
+        let key = tile_key(&identity, mapping.track.screen);
         let role = self
             .participants
             .borrow()
@@ -789,9 +799,9 @@ impl Room {
             .find(|p| p.identity == identity)
             .map(|p| p.role)
             .unwrap_or(Role::Student);
-        self.ensure_tile(&identity, &identity, role);
+        self.ensure_tile(&key, &identity, role);
         let tiles = self.tiles.borrow();
-        let Some(tile) = tiles.get(&identity) else {
+        let Some(tile) = tiles.get(&key) else {
             return;
         };
         tile.stream.add_track(&e.track());
@@ -856,8 +866,16 @@ impl Room {
         let Some(pc) = self.pc() else {
             return;
         };
+        let key = tile_key(&mapping.track.identity, mapping.track.screen);
+        if mapping.track.screen {
+            // A shared screen's tile goes with its track.
+            if let Some(tile) = self.tiles.borrow_mut().remove(&key) {
+                tile.element.remove();
+            }
+            return;
+        }
         let tiles = self.tiles.borrow();
-        let Some(tile) = tiles.get(&mapping.track.identity) else {
+        let Some(tile) = tiles.get(&key) else {
             return;
         };
         for tr in pc.get_transceivers().iter() {
@@ -916,10 +934,16 @@ impl Room {
     }
 
     /// The tile of a participant, created on first use: the teacher's on the stage, others below.
-    fn ensure_tile(&self, identity: &str, fallback_name: &str, role: Role) {
-        if self.tiles.borrow().contains_key(identity) {
+    /// The tile of a participant (or of its shared screen, keyed `identity#screen`), created on
+    /// first use: a screen first and large on the stage, the teacher's on the stage, others below.
+    fn ensure_tile(&self, key: &str, fallback_name: &str, role: Role) {
+        if self.tiles.borrow().contains_key(key) {
             return;
         }
+        let (identity, screen) = match key.strip_suffix("#screen") {
+            Some(identity) => (identity, true),
+            None => (key, false),
+        };
         let name = self
             .name_of(identity)
             .unwrap_or_else(|| fallback_name.to_owned());
@@ -929,7 +953,16 @@ impl Room {
         append(&element, &v);
         append(&element, &el("span", "name", None));
         set_label(&element, &name, self.t, role);
-        if role == Role::Teacher {
+        if screen {
+            element.set_class_name("tile main screen");
+            set_data(&element, "testid", "screen");
+            if let Ok(Some(label)) = element.query_selector(".name") {
+                label.set_text_content(Some(&format!("{name}{}", self.t.screen_of)));
+            }
+            let _ = self
+                .stage
+                .insert_before(&element, self.stage.first_child().as_ref());
+        } else if role == Role::Teacher {
             element.set_class_name("tile main");
             append(&self.stage, &element);
         } else {
@@ -937,7 +970,7 @@ impl Room {
         }
         let stream = MediaStream::new().expect("MediaStream");
         self.tiles.borrow_mut().insert(
-            identity.to_owned(),
+            key.to_owned(),
             Tile {
                 element,
                 video: v,
@@ -1072,6 +1105,15 @@ fn set_label(tile: &Element, name: &str, t: &Text, role: Role) {
             Role::Student | Role::Observer => name.to_owned(),
         };
         label.set_text_content(Some(&text));
+    }
+}
+
+/// The key of a participant's tile, or of its shared screen's.
+fn tile_key(identity: &str, screen: bool) -> String {
+    if screen {
+        format!("{identity}#screen")
+    } else {
+        identity.to_owned()
     }
 }
 
