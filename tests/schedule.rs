@@ -64,6 +64,11 @@ async fn a_scheduled_lesson_opens_goes_live_warns_and_ends_itself() {
     );
 
     wait_state(&server, &id, "open").await;
+    let opens_at = jinke::schedule::parse_rfc3339(lesson["starts_at"].as_str().unwrap()).unwrap();
+    println!(
+        "lobby opened {} ms after its planned time (seen through the API, polled every 100 ms)",
+        jinke::unix_now_ms() - opens_at * 1000
+    );
     let (mut student, joined) = join(&server, &id, "s1", "student").await;
     let starts_at_ms = match joined {
         Some(ServerMessage::Joined { lesson, .. }) => lesson.starts_at_ms,
@@ -73,8 +78,13 @@ async fn a_scheduled_lesson_opens_goes_live_warns_and_ends_itself() {
         starts_at_ms.is_some(),
         "the lobby gets the start for its countdown"
     );
+    let entered = std::time::Instant::now();
     let (mut teacher, _) = join(&server, &id, "t", "teacher").await;
     wait_state(&server, &id, "live").await;
+    println!(
+        "lobby to live: {} ms from the teacher's join to the API saying live",
+        entered.elapsed().as_millis()
+    );
 
     // At the planned end everyone is told when the lesson ends; then it ends itself.
     let warned = until(&mut student, "the warning", |m| {

@@ -313,10 +313,15 @@ async fn undelivered_webhooks_survive_kill_9_and_arrive_after_restart() {
     drop(ws);
 
     let receiver = Receiver::start(&hook_addr.to_string(), 0).await;
+    let restarted = std::time::Instant::now();
     let _restarted = Serve::start(&dir, &http, &hook);
     let events = receiver
         .wait_for("the events from before the kill", 3)
         .await;
+    println!(
+        "webhooks recorded before kill -9 delivered {} ms after the restart (process start included)",
+        restarted.elapsed().as_millis()
+    );
     let types = receiver.types();
     assert_eq!(
         &types[..3],

@@ -596,6 +596,39 @@ test("the teacher shares a screen and students see it large", async () => {
   for (const page of [teacher, student]) await page.context().close();
 });
 
+test("a 360-pixel-wide phone shows the lesson without sideways scrolling", async () => {
+  const lesson = await api("/api/v1/lessons", { title: "手机上的课", mode: "small_class" });
+  for (const [identity, role] of [["t360", "teacher"], ["s360", "student"]]) {
+    const { join_url } = await api(`/api/v1/lessons/${lesson.id}/tokens`, {
+      identity,
+      name: "用手机的人",
+      role,
+    });
+    const context = await browser.newContext({
+      permissions: ["camera", "microphone"],
+      viewport: { width: 360, height: 740 },
+      deviceScaleFactor: 2,
+      isMobile: true,
+      hasTouch: true,
+    });
+    const page = await context.newPage();
+    await page.goto(`${join_url}&autojoin=1`);
+    await page.getByTestId("leave").waitFor({ timeout: 15_000 });
+    await page.waitForTimeout(500);
+    const layout = await page.evaluate(() => ({
+      width: document.documentElement.scrollWidth,
+      buttons: [...document.querySelectorAll("button")]
+        .filter((b) => b.offsetParent !== null)
+        .map((b) => ({ id: b.dataset.testid, h: b.getBoundingClientRect().height })),
+    }));
+    assert.ok(layout.width <= 360, `${role}: page is ${layout.width} px wide`);
+    for (const b of layout.buttons) {
+      assert.ok(b.h >= 44, `${role}: button ${b.id} is ${b.h} px high, too small to tap`);
+    }
+    await context.close();
+  }
+});
+
 test("a lost connection says so instead of going blank", async () => {
   // A second server of its own, so that killing it leaves the others alone.
   const http = "127.0.0.1:18082";
