@@ -1,8 +1,11 @@
-//! Classroom controls that must also be recorded: removing a participant (its tokens stop
-//! working) and ending a lesson (nobody joins it again). Shared by signaling and the REST API;
+//! Classroom controls that must also be recorded: starting a lesson, removing a participant (its
+//! tokens stop working) and ending a lesson (nobody joins it again). Shared by signaling and the REST API;
 //! each checks the actor's right first, writes the database, and only then acts on the room, so
 //! that an immediate rejoin is already refused.
 
+use jinke_signaling::ServerMessage;
+
+use crate::events::EventKind;
 use crate::rooms::{Actor, ControlError};
 use crate::server::AppState;
 use crate::store::StoreError;
@@ -34,9 +37,29 @@ pub fn remove_participant(
     Ok(())
 }
 
+/// Starts a lesson: students waiting in a scheduled lesson's lobby get the teacher's media and
+/// everyone is told; `lesson.started` is reported. Starting a live lesson again changes nothing.
+pub fn start_lesson(state: &AppState, lesson: &str, by: Actor) -> Result<(), ControlFailure> {
+    state.rooms.may_moderate(lesson, by)?;
+    if state.store.mark_started(lesson, crate::unix_now())? {
+        state.sfu.hold_room(lesson, false);
+        // Only a scheduled lesson had a lobby to tell.
+        if state
+            .store
+            .lesson(lesson)?
+            .is_some_and(|l| l.starts_at.is_some())
+        {
+            state.rooms.broadcast(lesson, &ServerMessage::LessonStarted);
+        }
+        state.events.emit(lesson, EventKind::Started);
+        tracing::info!(%lesson, ?by, "lesson started");
+    }
+    Ok(())
+}
+
 /// Ends a lesson for everyone.
 pub fn end_lesson(state: &AppState, lesson: &str, by: Actor) -> Result<(), ControlFailure> {
-    state.rooms.may_end(lesson, by)?;
+    state.rooms.may_moderate(lesson, by)?;
     state.store.end_lesson(lesson, crate::unix_now())?;
     let sent_away = state.rooms.end(lesson);
     tracing::info!(%lesson, ?by, sent_away, "lesson ended");

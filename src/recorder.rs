@@ -35,9 +35,6 @@ fn record(state: &AppState, event: &LessonEvent) -> Result<(), StoreError> {
             };
             webhooks::enqueue(state, &opened)?;
         }
-        // A teacher's first arrival starts the lesson; a later one (the room emptied and filled
-        // again) does not start it again.
-        EventKind::Started if !state.store.mark_started(&event.lesson, at)? => return Ok(()),
         _ => {}
     }
     webhooks::enqueue(state, event)

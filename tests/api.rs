@@ -732,6 +732,7 @@ async fn openapi_lists_every_route_and_only_the_schools_key_opens_them() {
         ("post", "/api/v1/lessons/{id}/participants/{identity}/mute"),
         ("post", "/api/v1/lessons/{id}/participants/{identity}/stage"),
         ("post", "/api/v1/lessons/{id}/lock"),
+        ("post", "/api/v1/lessons/{id}/start"),
         ("post", "/api/v1/lessons/{id}/end"),
         ("post", "/api/v1/lessons/{id}/messages"),
         ("get", "/api/v1/lessons/{id}/attendance"),

@@ -762,3 +762,74 @@ async fn a_teacher_shares_a_screen_that_everyone_receives_until_it_stops() {
         .await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_lessons_lobby_receives_nothing_until_the_teacher_starts() {
+    let server = TestServer::start().await;
+    let starts = jinke::webhooks::rfc3339((jinke::unix_now() + 600) * 1000);
+    let (status, lesson) = server
+        .post(
+            "/api/v1/lessons",
+            serde_json::json!({"title": "讲座", "mode": "lecture", "starts_at": starts}),
+        )
+        .await;
+    assert_eq!(status, 201, "{lesson}");
+    let lesson = lesson["id"].as_str().unwrap().to_owned();
+    let s = server.token(&lesson, "s1", "student").await;
+    let mut student = TestClient::join(&server, &s, "s1", Publish::Nothing).await;
+    assert!(
+        matches!(&student.joined, ServerMessage::Joined { lesson, .. } if !lesson.live),
+        "{:?}",
+        student.joined
+    );
+    let t = server.token(&lesson, "teacher", "teacher").await;
+    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
+    teacher.wait_connected().await;
+    let tracks = tracks_of(&teacher.joined);
+    assert!(tracks.is_empty());
+    server
+        .wait_stats("the teacher's two routes", |s| s.routes == 2)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server.stats().await.subscriptions,
+        0,
+        "the lobby receives nothing"
+    );
+
+    teacher.send(jinke_signaling::ClientMessage::StartLesson);
+    // The lobby hears of the tracks (they are announced) but gets their media only now.
+    let mut published = Vec::new();
+    while let ServerMessage::TrackPublished(t) = student
+        .expect_event("the start", |m| {
+            matches!(
+                m,
+                ServerMessage::LessonStarted | ServerMessage::TrackPublished(_)
+            )
+        })
+        .await
+    {
+        published.push(t);
+    }
+    server
+        .wait_stats("the teacher's tracks to the student", |s| {
+            s.subscriptions == 2
+        })
+        .await;
+    let audio = track_id(&published, "teacher", MediaKind::Audio);
+    let video = track_id(&published, "teacher", MediaKind::Video);
+    warm_up(&teacher, &[&student], &audio, &video).await;
+    send_numbered(&teacher, 20).await;
+    assert_numbered(&student, &video, VIDEO_TAG, VIDEO_LEN, 20).await;
+    let (_, l) = server
+        .post(
+            &format!("/api/v1/lessons/{lesson}/start"),
+            serde_json::json!(null),
+        )
+        .await;
+    assert!(
+        l["started_at"].as_i64().is_some(),
+        "starting again is harmless: {l}"
+    );
+    server.stop().await;
+}

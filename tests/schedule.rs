@@ -78,13 +78,28 @@ async fn a_scheduled_lesson_opens_goes_live_warns_and_ends_itself() {
         starts_at_ms.is_some(),
         "the lobby gets the start for its countdown"
     );
-    let entered = std::time::Instant::now();
     let (mut teacher, _) = join(&server, &id, "t", "teacher").await;
-    wait_state(&server, &id, "live").await;
-    println!(
-        "lobby to live: {} ms from the teacher's join to the API saying live",
-        entered.elapsed().as_millis()
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, l) = get(&server, &format!("/api/v1/lessons/{id}")).await;
+    assert_eq!(
+        l["state"], "open",
+        "the teacher entering does not start a scheduled lesson"
     );
+    let started = std::time::Instant::now();
+    send(
+        &mut teacher,
+        jinke_signaling::ClientMessage::StartLesson.to_json(),
+    )
+    .await;
+    until(&mut student, "the start", |m| {
+        matches!(m, ServerMessage::LessonStarted)
+    })
+    .await;
+    println!(
+        "lobby to live: {} ms from the teacher's start to the students being told",
+        started.elapsed().as_millis()
+    );
+    wait_state(&server, &id, "live").await;
 
     // At the planned end everyone is told when the lesson ends; then it ends itself.
     let warned = until(&mut student, "the warning", |m| {

@@ -57,6 +57,8 @@ pub struct PeerSpec {
     pub receives: bool,
     /// Whether this peer carries a shared screen: its tracks are announced as such.
     pub screen: bool,
+    /// Whether it receives while its room is held (a lesson's lobby): teachers and assistants.
+    pub moderator: bool,
     /// Where the SFU reports what happens to this peer.
     pub events: UnboundedSender<PeerEvent>,
 }
@@ -160,6 +162,10 @@ enum Command {
     },
     RevokePublish {
         peer: PeerId,
+    },
+    HoldRoom {
+        room: String,
+        held: bool,
     },
     Stats {
         reply: oneshot::Sender<SfuStats>,
@@ -293,6 +299,15 @@ impl Sfu {
     /// renegotiate them away) and new ones are refused. The peer itself stays connected.
     pub fn revoke_publish(&self, peer: PeerId) {
         let _ = self.send(Command::RevokePublish { peer });
+    }
+
+    /// Holds a room (a lesson's lobby): nothing is forwarded to its non-moderator peers until
+    /// it is released, when they get everything published in it.
+    pub fn hold_room(&self, room: &str, held: bool) {
+        let _ = self.send(Command::HoldRoom {
+            room: room.to_owned(),
+            held,
+        });
     }
 
     /// What the SFU currently holds.

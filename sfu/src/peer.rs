@@ -46,6 +46,8 @@ pub(crate) struct Peer {
     pub receives: bool,
     /// Whether its tracks are a shared screen.
     pub screen: bool,
+    /// Whether it receives in a held room.
+    pub moderator: bool,
     /// A moderator muted this peer: its audio is not forwarded.
     pub audio_muted: bool,
     pub rtc: Rtc,
@@ -76,6 +78,7 @@ impl Peer {
             may_publish: spec.may_publish,
             receives: spec.receives,
             screen: spec.screen,
+            moderator: spec.moderator,
             audio_muted: false,
             rtc,
             events: spec.events,

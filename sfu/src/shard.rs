@@ -1,7 +1,7 @@
 //! A shard: one OS thread owning a UDP socket, its peers, their timers and the routes between
 //! them. Peers never move between shards.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -39,6 +39,8 @@ pub(crate) struct Shard {
     /// Which peer a remote address belongs to, learned from accepted datagrams.
     by_addr: HashMap<SocketAddr, PeerId>,
     routes: HashMap<TrackKey, Route>,
+    /// Rooms whose non-moderator peers receive nothing yet (lessons in their lobby).
+    held: HashSet<String>,
     /// Peers queued for polling.
     dirty: Vec<PeerId>,
     /// Datagrams produced by the current poll round, sent together at its end.
@@ -64,6 +66,7 @@ impl Shard {
             peers: HashMap::new(),
             by_addr: HashMap::new(),
             routes: HashMap::new(),
+            held: HashSet::new(),
             dirty: Vec::new(),
             outbox: Outbox::default(),
             dead: Vec::new(),
@@ -141,6 +144,13 @@ impl Shard {
                 }
             }
             Command::RemovePeer { peer } => self.remove_peer(peer, None),
+            Command::HoldRoom { room, held } => {
+                if held {
+                    self.held.insert(room);
+                } else if self.held.remove(&room) {
+                    self.release(&room);
+                }
+            }
             Command::RevokePublish { peer } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.may_publish = false;
@@ -197,9 +207,9 @@ impl Shard {
         let deadline = answer.as_ref().map(|_| now + self.connect_timeout);
         let mut peer = Peer::new(spec, rtc, now, deadline);
         // Everything already published in the room is forwarded to the newcomer (unless it only
-        // publishes), except its own identity's tracks.
+        // publishes, or waits in a held room), except its own identity's tracks.
         for (key, route) in &self.routes {
-            if peer.receives
+            if self.receives_now(&peer)
                 && self
                     .peers
                     .get(&key.0)
@@ -427,10 +437,13 @@ impl Shard {
         peer.report(PeerEvent::TrackPublished(track.clone()));
         let room = peer.room.clone();
         let identity = peer.identity.clone();
+        let held = self.held.contains(&room);
         let subscribers: Vec<PeerId> = self
             .peers
             .values_mut()
-            .filter(|p| p.receives && p.room == room && p.identity != identity)
+            .filter(|p| {
+                p.receives && (!held || p.moderator) && p.room == room && p.identity != identity
+            })
             .map(|p| {
                 p.out.push(OutTrack {
                     source: (id, mid),
@@ -504,6 +517,41 @@ impl Shard {
         }
         self.drop_routes_of(id);
         tracing::debug!(?id, identity = %peer.identity, "peer removed");
+    }
+
+    /// Whether `peer` gets the room's tracks now.
+    fn receives_now(&self, peer: &Peer) -> bool {
+        peer.receives && (peer.moderator || !self.held.contains(&peer.room))
+    }
+
+    /// A held room was released: its waiting peers get everything published in it.
+    fn release(&mut self, room: &str) {
+        let routes: Vec<(TrackKey, TrackInfo)> = self
+            .routes
+            .iter()
+            .filter(|(key, _)| self.peers.get(&key.0).is_some_and(|p| p.room == room))
+            .map(|(key, route)| (*key, route.track.clone()))
+            .collect();
+        let mut waiting = Vec::new();
+        for peer in self.peers.values_mut() {
+            if peer.room != room || !peer.receives || peer.moderator {
+                continue;
+            }
+            for (key, track) in &routes {
+                let own = track.identity == peer.identity;
+                if !own && !peer.out.iter().any(|t| t.source == *key) {
+                    peer.out.push(OutTrack {
+                        source: *key,
+                        track: track.clone(),
+                        state: OutState::ToOpen,
+                    });
+                }
+            }
+            waiting.push(peer.id);
+        }
+        for id in waiting {
+            self.mark_dirty(id);
+        }
     }
 
     /// Ends every route a peer publishes: its subscribers renegotiate the tracks away.

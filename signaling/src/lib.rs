@@ -167,6 +167,9 @@ pub struct LessonInfo {
     /// Planned start, Unix milliseconds (for the lobby's countdown); absent without a schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starts_at_ms: Option<i64>,
+    /// Whether it has started. Before, students wait in the lobby and receive nothing.
+    #[serde(default)]
+    pub live: bool,
 }
 
 /// An ICE candidate as the browser's `RTCIceCandidate` describes it.
@@ -258,6 +261,9 @@ pub enum ClientMessage {
     },
     /// Stop sharing the screen: its connection closes and its tracks end.
     StopScreen,
+    /// Start the lesson (teachers and assistants): students waiting in the lobby of a scheduled
+    /// lesson start receiving. An unscheduled lesson starts when a teacher arrives.
+    StartLesson,
     /// Stop (or resume) forwarding a participant's audio (teachers and assistants; a teacher
     /// cannot be muted). Everyone is told with [`ServerMessage::Muted`].
     Mute {
@@ -394,6 +400,8 @@ pub enum ServerMessage {
         /// Muted or not.
         muted: bool,
     },
+    /// The lesson started: the lobby is over.
+    LessonStarted,
     /// The lesson passed its planned end: it ends for everyone at `at_ms`.
     EndingSoon {
         /// When it ends, Unix milliseconds.

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::doc::Routes;
 use super::{ApiError, school_lesson};
-use crate::controls::{ControlFailure, end_lesson, remove_participant};
+use crate::controls::{ControlFailure, end_lesson, remove_participant, start_lesson};
 use crate::rooms::{Actor, ControlError, PresentParticipant};
+use crate::schedule::LessonState;
 use crate::server::AppState;
 use crate::store::Lesson;
 
@@ -43,6 +44,11 @@ pub(super) fn routes() -> Routes {
             "/api/v1/lessons/{id}/lock",
             "Lock or unlock the live lesson",
             lock,
+        )
+        .post(
+            "/api/v1/lessons/{id}/start",
+            "Start the lesson: the lobby is over",
+            start,
         )
         .post(
             "/api/v1/lessons/{id}/end",
@@ -191,6 +197,39 @@ async fn lock(
         .set_locked(&lesson.id, Actor::School, body.locked)
         .map_err(|_| ApiError::NotLive)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct Started {
+    started_at: Option<i64>,
+}
+
+/// `POST …/start`: starts an open lesson (students in the lobby start receiving). Idempotent.
+async fn start(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Started>, ApiError> {
+    let lesson = lesson(&state, &headers, id)?;
+    match lesson.state(crate::unix_now()) {
+        LessonState::Open | LessonState::Live => {}
+        LessonState::Scheduled => {
+            return Err(ApiError::Conflict(
+                "not_open",
+                "the lesson's lobby has not opened yet".into(),
+            ));
+        }
+        LessonState::Ended => return Err(ApiError::Ended),
+        LessonState::Cancelled => {
+            return Err(ApiError::Conflict(
+                "lesson_cancelled",
+                "the lesson was cancelled".into(),
+            ));
+        }
+    }
+    start_lesson(&state, &lesson.id, Actor::School).map_err(failed)?;
+    let started_at = state.store.lesson(&lesson.id)?.and_then(|l| l.started_at);
+    Ok(Json(Started { started_at }))
 }
 
 #[derive(Serialize)]

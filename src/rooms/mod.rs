@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use jinke_signaling::{
-    ByeReason, ChatMessage, LessonMode, MAX_CHAT_CHARS, Participant, Role, ServerMessage, TrackInfo,
+    ByeReason, ChatMessage, LessonMode, MAX_CHAT_CHARS, Participant, ServerMessage, TrackInfo,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -84,8 +84,6 @@ fn lecture(capacity: u32) -> RoomShape {
 
 struct Room {
     mode: LessonMode,
-    /// Whether a teacher has been in the room (the lesson went live).
-    started: bool,
     members: Vec<Member>,
     tracks: Vec<TrackInfo>,
     /// Raised hands, first raised first.
@@ -109,7 +107,6 @@ impl Room {
     fn new(mode: LessonMode) -> Room {
         Room {
             mode,
-            started: false,
             members: Vec::new(),
             tracks: Vec::new(),
             hands: Vec::new(),
@@ -353,10 +350,6 @@ impl Rooms {
                 role: participant.role,
             },
         );
-        if participant.role == Role::Teacher && !room.started {
-            room.started = true;
-            self.events.emit(lesson, EventKind::Started);
-        }
         room.members.push(Member {
             participant,
             session,
@@ -771,6 +764,7 @@ mod tests {
 mod event_tests {
     use super::*;
     use crate::events::LessonEvent;
+    use jinke_signaling::Role;
     use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
     fn kinds(rx: &mut UnboundedReceiver<LessonEvent>) -> Vec<EventKind> {
@@ -821,7 +815,6 @@ mod event_tests {
                     identities: vec!["s".into()]
                 },
                 joined("t", Role::Teacher),
-                EventKind::Started,
                 EventKind::HandRaised {
                     identity: "s".into()
                 },

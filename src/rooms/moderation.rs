@@ -148,8 +148,8 @@ impl Rooms {
         Ok(())
     }
 
-    /// Checks that `by` may end the lesson. Call before recording the end, then [`Rooms::end`].
-    pub fn may_end(&self, lesson: &str, by: Actor) -> Result<(), ControlError> {
+    /// Checks that `by` may run the lesson (start or end it). Call before recording it.
+    pub fn may_moderate(&self, lesson: &str, by: Actor) -> Result<(), ControlError> {
         match (self.lock().get(lesson), by) {
             (_, Actor::School) => Ok(()),
             (None, Actor::Session(_)) => Err(ControlError::NotInRoom),
@@ -405,10 +405,10 @@ mod tests {
             );
         }
         assert_eq!(
-            rooms.may_end("l", Actor::Session(s1)),
+            rooms.may_moderate("l", Actor::Session(s1)),
             Err(ControlError::NotAllowed)
         );
-        assert_eq!(rooms.may_end("l", Actor::Session(t)), Ok(()));
+        assert_eq!(rooms.may_moderate("l", Actor::Session(t)), Ok(()));
         assert_eq!(rooms.end("l"), 4);
         for (_, rx) in &mut c {
             assert_eq!(

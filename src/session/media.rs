@@ -116,6 +116,7 @@ impl Media {
             may_publish: !main || self.may_publish(),
             receives: main,
             screen,
+            moderator: self.may_share,
             events,
         }
     }

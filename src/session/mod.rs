@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use jinke_sfu::{CloseReason, PeerEvent, SfuError};
 use jinke_signaling::{
     ByeReason, ClientMessage, ErrorCode, LessonInfo, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
-    Participant, ServerMessage,
+    Participant, Role, ServerMessage,
 };
 use serde::Deserialize;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
@@ -268,6 +268,7 @@ impl Session {
                 return self.fail(ErrorCode::LessonLocked, e.to_string()).await;
             }
         };
+        let live = self.follow_lobby(admission.session, you.role);
         let (mut media, peer_rx) = Media::new(
             &self.lesson.id,
             &you.identity,
@@ -285,6 +286,7 @@ impl Session {
                 title: self.lesson.title.clone(),
                 mode: self.lesson.mode,
                 starts_at_ms: self.lesson.starts_at.map(|s| s * 1000),
+                live,
             },
             may_publish: media.may_publish(),
             participants: admission.others,
@@ -309,6 +311,39 @@ impl Session {
             let _ = self.socket.send(Message::Close(None)).await;
         }
         tracing::info!(lesson = %self.lesson.id, identity = %self.claims.sub, "left");
+    }
+
+    /// A scheduled lesson's lobby holds students' media until a teacher starts it; an
+    /// unscheduled lesson starts when a teacher arrives. Returns whether the lesson is live.
+    fn follow_lobby(&self, session: u64, role: Role) -> bool {
+        let id = &self.lesson.id;
+        let started = || {
+            self.state
+                .store
+                .lesson(id)
+                .ok()
+                .flatten()
+                .is_some_and(|l| l.started_at.is_some())
+        };
+        if started() {
+            return true;
+        }
+        if self.lesson.starts_at.is_none() {
+            if role == Role::Teacher
+                && let Err(e) = controls::start_lesson(&self.state, id, Actor::Session(session))
+            {
+                tracing::error!(error = %e, lesson = %id, "starting the lesson failed");
+            }
+            return started();
+        }
+        // Hold first, then look again: a start in between releases the room after this hold
+        // (commands reach the SFU in order), or is seen here.
+        self.state.sfu.hold_room(id, true);
+        if started() {
+            self.state.sfu.hold_room(id, false);
+            return true;
+        }
+        false
     }
 
     /// The joined session's loop: client messages, room events and SFU events.
@@ -344,6 +379,12 @@ impl Session {
                             Ok(sdp) => ServerMessage::ScreenAnswer { sdp },
                             Err(e) => media_error(e),
                         },
+                        ClientMessage::StartLesson => {
+                            match controls::start_lesson(&self.state, &self.lesson.id, Actor::Session(session)) {
+                                Ok(()) => continue,
+                                Err(e) => failure(e),
+                            }
+                        }
                         ClientMessage::StopScreen => {
                             let ended = media.stop_screen(sfu);
                             self.state.rooms.end_tracks(&self.lesson.id, &ended);

@@ -461,7 +461,7 @@ test("the teacher mutes, locks, removes and ends from the console", async () => 
   for (const page of [teacher, singer, late]) await page.context().close();
 });
 
-test("a student early for a scheduled lesson waits in the lobby with a countdown", async () => {
+test("a student early for a scheduled lesson waits in the lobby until the teacher starts", async () => {
   const startsAt = new Date(Date.now() + 10 * 60_000).toISOString();
   const lesson = await api("/api/v1/lessons", {
     title: "八段锦",
@@ -480,7 +480,39 @@ test("a student early for a scheduled lesson waits in the lobby with a countdown
   const countdown = page.getByTestId("countdown");
   await countdown.waitFor({ timeout: 15_000 });
   assert.match(await countdown.innerText(), /距离上课还有 ?(9|10) ?分钟/);
+
+  // The teacher comes early: the lobby still sees nothing until the teacher starts.
+  const teacherLink = await api(`/api/v1/lessons/${lesson.id}/tokens`, {
+    identity: "t",
+    name: "周老师",
+    role: "teacher",
+  });
+  const teacher = await newPage();
+  await teacher.goto(`${teacherLink.join_url}&autojoin=1`);
+  const start = teacher.getByTestId("start-lesson");
+  await start.waitFor({ timeout: 15_000 });
+  await teacher.waitForFunction(() => window.jinkePc?.connectionState === "connected", null, {
+    timeout: 15_000,
+  });
+  await page.waitForTimeout(1500);
+  assert.equal((await inbound(page)).video.frames, 0, "the lobby decodes nothing yet");
+  await start.click();
+  await start.waitFor({ state: "detached", timeout: 10_000 });
+  await page.locator('[data-testid="notice"][data-code="lesson_started"]').waitFor({ timeout: 10_000 });
+  await page.waitForFunction(
+    async () => {
+      const stats = await window.jinkePc?.getStats();
+      let frames = 0;
+      stats?.forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video") frames += s.framesDecoded ?? 0;
+      });
+      return frames > 5;
+    },
+    null,
+    { timeout: 15_000, polling: 100 },
+  );
   await page.context().close();
+  await teacher.context().close();
 
   // Too early for the lobby: the link says the lesson is not open yet.
   const later = await api("/api/v1/lessons", {

@@ -25,6 +25,13 @@ impl Room {
         );
         let _ = lock.set_attribute("aria-pressed", bool_attr(self.locked.get()));
         append(controls, &lock);
+        if !self.live.get() {
+            let room = self.clone();
+            let start = button(t.start_lesson, "primary", "start-lesson", move || {
+                room.send(&ClientMessage::StartLesson);
+            });
+            append(controls, &start);
+        }
         let room = self.clone();
         let share = button(t.share_screen, "", "share-screen", move || {
             let room = room.clone();
@@ -162,6 +169,19 @@ impl Room {
                 track.unchecked_into::<MediaStreamTrack>().set_enabled(on);
             }
         }
+    }
+
+    /// The lesson started: the lobby is over (and the start button goes).
+    pub(super) fn started(&self) {
+        self.live.set(true);
+        if let Ok(Some(b)) = crate::dom::document().query_selector("[data-testid=start-lesson]") {
+            b.remove();
+        }
+        if self.role == Role::Student || self.role == Role::Observer {
+            self.waiting.set_text_content(Some(self.t.waiting_teacher));
+            set_data(&self.waiting, "testid", "");
+        }
+        self.notice("lesson_started", self.t.lesson_started);
     }
 
     /// Follows the lesson's lock: a notice for everyone, the button's state for moderators.

@@ -70,6 +70,8 @@ struct Room {
     muted: RefCell<Vec<String>>,
     /// Whether the lesson is locked.
     locked: Cell<bool>,
+    /// Whether the lesson has started (before, students wait in the lobby).
+    live: Cell<bool>,
     /// Teachers and assistants: everyone present, with mute and remove buttons.
     roster: Element,
     /// Students on stage.
@@ -248,6 +250,7 @@ fn join(link: Rc<Link>, info: TokenInfo) {
         chat_enabled: Cell::new(true),
         muted: RefCell::new(Vec::new()),
         locked: Cell::new(false),
+        live: Cell::new(true),
         roster: el("section", "roster", None),
         stage_list: RefCell::new(Vec::new()),
         publish_pc: RefCell::new(None),
@@ -342,8 +345,10 @@ impl Room {
                 );
                 self.locked.set(locked);
                 *self.stage_list.borrow_mut() = stage;
+                self.live.set(lesson.live);
                 if let Some(at_ms) = lesson.starts_at_ms
                     && you.role != Role::Teacher
+                    && !lesson.live
                 {
                     self.count_down(at_ms);
                 }
@@ -397,6 +402,7 @@ impl Room {
             ServerMessage::ChatEnabled { enabled } => self.set_chat_enabled(enabled),
             ServerMessage::Muted { identity, muted } => self.set_muted(&identity, muted),
             ServerMessage::Locked { locked } => self.set_locked(locked),
+            ServerMessage::LessonStarted => self.started(),
             ServerMessage::EndingSoon { at_ms } => {
                 let text = format!(
                     "{}{}{}",
@@ -446,6 +452,9 @@ impl Room {
     fn count_down(self: &Rc<Self>, starts_at_ms: i64) {
         let room = self.clone();
         let update = move || {
+            if room.live.get() {
+                return;
+            }
             let left_ms = starts_at_ms as f64 - js_sys::Date::now();
             let text = if left_ms > 0.0 {
                 let minutes = (left_ms / 60_000.0).ceil();
@@ -457,7 +466,7 @@ impl Room {
                     clock(starts_at_ms)
                 )
             } else {
-                room.t.waiting_teacher.to_owned()
+                room.t.lobby_waiting.to_owned()
             };
             room.waiting.set_text_content(Some(&text));
             set_data(&room.waiting, "testid", "countdown");
