@@ -62,6 +62,8 @@ pub fn end_lesson(state: &AppState, lesson: &str, by: Actor) -> Result<(), Contr
     state.rooms.may_moderate(lesson, by)?;
     state.store.end_lesson(lesson, crate::unix_now())?;
     let sent_away = state.rooms.end(lesson);
+    // Forget a lobby that never started.
+    state.sfu.hold_room(lesson, false);
     tracing::info!(%lesson, ?by, sent_away, "lesson ended");
     Ok(())
 }

@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use jinke_signaling::{ClientMessage, PROTOCOL_VERSION, ServerMessage};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, ExtensionValues, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -32,8 +32,8 @@ pub struct Shared {
     pub window: Cell<Option<(Instant, Instant)>>,
     /// The VP8 clip, packetized.
     pub video: Vec<Frame>,
-    /// Opus frames, looped.
-    pub audio: Vec<Arc<[u8]>>,
+    /// Opus frames with their levels, looped.
+    pub audio: Vec<crate::media::AudioFrame>,
     /// Becomes true when clients must leave.
     pub stop: watch::Receiver<bool>,
     /// Publishers started so far (each starts at its own point of the loops).
@@ -436,8 +436,9 @@ impl Publisher {
                 opus,
                 self.audio_seq,
                 ts,
-                frame,
+                &frame.payload,
                 true,
+                Some(frame.level),
                 now,
             );
             self.audio_seq += 1;
@@ -461,6 +462,7 @@ impl Publisher {
                     ts,
                     payload,
                     i == last,
+                    None,
                     now,
                 );
                 self.video_seq += 1;
@@ -480,6 +482,7 @@ impl Publisher {
         ts: u32,
         payload: &Arc<[u8]>,
         marker: bool,
+        audio_level: Option<i8>,
         now: Instant,
     ) {
         let mut api = rtc.direct_api();
@@ -494,6 +497,11 @@ impl Publisher {
         stream.write_rtp(
             RtpWrite::new(pt, SeqNo::from(seq), ts, now, tagged)
                 .marker(marker)
+                .ext_vals(ExtensionValues {
+                    audio_level,
+                    voice_activity: audio_level.map(|l| l > -50),
+                    ..Default::default()
+                })
                 .nackable(true),
         );
     }

@@ -77,12 +77,28 @@ pub fn video_frames() -> Result<Vec<Frame>, MediaError> {
     Ok(frames)
 }
 
+/// One encoded Opus frame and its audio level, as a browser reports it in the RFC 6464 header
+/// extension (`-dBov`, -127..=0).
+pub struct AudioFrame {
+    /// The Opus payload.
+    pub payload: Arc<[u8]>,
+    /// The frame's level.
+    pub level: i8,
+}
+
+/// The RFC 6464 level of a frame of samples: its RMS in dBov, -127..=0.
+fn dbov(pcm: &[i16]) -> i8 {
+    let power = pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len().max(1) as f64;
+    let db = 10.0 * (power / f64::from(i16::MAX).powi(2)).log10();
+    db.clamp(-127.0, 0.0).round() as i8
+}
+
 /// Encodes `duration` of a synthesized voice with Opus (48 kHz mono, 32 kbps, 20 ms frames).
 ///
 /// The signal is a buzz of harmonics whose pitch glides like speech intonation, shaped into
 /// syllables at ~4 Hz with pauses between phrases, so the encoder sees speech-like variation
 /// (loud, soft, silent) rather than a steady tone.
-pub fn audio_frames(duration: Duration) -> Result<Vec<Arc<[u8]>>, MediaError> {
+pub fn audio_frames(duration: Duration) -> Result<Vec<AudioFrame>, MediaError> {
     const RATE: u32 = 48_000;
     let mut encoder = opus::Encoder::new(RATE, opus::Channels::Mono, opus::Application::Voip)?;
     encoder.set_bitrate(opus::Bitrate::Bits(32_000))?;
@@ -108,7 +124,10 @@ pub fn audio_frames(duration: Duration) -> Result<Vec<Arc<[u8]>>, MediaError> {
             *s = (v.clamp(-1.0, 1.0) * 12_000.0) as i16;
         }
         let n = encoder.encode(&pcm, &mut buf)?;
-        out.push(Arc::from(&buf[..n]));
+        out.push(AudioFrame {
+            payload: Arc::from(&buf[..n]),
+            level: dbov(&pcm),
+        });
     }
     Ok(out)
 }
@@ -142,12 +161,23 @@ mod tests {
     fn synthesized_speech_encodes_to_varying_opus_frames() {
         let frames = audio_frames(Duration::from_secs(3)).unwrap();
         assert_eq!(frames.len(), 150);
-        let sizes: Vec<usize> = frames.iter().map(|f| f.len()).collect();
+        let sizes: Vec<usize> = frames.iter().map(|f| f.payload.len()).collect();
         let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
         assert!(*max > 60, "speech encodes large: {max}");
         assert!(
             *max > 2 * *min,
             "pauses encode smaller than speech: {min}..{max}"
         );
+        let levels: Vec<i8> = frames.iter().map(|f| f.level).collect();
+        assert!(
+            levels.iter().any(|&l| l > -30),
+            "speech is loud: {levels:?}"
+        );
+        assert!(
+            levels.iter().any(|&l| l < -60),
+            "pauses are quiet: {levels:?}"
+        );
+        assert_eq!(dbov(&[i16::MAX; 960]), 0);
+        assert_eq!(dbov(&[0; 960]), -127);
     }
 }

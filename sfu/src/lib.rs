@@ -11,6 +11,7 @@ mod peer;
 mod rewrite;
 mod route;
 mod shard;
+mod speaker;
 mod udp;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -80,6 +81,11 @@ pub enum PeerEvent {
     },
     /// This peer started publishing a track.
     TrackPublished(TrackInfo),
+    /// This peer's audio started or stopped carrying speech (from its RFC 6464 audio levels).
+    Speaking {
+        /// Whether it speaks now.
+        speaking: bool,
+    },
     /// The peer is gone from the SFU (its connection died); all its resources are freed.
     Closed {
         /// Why.

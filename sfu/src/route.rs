@@ -12,6 +12,7 @@ use str0m::rtp::{RtpPacket, RtpWrite, SeqNo};
 use crate::PeerId;
 use crate::keyframe::KeyframeCoalescer;
 use crate::rewrite::SeqRewriter;
+use crate::speaker::SpeakerDetector;
 
 /// A published track: where it comes from and where it goes.
 pub(crate) struct Route {
@@ -21,14 +22,19 @@ pub(crate) struct Route {
     pub keyframes: KeyframeCoalescer,
     /// Everyone this track is forwarded to.
     pub subscribers: Vec<Subscription>,
+    /// For an audio track: whether it carries speech.
+    pub speaker: Option<SpeakerDetector>,
 }
 
 impl Route {
     pub fn new(track: TrackInfo) -> Route {
+        let speaker =
+            (track.kind == jinke_signaling::MediaKind::Audio).then(SpeakerDetector::default);
         Route {
             track,
             keyframes: KeyframeCoalescer::default(),
             subscribers: Vec::new(),
+            speaker,
         }
     }
 }

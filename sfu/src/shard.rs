@@ -158,8 +158,21 @@ impl Shard {
                 }
             }
             Command::SetAudioMuted { peer, muted } => {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.audio_muted = muted;
+                let Some(p) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                p.audio_muted = muted;
+                // A muted peer is not speaking, whatever it was saying.
+                let stopped = muted
+                    && self
+                        .routes
+                        .iter_mut()
+                        .filter(|((publisher, _), _)| *publisher == peer)
+                        .filter_map(|(_, r)| r.speaker.as_mut()?.reset())
+                        .count()
+                        > 0;
+                if stopped {
+                    p.report(PeerEvent::Speaking { speaking: false });
                 }
             }
             Command::Stats { reply } => {
@@ -309,11 +322,21 @@ impl Shard {
         for id in expired {
             self.mark_dirty(id);
         }
-        let due: Vec<TrackKey> = self
-            .routes
-            .iter_mut()
-            .filter_map(|(key, route)| route.keyframes.poll(now).then_some(*key))
-            .collect();
+        let mut due = Vec::new();
+        let mut quiet = Vec::new();
+        for (key, route) in &mut self.routes {
+            if route.keyframes.poll(now) {
+                due.push(*key);
+            }
+            if route.speaker.as_mut().and_then(|s| s.idle(now)).is_some() {
+                quiet.push(key.0);
+            }
+        }
+        for publisher in quiet {
+            if let Some(p) = self.peers.get(&publisher) {
+                p.report(PeerEvent::Speaking { speaking: false });
+            }
+        }
         for key in due {
             self.request_keyframe(key, KeyframeRequestKind::Pli);
         }
@@ -473,11 +496,17 @@ impl Shard {
         if publisher.audio_muted && route.track.kind == MediaKind::Audio {
             return;
         }
+        let now = Instant::now();
+        if let (Some(detector), Some(level)) =
+            (&mut route.speaker, packet.header.ext_vals.audio_level)
+            && let Some(speaking) = detector.packet(level, now)
+        {
+            publisher.report(PeerEvent::Speaking { speaking });
+        }
         let pt = packet.header.payload_type;
         let Some(params) = publisher.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
             return;
         };
-        let now = Instant::now();
         for sub in &mut route.subscribers {
             let Some(peer) = self.peers.get_mut(&sub.peer) else {
                 continue;

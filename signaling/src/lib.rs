@@ -402,6 +402,18 @@ pub enum ServerMessage {
     },
     /// The lesson started: the lobby is over.
     LessonStarted,
+    /// Someone started or stopped speaking (from the audio levels their browser sends).
+    Speaking {
+        /// Who.
+        identity: String,
+        /// Whether they speak now.
+        speaking: bool,
+    },
+    /// The active speaker changed: the participant who most recently started speaking.
+    ActiveSpeaker {
+        /// Who.
+        identity: String,
+    },
     /// The lesson passed its planned end: it ends for everyone at `at_ms`.
     EndingSoon {
         /// When it ends, Unix milliseconds.

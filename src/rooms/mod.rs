@@ -101,6 +101,9 @@ struct Room {
     stage: Vec<String>,
     /// Students invited on stage who have not answered yet.
     invited: Vec<String>,
+    /// Who speaks now, and who started speaking last.
+    speaking: Vec<String>,
+    active_speaker: Option<String>,
 }
 
 impl Room {
@@ -116,6 +119,8 @@ impl Room {
             locked: false,
             stage: Vec::new(),
             invited: Vec::new(),
+            speaking: Vec::new(),
+            active_speaker: None,
         }
     }
 }
@@ -488,6 +493,38 @@ impl Rooms {
         Ok(())
     }
 
+    /// A session's audio started or stopped carrying speech: everyone is told, and who started
+    /// last becomes the active speaker.
+    pub fn set_speaking(&self, lesson: &str, session: u64, speaking: bool) {
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(lesson) else {
+            return;
+        };
+        let Ok(i) = room.member_index(session) else {
+            return;
+        };
+        let identity = room.members[i].participant.identity.clone();
+        if room.speaking.contains(&identity) == speaking {
+            return;
+        }
+        if speaking {
+            room.speaking.push(identity.clone());
+        } else {
+            room.speaking.retain(|s| *s != identity);
+        }
+        room.broadcast(
+            u64::MAX,
+            &ServerMessage::Speaking {
+                identity: identity.clone(),
+                speaking,
+            },
+        );
+        if speaking && room.active_speaker.as_ref() != Some(&identity) {
+            room.active_speaker = Some(identity.clone());
+            room.broadcast(u64::MAX, &ServerMessage::ActiveSpeaker { identity });
+        }
+    }
+
     /// Reports a member's departure, and takes it off the stage (reporting that too).
     fn left(&self, lesson: &str, room: &mut Room, identity: &str) {
         self.events.emit(
@@ -829,6 +866,57 @@ mod event_tests {
                     identity: "t".into()
                 },
                 EventKind::Ended,
+            ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod speaker_tests {
+    use super::*;
+    use jinke_signaling::Role;
+    use tokio::sync::mpsc::unbounded_channel;
+
+    #[test]
+    fn speaking_is_told_once_and_the_latest_to_start_is_the_active_speaker() {
+        let rooms = Rooms::default();
+        let (tx, mut rx) = unbounded_channel();
+        let person = |id: &str| Participant {
+            identity: id.into(),
+            name: id.into(),
+            role: Role::Student,
+        };
+        let a = rooms
+            .join("l", lecture(9), person("a"), tx.clone())
+            .unwrap();
+        let b = rooms.join("l", lecture(9), person("b"), tx).unwrap();
+        while rx.try_recv().is_ok() {}
+        rooms.set_speaking("l", a.session, true);
+        rooms.set_speaking("l", a.session, true);
+        rooms.set_speaking("l", b.session, true);
+        rooms.set_speaking("l", a.session, false);
+        let got: Vec<ServerMessage> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let speaking = |id: &str, s| ServerMessage::Speaking {
+            identity: id.into(),
+            speaking: s,
+        };
+        let active = |id: &str| ServerMessage::ActiveSpeaker {
+            identity: id.into(),
+        };
+        // Each message reaches both sessions (one shared channel here).
+        assert_eq!(
+            got,
+            vec![
+                speaking("a", true),
+                speaking("a", true),
+                active("a"),
+                active("a"),
+                speaking("b", true),
+                speaking("b", true),
+                active("b"),
+                active("b"),
+                speaking("a", false),
+                speaking("a", false),
             ]
         );
     }

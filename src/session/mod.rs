@@ -507,6 +507,10 @@ impl Session {
                             self.state.rooms.track_published(&self.lesson.id, session, track);
                             continue;
                         }
+                        PeerEvent::Speaking { speaking } => {
+                            self.state.rooms.set_speaking(&self.lesson.id, session, speaking);
+                            continue;
+                        }
                         PeerEvent::Closed { reason } => {
                             let reason = match reason {
                                 CloseReason::ConnectionLost => ByeReason::ConnectionLost,
@@ -529,6 +533,9 @@ impl Session {
                     PeerEvent::Closed { .. } => {
                         let ended = media.side_closed(peer);
                         self.state.rooms.end_tracks(&self.lesson.id, &ended);
+                    }
+                    PeerEvent::Speaking { speaking } => {
+                        self.state.rooms.set_speaking(&self.lesson.id, session, speaking);
                     }
                     PeerEvent::Connected | PeerEvent::Offer { .. } => {}
                 },

@@ -345,7 +345,8 @@ impl Room {
                 );
                 self.locked.set(locked);
                 *self.stage_list.borrow_mut() = stage;
-                self.live.set(lesson.live);
+                // Only a scheduled lesson has a lobby (and a start button).
+                self.live.set(lesson.live || lesson.starts_at_ms.is_none());
                 if let Some(at_ms) = lesson.starts_at_ms
                     && you.role != Role::Teacher
                     && !lesson.live
@@ -403,6 +404,10 @@ impl Room {
             ServerMessage::Muted { identity, muted } => self.set_muted(&identity, muted),
             ServerMessage::Locked { locked } => self.set_locked(locked),
             ServerMessage::LessonStarted => self.started(),
+            ServerMessage::Speaking { identity, speaking } => {
+                self.show_speaking(&identity, speaking)
+            }
+            ServerMessage::ActiveSpeaker { identity } => self.show_active_speaker(&identity),
             ServerMessage::EndingSoon { at_ms } => {
                 let text = format!(
                     "{}{}{}",
@@ -444,6 +449,26 @@ impl Room {
                 self.end(code, text);
             }
             ServerMessage::Pong => {}
+        }
+    }
+
+    /// Outlines a speaker's tile while they speak.
+    fn show_speaking(&self, identity: &str, speaking: bool) {
+        if let Some(tile) = self.tiles.borrow().get(identity) {
+            let _ = tile
+                .element
+                .class_list()
+                .toggle_with_force("speaking", speaking);
+        }
+    }
+
+    /// Marks the active speaker's tile (only one at a time).
+    fn show_active_speaker(&self, identity: &str) {
+        for (key, tile) in self.tiles.borrow().iter() {
+            let _ = tile
+                .element
+                .class_list()
+                .toggle_with_force("active-speaker", key == identity);
         }
     }
 
