@@ -833,3 +833,68 @@ async fn a_scheduled_lessons_lobby_receives_nothing_until_the_teacher_starts() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_student_on_a_weak_link_turns_camera_video_off_and_back_on() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("lecture").await;
+    let t = server.token(&lesson, "teacher", "teacher").await;
+    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
+    teacher.wait_connected().await;
+    let s = server.token(&lesson, "s1", "student").await;
+    let student = TestClient::join(&server, &s, "s1", Publish::Nothing).await;
+    server
+        .wait_stats("the teacher's tracks to the student", |s| {
+            s.subscriptions == 2
+        })
+        .await;
+    let tracks = tracks_of(&student.joined);
+    let audio = track_id(&tracks, "teacher", MediaKind::Audio);
+    let video = track_id(&tracks, "teacher", MediaKind::Video);
+    warm_up(&teacher, &[&student], &audio, &video).await;
+    let requests = server.stats().await.keyframe_requests;
+
+    student.send(jinke_signaling::ClientMessage::ReceiveVideo { enabled: false });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    send_numbered(&teacher, 30).await;
+    assert_numbered(&student, &audio, AUDIO_TAG, AUDIO_LEN, 30).await;
+    let leaked = student
+        .received(&video)
+        .iter()
+        .filter(|r| r.payload.get(1) == Some(&VIDEO_TAG))
+        .count();
+    assert_eq!(leaked, 0, "no camera video while it is off");
+
+    student.send(jinke_signaling::ClientMessage::ReceiveVideo { enabled: true });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    const AGAIN: u8 = 0xB7;
+    for i in 0..30 {
+        let video_track = teacher.video.as_ref().unwrap();
+        video_track.send(payload(AGAIN, i, VIDEO_LEN)).await;
+        tokio::time::sleep(Duration::from_millis(4)).await;
+    }
+    // Back on: consecutive with what came before the pause (no gap to NACK), with a keyframe
+    // asked for.
+    assert_numbered(&student, &video, AGAIN, VIDEO_LEN, 30).await;
+    let got = student.received(&video);
+    let before = got
+        .iter()
+        .rev()
+        .find(|r| r.payload.get(1) == Some(&WARMUP_TAG))
+        .expect("video before the pause");
+    let after = got
+        .iter()
+        .find(|r| r.payload.get(1) == Some(&AGAIN))
+        .unwrap();
+    assert_eq!(
+        after.seq,
+        before.seq.wrapping_add(1),
+        "the pause is not a gap"
+    );
+    server
+        .wait_stats("a keyframe asked for the resumed video", |s| {
+            s.keyframe_requests > requests
+        })
+        .await;
+    server.stop().await;
+}

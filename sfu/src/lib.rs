@@ -173,6 +173,10 @@ enum Command {
         room: String,
         held: bool,
     },
+    ReceiveVideo {
+        peer: PeerId,
+        enabled: bool,
+    },
     Stats {
         reply: oneshot::Sender<SfuStats>,
     },
@@ -314,6 +318,12 @@ impl Sfu {
             room: room.to_owned(),
             held,
         });
+    }
+
+    /// Turns the camera videos forwarded to a peer off or on (a weak link: audio and shared
+    /// screens only). Turning them on again asks the publishers for keyframes.
+    pub fn set_receive_video(&self, peer: PeerId, enabled: bool) {
+        let _ = self.send(Command::ReceiveVideo { peer, enabled });
     }
 
     /// What the SFU currently holds.

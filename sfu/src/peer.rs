@@ -48,6 +48,8 @@ pub(crate) struct Peer {
     pub screen: bool,
     /// Whether it receives in a held room.
     pub moderator: bool,
+    /// Whether it asked for no camera video (audio and screens only).
+    pub video_off: bool,
     /// A moderator muted this peer: its audio is not forwarded.
     pub audio_muted: bool,
     pub rtc: Rtc,
@@ -79,6 +81,7 @@ impl Peer {
             receives: spec.receives,
             screen: spec.screen,
             moderator: spec.moderator,
+            video_off: false,
             audio_muted: false,
             rtc,
             events: spec.events,

@@ -48,6 +48,8 @@ pub(crate) struct Subscription {
     seq: SeqRewriter,
     /// The subscriber's payload type for each of the publisher's (learned on first use).
     pt_map: [Option<Pt>; 128],
+    /// Not forwarded for now (a camera video the subscriber turned off).
+    pub paused: bool,
 }
 
 impl Subscription {
@@ -57,7 +59,16 @@ impl Subscription {
             mid,
             seq: SeqRewriter::default(),
             pt_map: [None; 128],
+            paused: false,
         }
+    }
+
+    /// Pauses or resumes forwarding; a resumed stream continues without a sequence gap.
+    pub fn set_paused(&mut self, paused: bool) {
+        if self.paused && !paused {
+            self.seq.resume();
+        }
+        self.paused = paused;
     }
 
     /// Writes one of the publisher's packets into the subscriber's session. `params` are the
@@ -70,6 +81,9 @@ impl Subscription {
         params: &PayloadParams,
         now: Instant,
     ) -> bool {
+        if self.paused {
+            return false;
+        }
         let pt_in = *packet.header.payload_type as usize & 0x7f;
         let pt = match self.pt_map[pt_in] {
             Some(pt) => pt,

@@ -144,6 +144,7 @@ impl Shard {
                 }
             }
             Command::RemovePeer { peer } => self.remove_peer(peer, None),
+            Command::ReceiveVideo { peer, enabled } => self.receive_video(peer, enabled),
             Command::HoldRoom { room, held } => {
                 if held {
                     self.held.insert(room);
@@ -253,7 +254,12 @@ impl Shard {
                 }
                 continue;
             };
-            route.subscribers.push(Subscription::new(id, mid));
+            let mut subscription = Subscription::new(id, mid);
+            let camera = route.track.kind == MediaKind::Video && !route.track.screen;
+            if camera && self.peers.get(&id).is_some_and(|p| p.video_off) {
+                subscription.set_paused(true);
+            }
+            route.subscribers.push(subscription);
             // A new subscriber needs a keyframe to start decoding.
             if route.track.kind == MediaKind::Video && route.keyframes.request(now) {
                 self.request_keyframe(source, KeyframeRequestKind::Pli);
@@ -546,6 +552,30 @@ impl Shard {
         }
         self.drop_routes_of(id);
         tracing::debug!(?id, identity = %peer.identity, "peer removed");
+    }
+
+    /// Pauses or resumes the camera videos forwarded to `peer`; resumed ones need a keyframe.
+    fn receive_video(&mut self, peer: PeerId, enabled: bool) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.video_off = !enabled;
+        let now = Instant::now();
+        let mut keyframes = Vec::new();
+        for (key, route) in &mut self.routes {
+            if route.track.kind != MediaKind::Video || route.track.screen {
+                continue;
+            }
+            for sub in route.subscribers.iter_mut().filter(|s| s.peer == peer) {
+                sub.set_paused(!enabled);
+                if enabled && route.keyframes.request(now) {
+                    keyframes.push(*key);
+                }
+            }
+        }
+        for key in keyframes {
+            self.request_keyframe(key, KeyframeRequestKind::Pli);
+        }
     }
 
     /// Whether `peer` gets the room's tracks now.

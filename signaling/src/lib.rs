@@ -264,6 +264,12 @@ pub enum ClientMessage {
     /// Start the lesson (teachers and assistants): students waiting in the lobby of a scheduled
     /// lesson start receiving. An unscheduled lesson starts when a teacher arrives.
     StartLesson,
+    /// Turn the camera videos this client receives off or on: on a weak link, audio and shared
+    /// screens only. Turning them on again starts each with a keyframe.
+    ReceiveVideo {
+        /// Whether camera videos are forwarded.
+        enabled: bool,
+    },
     /// Stop (or resume) forwarding a participant's audio (teachers and assistants; a teacher
     /// cannot be muted). Everyone is told with [`ServerMessage::Muted`].
     Mute {

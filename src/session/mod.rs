@@ -379,6 +379,10 @@ impl Session {
                             Ok(sdp) => ServerMessage::ScreenAnswer { sdp },
                             Err(e) => media_error(e),
                         },
+                        ClientMessage::ReceiveVideo { enabled } => {
+                            sfu.set_receive_video(media.main, enabled);
+                            continue;
+                        }
                         ClientMessage::StartLesson => {
                             match controls::start_lesson(&self.state, &self.lesson.id, Actor::Session(session)) {
                                 Ok(()) => continue,

@@ -3,6 +3,7 @@
 
 use jinke_signaling::{ClientMessage, Role};
 use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::Closure;
 use web_sys::MediaStreamTrack;
 
 use super::Room;
@@ -48,6 +49,34 @@ impl Room {
                 }
             }),
         );
+    }
+
+    /// The weak-link switch: camera videos off (audio and shared screens only), and back on.
+    pub(super) fn add_audio_only_button(self: &std::rc::Rc<Self>, controls: &web_sys::Element) {
+        let t = self.t;
+        let off = std::rc::Rc::new(std::cell::Cell::new(false));
+        let ws = self.ws.clone();
+        let b = button(t.audio_only, "", "audio-only", || {});
+        let b2 = b.clone();
+        let cb = Closure::<dyn FnMut()>::new(move || {
+            off.set(!off.get());
+            let msg = ClientMessage::ReceiveVideo {
+                enabled: !off.get(),
+            };
+            let _ = ws.send_with_str(&msg.to_json());
+            b2.set_text_content(Some(if off.get() {
+                t.video_back
+            } else {
+                t.audio_only
+            }));
+            let _ = b2.set_attribute("aria-pressed", bool_attr(off.get()));
+        });
+        let _ = b
+            .dyn_ref::<web_sys::HtmlElement>()
+            .map(|h| h.set_onclick(Some(cb.as_ref().unchecked_ref())));
+        cb.forget();
+        let _ = b.set_attribute("aria-pressed", "false");
+        append(controls, &b);
     }
 
     /// Redraws the moderators' roster: everyone present but oneself, with mute and remove

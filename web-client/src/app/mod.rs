@@ -540,6 +540,7 @@ impl Room {
         if you.role.moderates() {
             self.add_moderator_controls(&controls);
         }
+        self.add_audio_only_button(&controls);
         let room = self.clone();
         append(
             &controls,
