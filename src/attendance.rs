@@ -6,8 +6,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::events::{EventKind, LessonEvent};
+use crate::schedule::rfc3339;
 use crate::store::{AttendanceRow, Lesson, Store, StoreError};
-use crate::webhooks::rfc3339;
 
 /// Updates the stored attendance with one lesson event.
 pub fn apply(store: &Store, event: &LessonEvent) -> Result<(), StoreError> {

@@ -57,6 +57,43 @@ impl Timing {
     }
 }
 
+/// UTC calendar date and time of Unix seconds: (year, month, day, hour, minute, second).
+fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// RFC 3339 UTC time with milliseconds, for Unix milliseconds (`2026-11-29T07:02:09.000Z`).
+pub fn rfc3339(ms: i64) -> String {
+    let (y, mo, d, h, mi, s) = civil(ms.div_euclid(1000));
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
+        ms.rem_euclid(1000)
+    )
+}
+
+/// RFC 3339 UTC time to the second, for Unix seconds (`2026-11-29T07:02:09Z`).
+pub fn rfc3339_seconds(secs: i64) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// iCalendar's UTC date-time form, for Unix seconds (`20261129T070209Z`).
+pub fn ical_utc(secs: i64) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
+}
+
 /// Parses an RFC 3339 date-time (`2026-12-01T19:00:00+08:00`, `…Z`, optional fraction) into
 /// Unix seconds.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
@@ -263,6 +300,16 @@ mod tests {
     use super::*;
 
     const T: i64 = 1_796_108_400; // 2026-12-01T07:00:00Z, a Tuesday.
+
+    #[test]
+    fn times_are_formatted_in_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_935_729_000), "2026-11-29T07:02:09.000Z");
+        assert_eq!(rfc3339_seconds(T), "2026-12-01T07:00:00Z");
+        assert_eq!(ical_utc(T), "20261201T070000Z");
+        assert_eq!(parse_rfc3339(&rfc3339_seconds(T)), Some(T));
+    }
 
     #[test]
     fn rfc3339_with_offsets_and_fractions() {

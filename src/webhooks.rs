@@ -12,6 +12,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::events::{EventKind, LessonEvent};
+use crate::schedule::rfc3339;
 use crate::server::AppState;
 use crate::store::PendingWebhook;
 
@@ -184,39 +185,9 @@ async fn attempt(state: &AppState, http: &reqwest::Client, hook: &PendingWebhook
     }
 }
 
-/// RFC 3339 UTC time with milliseconds for Unix milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms.rem_euclid(1000)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339(1_795_935_729_000), "2026-11-29T07:02:09.000Z");
-    }
 
     #[test]
     fn the_signature_is_hmac_sha256_of_time_dot_body() {

@@ -32,8 +32,9 @@ fn track_id(tracks: &[TrackInfo], identity: &str, kind: MediaKind) -> String {
 
 /// Sends warm-up packets from `publisher` until every receiver gets both of its tracks, so that
 /// the numbered run that follows is measured on fully set-up paths.
-async fn warm_up(publisher: &TestClient, receivers: &[&TestClient], audio: &str, video: &str) {
+async fn warm_up(publisher: &impl Publishes, receivers: &[&TestClient], audio: &str, video: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
+    let (a, v) = publisher.tracks();
     for i in 0.. {
         let ready = receivers
             .iter()
@@ -45,39 +46,26 @@ async fn warm_up(publisher: &TestClient, receivers: &[&TestClient], audio: &str,
             tokio::time::Instant::now() < deadline,
             "media never reached every receiver"
         );
-        publisher
-            .audio
-            .as_ref()
-            .unwrap()
-            .send(payload(WARMUP_TAG, i, AUDIO_LEN))
-            .await;
-        publisher
-            .video
-            .as_ref()
-            .unwrap()
-            .send(payload(WARMUP_TAG, i, VIDEO_LEN))
-            .await;
+        a.send(payload(WARMUP_TAG, i, AUDIO_LEN)).await;
+        v.send(payload(WARMUP_TAG, i, VIDEO_LEN)).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// Sends `n` numbered packets on each of the publisher's tracks.
-async fn send_numbered(publisher: &TestClient, n: u32) {
+/// Sends `n` numbered packets on each of the publisher's tracks, tagged `audio_tag` and
+/// `video_tag`.
+async fn send_tags(publisher: &impl Publishes, audio_tag: u8, video_tag: u8, n: u32) {
+    let (a, v) = publisher.tracks();
     for i in 0..n {
-        publisher
-            .audio
-            .as_ref()
-            .unwrap()
-            .send(payload(AUDIO_TAG, i, AUDIO_LEN))
-            .await;
-        publisher
-            .video
-            .as_ref()
-            .unwrap()
-            .send(payload(VIDEO_TAG, i, VIDEO_LEN))
-            .await;
+        a.send(payload(audio_tag, i, AUDIO_LEN)).await;
+        v.send(payload(video_tag, i, VIDEO_LEN)).await;
         tokio::time::sleep(Duration::from_millis(4)).await;
     }
+}
+
+/// Sends `n` numbered packets on each of the publisher's tracks.
+async fn send_numbered(publisher: &impl Publishes, n: u32) {
+    send_tags(publisher, AUDIO_TAG, VIDEO_TAG, n).await;
 }
 
 /// Waits for the numbered packets and checks every one arrived byte-exact, in order, with
@@ -216,17 +204,7 @@ async fn one_to_one_tutoring_works_both_ways() {
     let t_audio = track_id(&from_tutor, "tutor", MediaKind::Audio);
     let t_video = track_id(&from_tutor, "tutor", MediaKind::Video);
     // The tutor learns the pupil's tracks from track_published events.
-    let mut from_pupil = Vec::new();
-    while from_pupil.len() < 2 {
-        if let ServerMessage::TrackPublished(t) = tutor
-            .expect_event("the pupil's tracks", |m| {
-                matches!(m, ServerMessage::TrackPublished(_))
-            })
-            .await
-        {
-            from_pupil.push(t);
-        }
-    }
+    let from_pupil = tutor.published_tracks("the pupil's tracks", 2).await;
     let p_audio = track_id(&from_pupil, "pupil", MediaKind::Audio);
     let p_video = track_id(&from_pupil, "pupil", MediaKind::Video);
 
@@ -514,17 +492,7 @@ async fn a_muted_participants_audio_is_not_forwarded_until_unmuted() {
     let s = server.token(&lesson, "pupil", "student").await;
     let mut pupil = TestClient::join(&server, &s, "pupil", Publish::AudioVideo).await;
     pupil.wait_connected().await;
-    let mut from_pupil = Vec::new();
-    while from_pupil.len() < 2 {
-        if let ServerMessage::TrackPublished(t) = tutor
-            .expect_event("the pupil's tracks", |m| {
-                matches!(m, ServerMessage::TrackPublished(_))
-            })
-            .await
-        {
-            from_pupil.push(t);
-        }
-    }
+    let from_pupil = tutor.published_tracks("the pupil's tracks", 2).await;
     let audio = track_id(&from_pupil, "pupil", MediaKind::Audio);
     let video = track_id(&from_pupil, "pupil", MediaKind::Video);
     warm_up(&pupil, &[&tutor], &audio, &video).await;
@@ -568,17 +536,6 @@ async fn a_muted_participants_audio_is_not_forwarded_until_unmuted() {
     }
     assert_numbered(&tutor, &audio, AFTER, AUDIO_LEN, 30).await;
     server.stop().await;
-}
-
-/// Sends `n` packets tagged `tag` on each of `peer`'s tracks.
-async fn send_tagged(peer: &Peer, tag: u8, n: u32) {
-    for i in 0..n {
-        let audio = peer.audio.as_ref().unwrap();
-        let video = peer.video.as_ref().unwrap();
-        audio.send(payload(tag, i, AUDIO_LEN)).await;
-        video.send(payload(tag, i, VIDEO_LEN)).await;
-        tokio::time::sleep(Duration::from_millis(4)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -632,17 +589,7 @@ async fn a_lecture_student_invited_on_stage_is_seen_and_heard_until_taken_off() 
     stage.wait_connected("s1 on stage").await;
 
     // The teacher and the other student receive s1; s1 does not get its own tracks back.
-    let mut tracks = Vec::new();
-    while tracks.len() < 2 {
-        if let ServerMessage::TrackPublished(t) = s2
-            .expect_event("s1's tracks", |m| {
-                matches!(m, ServerMessage::TrackPublished(_))
-            })
-            .await
-        {
-            tracks.push(t);
-        }
-    }
+    let tracks = s2.published_tracks("s1's tracks", 2).await;
     let audio = track_id(&tracks, "s1", MediaKind::Audio);
     let video = track_id(&tracks, "s1", MediaKind::Video);
     server
@@ -650,16 +597,8 @@ async fn a_lecture_student_invited_on_stage_is_seen_and_heard_until_taken_off() 
             s.routes == 4 && s.subscriptions == 8
         })
         .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while teacher.received(&video).is_empty() || s2.received(&audio).is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "s1's media never arrived"
-        );
-        send_tagged(&stage, WARMUP_TAG, 1).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    send_tagged(&stage, VIDEO_TAG, 40).await;
+    warm_up(&stage, &[&teacher, &s2], &audio, &video).await;
+    send_tags(&stage, VIDEO_TAG, VIDEO_TAG, 40).await;
     assert_numbered(&s2, &video, VIDEO_TAG, VIDEO_LEN, 40).await;
     assert_numbered(&teacher, &audio, VIDEO_TAG, AUDIO_LEN, 40).await;
     assert!(s1.received(&audio).is_empty() && s1.received(&video).is_empty());
@@ -716,32 +655,15 @@ async fn a_teacher_shares_a_screen_that_everyone_receives_until_it_stops() {
 
     let mut screen = teacher.share_screen().await.expect("a teacher shares");
     screen.wait_connected("the teacher's screen").await;
-    let mut shared = Vec::new();
-    while shared.len() < 2 {
-        if let ServerMessage::TrackPublished(t) = student
-            .expect_event("the screen's tracks", |m| {
-                matches!(m, ServerMessage::TrackPublished(_))
-            })
-            .await
-        {
-            shared.push(t);
-        }
-    }
+    let shared = student.published_tracks("the screen's tracks", 2).await;
     assert!(
         shared.iter().all(|t| t.screen && t.identity == "teacher"),
         "{shared:?}"
     );
+    let audio = track_id(&shared, "teacher", MediaKind::Audio);
     let video = track_id(&shared, "teacher", MediaKind::Video);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while student.received(&video).is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the screen never arrived"
-        );
-        send_tagged(&screen, WARMUP_TAG, 1).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    send_tagged(&screen, VIDEO_TAG, 30).await;
+    warm_up(&screen, &[&student], &audio, &video).await;
+    send_tags(&screen, VIDEO_TAG, VIDEO_TAG, 30).await;
     assert_numbered(&student, &video, VIDEO_TAG, VIDEO_LEN, 30).await;
     assert!(
         teacher.received(&video).is_empty(),
@@ -766,7 +688,7 @@ async fn a_teacher_shares_a_screen_that_everyone_receives_until_it_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_lessons_lobby_receives_nothing_until_the_teacher_starts() {
     let server = TestServer::start().await;
-    let starts = jinke::webhooks::rfc3339((jinke::unix_now() + 600) * 1000);
+    let starts = jinke::schedule::rfc3339_seconds(jinke::unix_now() + 600);
     let (status, lesson) = server
         .post(
             "/api/v1/lessons",

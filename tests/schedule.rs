@@ -12,7 +12,7 @@ use jinke_signaling::{ByeReason, ServerMessage};
 use serde_json::{Value, json};
 
 fn at(secs_from_now: i64) -> String {
-    jinke::webhooks::rfc3339((jinke::unix_now() + secs_from_now) * 1000)
+    jinke::schedule::rfc3339_seconds(jinke::unix_now() + secs_from_now)
 }
 
 async fn get(server: &TestServer, path: &str) -> (u16, Value) {

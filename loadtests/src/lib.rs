@@ -10,4 +10,4 @@ pub mod media;
 pub mod metrics;
 pub mod scenario;
 
-pub use scenario::{LoadConfig, Report, Scenario, Target, run};
+pub use scenario::{LoadConfig, Report, Scenario, Target, run, run_blocking};

@@ -77,11 +77,7 @@ fn main() -> anyhow::Result<()> {
         join_concurrency: args.join_concurrency,
         join_timeout: Duration::from_secs_f64(args.join_timeout),
     };
-    // One thread: the point is to show how much one core of clients can simulate.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let report = runtime.block_on(jinke_load::run(config))?;
+    let report = jinke_load::run_blocking(config)?;
     let text = if args.json {
         serde_json::to_string_pretty(&report)?
     } else {

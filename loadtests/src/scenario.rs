@@ -140,6 +140,36 @@ enum Join {
     Janus(janus::JanusSpec),
 }
 
+impl LoadConfig {
+    /// A short run against a Jinke server on loopback, as the tests make: 1 s of warm-up, 2 s
+    /// measured, clients on 127.0.0.1, 8 joining at once.
+    pub fn local(url: String, api_key: &str, scenario: Scenario, size: usize) -> LoadConfig {
+        LoadConfig {
+            target: Target::Jinke,
+            url,
+            api_key: api_key.to_owned(),
+            scenario,
+            size,
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(2),
+            server_pid: None,
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            receiver_bind_ip: None,
+            join_concurrency: 8,
+            join_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Runs a scenario to completion on a runtime of its own, on the calling thread: one thread, as
+/// the point is to show how much one core of clients can simulate.
+pub fn run_blocking(config: LoadConfig) -> anyhow::Result<Report> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(config))
+}
+
 /// Runs a scenario to completion.
 pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
     let local = tokio::task::LocalSet::new();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use jinke::config::ServeConfig;
 use jinke::server::Server;
-use jinke_load::{LoadConfig, Scenario, Target};
+use jinke_load::{LoadConfig, Scenario};
 use jinke_signaling::{ClientMessage, PROTOCOL_VERSION, ServerMessage};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -22,26 +22,11 @@ async fn the_teachers_speech_and_pauses_are_announced() {
     let server = Server::start(config).await.unwrap();
     let base = format!("http://{}", server.http_addr());
     let load = LoadConfig {
-        target: Target::Jinke,
-        url: base.clone(),
-        api_key: KEY.into(),
-        scenario: Scenario::Lecture,
-        size: 1,
-        warmup: Duration::from_secs(1),
         duration: Duration::from_secs(6),
-        server_pid: None,
-        bind_ip: "127.0.0.1".parse().unwrap(),
-        receiver_bind_ip: None,
         join_concurrency: 2,
-        join_timeout: Duration::from_secs(20),
+        ..LoadConfig::local(base.clone(), KEY, Scenario::Lecture, 1)
     };
-    let generator = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(jinke_load::run(load))
-    });
+    let generator = std::thread::spawn(move || jinke_load::run_blocking(load));
 
     // Join the generator's lesson as an observer (unseen, receives every room event).
     let http = reqwest::Client::new();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jinke::config::ServeConfig;
 use jinke::server::Server;
-use jinke_load::{LoadConfig, Scenario, Target};
+use jinke_load::{LoadConfig, Scenario};
 use relay::{Impairment, Relay};
 
 const KEY: &str = "loss-repair-key-0123456789";
@@ -42,29 +42,20 @@ async fn nack_and_rtx_repair_a_lossy_delayed_student_link() {
     )
     .await;
     let load = LoadConfig {
-        target: Target::Jinke,
-        url: format!("http://{}", server.http_addr()),
-        api_key: KEY.into(),
-        scenario: Scenario::Lecture,
-        size: 3,
-        warmup: Duration::from_secs(1),
         duration: Duration::from_secs(8),
-        server_pid: None,
-        bind_ip: "127.0.0.1".parse().unwrap(),
         receiver_bind_ip: Some(STUDENT_IP.parse::<IpAddr>().unwrap()),
         join_concurrency: 4,
-        join_timeout: Duration::from_secs(20),
+        ..LoadConfig::local(
+            format!("http://{}", server.http_addr()),
+            KEY,
+            Scenario::Lecture,
+            3,
+        )
     };
-    let report = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(jinke_load::run(load))
-    })
-    .join()
-    .unwrap()
-    .unwrap();
+    let report = std::thread::spawn(move || jinke_load::run_blocking(load))
+        .join()
+        .unwrap()
+        .unwrap();
     let counts = relay.counts();
     let (sent, dropped, rtx) = (
         counts.sent(VP8_PT),

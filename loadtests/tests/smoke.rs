@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jinke::config::ServeConfig;
 use jinke::server::Server;
-use jinke_load::{LoadConfig, Scenario, Target};
+use jinke_load::{LoadConfig, Scenario};
 
 const KEY: &str = "load-smoke-key-0123456789";
 
@@ -20,30 +20,20 @@ async fn smoke(scenario: Scenario, size: usize) -> jinke_load::Report {
     config.api_key = Some(KEY.into());
     let server = Server::start(config).await.unwrap();
     let load = LoadConfig {
-        target: Target::Jinke,
-        url: format!("http://{}", server.http_addr()),
-        api_key: KEY.into(),
-        scenario,
-        size,
         warmup: Duration::from_millis(500),
-        duration: Duration::from_secs(2),
         server_pid: Some(std::process::id()),
-        bind_ip: "127.0.0.1".parse().unwrap(),
-        receiver_bind_ip: None,
-        join_concurrency: 8,
-        join_timeout: Duration::from_secs(20),
+        ..LoadConfig::local(
+            format!("http://{}", server.http_addr()),
+            KEY,
+            scenario,
+            size,
+        )
     };
     // The generator runs on its own thread, as it would in its own process.
-    let report = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(jinke_load::run(load))
-    })
-    .join()
-    .unwrap()
-    .unwrap();
+    let report = std::thread::spawn(move || jinke_load::run_blocking(load))
+        .join()
+        .unwrap()
+        .unwrap();
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     println!("{}", report.table());

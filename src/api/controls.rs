@@ -15,7 +15,6 @@ use crate::controls::{ControlFailure, end_lesson, remove_participant, start_less
 use crate::rooms::{Actor, ControlError, PresentParticipant};
 use crate::schedule::LessonState;
 use crate::server::AppState;
-use crate::store::Lesson;
 
 pub(super) fn routes() -> Routes {
     const P: &str = "/api/v1/lessons/{id}/participants/{identity}";
@@ -62,11 +61,6 @@ pub(super) fn routes() -> Routes {
         )
 }
 
-/// Authorizes the request and finds the school's lesson.
-fn lesson(state: &AppState, headers: &HeaderMap, id: String) -> Result<Lesson, ApiError> {
-    school_lesson(state, headers, id)
-}
-
 /// A live-lesson control refused (the school has every power, so not for its role).
 fn refused(e: ControlError, identity: &str) -> ApiError {
     match e {
@@ -100,7 +94,7 @@ async fn participants(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Present>, ApiError> {
-    let lesson = lesson(&state, &headers, id)?;
+    let lesson = school_lesson(&state, &headers, id)?;
     Ok(Json(Present {
         participants: state.rooms.present(&lesson.id),
     }))
@@ -124,7 +118,7 @@ async fn mute(
     Path((id, identity)): Path<(String, String)>,
     body: Result<Json<MuteBody>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let lesson = lesson(&state, &headers, id)?;
+    let lesson = school_lesson(&state, &headers, id)?;
     let Json(body) = body?;
     state
         .rooms
@@ -140,7 +134,7 @@ async fn remove(
     headers: HeaderMap,
     Path((id, identity)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let lesson = lesson(&state, &headers, id)?;
+    let lesson = school_lesson(&state, &headers, id)?;
     remove_participant(&state, &lesson.id, Actor::School, &identity).map_err(failed)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -159,7 +153,7 @@ async fn stage(
     Path((id, identity)): Path<(String, String)>,
     body: Result<Json<StageBody>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let lesson = lesson(&state, &headers, id)?;
+    let lesson = school_lesson(&state, &headers, id)?;
     let Json(body) = body?;
     if body.on {
         state
@@ -190,7 +184,7 @@ async fn lock(
     Path(id): Path<String>,
     body: Result<Json<LockBody>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let lesson = lesson(&state, &headers, id)?;
+    let lesson = school_lesson(&state, &headers, id)?;
     let Json(body) = body?;
     state
         .rooms
@@ -210,7 +204,7 @@ async fn start(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Started>, ApiError> {
-    let lesson = lesson(&state, &headers, id)?;
+    let lesson = school_lesson(&state, &headers, id)?;
     match lesson.state(crate::unix_now()) {
         LessonState::Open | LessonState::Live => {}
         LessonState::Scheduled => {
@@ -243,7 +237,7 @@ async fn end(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Ended>, ApiError> {
-    let lesson = lesson(&state, &headers, id)?;
+    let lesson = school_lesson(&state, &headers, id)?;
     end_lesson(&state, &lesson.id, Actor::School).map_err(failed)?;
     let ended_at = state.store.lesson(&lesson.id)?.and_then(|l| l.ended_at);
     Ok(Json(Ended { ended_at }))
@@ -267,7 +261,7 @@ async fn announce(
     Path(id): Path<String>,
     body: Result<Json<Announcement>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Delivered>), ApiError> {
-    let lesson = lesson(&state, &headers, id)?;
+    let lesson = school_lesson(&state, &headers, id)?;
     let Json(body) = body?;
     if lesson.ended_at.is_some() {
         return Err(ApiError::Ended);

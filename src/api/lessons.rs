@@ -386,11 +386,7 @@ async fn calendar(
 
 /// An iCalendar (RFC 5545) document with one event per scheduled lesson.
 fn ical(calendar_name: &str, lessons: &[Lesson], public_url: &str) -> String {
-    let stamp = |t: i64| {
-        crate::webhooks::rfc3339(t * 1000)
-            .replace(".000", "")
-            .replace(['-', ':'], "")
-    };
+    let stamp = crate::schedule::ical_utc;
     let mut lines = vec![
         "BEGIN:VCALENDAR".to_owned(),
         "VERSION:2.0".to_owned(),

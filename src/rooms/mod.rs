@@ -73,12 +73,34 @@ pub struct RoomShape {
     pub mode: LessonMode,
 }
 
-/// A shape for unit tests: a lecture of `capacity`.
+/// What the rooms' unit tests share.
 #[cfg(test)]
-fn lecture(capacity: u32) -> RoomShape {
-    RoomShape {
-        capacity,
-        mode: LessonMode::Lecture,
+mod test_util {
+    use jinke_signaling::{LessonMode, Participant, Role, ServerMessage};
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    use super::RoomShape;
+
+    /// A lecture of `capacity`.
+    pub fn lecture(capacity: u32) -> RoomShape {
+        RoomShape {
+            capacity,
+            mode: LessonMode::Lecture,
+        }
+    }
+
+    /// A participant whose identity is also its name.
+    pub fn person(id: &str, role: Role) -> Participant {
+        Participant {
+            identity: id.into(),
+            name: id.into(),
+            role,
+        }
+    }
+
+    /// Everything a session was sent so far.
+    pub fn drain(rx: &mut UnboundedReceiver<ServerMessage>) -> Vec<ServerMessage> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
     }
 }
 
@@ -588,16 +610,10 @@ mod tests {
     use jinke_signaling::{MediaKind, Role};
     use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
-    fn person(id: &str) -> Participant {
-        Participant {
-            identity: id.into(),
-            name: id.into(),
-            role: Role::Student,
-        }
-    }
+    use super::test_util::{drain, lecture};
 
-    fn drain(rx: &mut UnboundedReceiver<ServerMessage>) -> Vec<ServerMessage> {
-        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    fn person(id: &str) -> Participant {
+        super::test_util::person(id, Role::Student)
     }
 
     #[test]
@@ -821,11 +837,7 @@ mod event_tests {
             capacity: 10,
             mode: LessonMode::SmallClass,
         };
-        let person = |id: &str, role| Participant {
-            identity: id.into(),
-            name: id.into(),
-            role,
-        };
+        let person = super::test_util::person;
         let (tx, _rx) = unbounded_channel();
         let s = rooms
             .join("l", shape, person("s", Role::Student), tx.clone())
@@ -873,6 +885,7 @@ mod event_tests {
 
 #[cfg(test)]
 mod speaker_tests {
+    use super::test_util::lecture;
     use super::*;
     use jinke_signaling::Role;
     use tokio::sync::mpsc::unbounded_channel;
@@ -881,11 +894,7 @@ mod speaker_tests {
     fn speaking_is_told_once_and_the_latest_to_start_is_the_active_speaker() {
         let rooms = Rooms::default();
         let (tx, mut rx) = unbounded_channel();
-        let person = |id: &str| Participant {
-            identity: id.into(),
-            name: id.into(),
-            role: Role::Student,
-        };
+        let person = |id| super::test_util::person(id, Role::Student);
         let a = rooms
             .join("l", lecture(9), person("a"), tx.clone())
             .unwrap();

@@ -224,22 +224,10 @@ impl Rooms {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{AdmissionError, lecture};
+    use super::super::AdmissionError;
+    use super::super::test_util::{drain, lecture, person};
     use super::*;
-    use jinke_signaling::Participant;
     use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
-
-    fn person(id: &str, role: Role) -> Participant {
-        Participant {
-            identity: id.into(),
-            name: id.into(),
-            role,
-        }
-    }
-
-    fn drain(rx: &mut UnboundedReceiver<ServerMessage>) -> Vec<ServerMessage> {
-        std::iter::from_fn(|| rx.try_recv().ok()).collect()
-    }
 
     /// A room with a teacher, an assistant and two students; their sessions and receivers.
     fn class(rooms: &Rooms) -> Vec<(u64, UnboundedReceiver<ServerMessage>)> {

@@ -186,21 +186,10 @@ impl Rooms {
 #[cfg(test)]
 mod tests {
     use super::super::RoomShape;
+    use super::super::test_util::{drain, person};
     use super::*;
     use jinke_signaling::{MediaKind, TrackInfo};
     use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
-
-    fn person(id: &str, role: Role) -> Participant {
-        Participant {
-            identity: id.into(),
-            name: id.into(),
-            role,
-        }
-    }
-
-    fn drain(rx: &mut UnboundedReceiver<ServerMessage>) -> Vec<ServerMessage> {
-        std::iter::from_fn(|| rx.try_recv().ok()).collect()
-    }
 
     fn stage(ids: &[&str]) -> ServerMessage {
         ServerMessage::Stage {

@@ -122,7 +122,7 @@ pub async fn upgrade(
                 "not_open",
                 format!(
                     "the lesson opens at {}",
-                    crate::webhooks::rfc3339(opens * 1000)
+                    crate::schedule::rfc3339_seconds(opens)
                 ),
             );
         }

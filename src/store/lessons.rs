@@ -103,7 +103,7 @@ impl Lesson {
 
 fn as_rfc3339<S: Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
     match t {
-        Some(t) => s.serialize_str(&crate::webhooks::rfc3339(t * 1000).replace(".000Z", "Z")),
+        Some(t) => s.serialize_str(&crate::schedule::rfc3339_seconds(*t)),
         None => s.serialize_none(),
     }
 }

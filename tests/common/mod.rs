@@ -257,6 +257,31 @@ impl LocalTrack {
     }
 }
 
+/// Something with an audio and a video track to send on: a client, or one of its side
+/// connections.
+pub trait Publishes {
+    /// The audio and video tracks.
+    fn tracks(&self) -> (&LocalTrack, &LocalTrack);
+}
+
+impl Publishes for Peer {
+    fn tracks(&self) -> (&LocalTrack, &LocalTrack) {
+        (
+            self.audio.as_ref().expect("publishes audio"),
+            self.video.as_ref().expect("publishes video"),
+        )
+    }
+}
+
+impl Publishes for TestClient {
+    fn tracks(&self) -> (&LocalTrack, &LocalTrack) {
+        (
+            self.audio.as_ref().expect("publishes audio"),
+            self.video.as_ref().expect("publishes video"),
+        )
+    }
+}
+
 /// A webrtc-rs peer connection of a test client, with its local tracks (when publishing) and
 /// what it receives.
 pub struct Peer {
@@ -642,6 +667,24 @@ impl TestClient {
                 Err(_) => panic!("{}: timed out waiting for {what}", self.identity),
             }
         }
+    }
+
+    /// Waits for `n` tracks to be announced (`track_published`), skipping other events.
+    pub async fn published_tracks(
+        &mut self,
+        what: &str,
+        n: usize,
+    ) -> Vec<jinke_signaling::TrackInfo> {
+        let mut tracks = Vec::new();
+        while tracks.len() < n {
+            if let ServerMessage::TrackPublished(t) = self
+                .expect_event(what, |m| matches!(m, ServerMessage::TrackPublished(_)))
+                .await
+            {
+                tracks.push(t);
+            }
+        }
+        tracks
     }
 
     /// Packets received on the track with this server track id.

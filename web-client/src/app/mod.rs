@@ -759,9 +759,7 @@ impl Room {
             self.send(&ClientMessage::Receive);
             return Ok(());
         }
-        let offer = JsFuture::from(pc.create_offer()).await?;
-        let sdp = sdp_of(&offer)?;
-        JsFuture::from(pc.set_local_description(&description(RtcSdpType::Offer, &sdp))).await?;
+        let sdp = local_offer(&pc).await?;
         self.send(&ClientMessage::Offer { sdp });
         Ok(())
     }
@@ -1156,6 +1154,33 @@ fn tile_key(identity: &str, screen: bool) -> String {
 fn clock(at_ms: i64) -> String {
     let d = js_sys::Date::new(&JsValue::from_f64(at_ms as f64));
     format!("{:02}:{:02}", d.get_hours(), d.get_minutes())
+}
+
+/// A publish-only connection carrying `stream`, exposed as `window[name]` for tests and for
+/// troubleshooting from the console.
+fn sendonly_connection(stream: &MediaStream, name: &str) -> Result<RtcPeerConnection, JsValue> {
+    let pc = RtcPeerConnection::new_with_configuration(&RtcConfiguration::new())?;
+    add_sendonly(&pc, stream);
+    if let Some(w) = web_sys::window() {
+        let _ = js_sys::Reflect::set(&w, &name.into(), &pc);
+    }
+    Ok(pc)
+}
+
+/// Creates the connection's offer, applies it locally and returns its SDP.
+async fn local_offer(pc: &RtcPeerConnection) -> Result<String, JsValue> {
+    let offer = JsFuture::from(pc.create_offer()).await?;
+    let sdp = sdp_of(&offer)?;
+    JsFuture::from(pc.set_local_description(&description(RtcSdpType::Offer, &sdp))).await?;
+    Ok(sdp)
+}
+
+/// Applies the server's answer to a connection, if it still exists.
+async fn apply_answer(pc: Option<RtcPeerConnection>, sdp: &str) -> Result<(), JsValue> {
+    if let Some(pc) = pc {
+        JsFuture::from(pc.set_remote_description(&description(RtcSdpType::Answer, sdp))).await?;
+    }
+    Ok(())
 }
 
 /// Adds every track of `stream` to `pc` as a send-only transceiver.

@@ -7,9 +7,9 @@ use jinke_signaling::ClientMessage;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{MediaStream, MediaStreamTrack, RtcConfiguration, RtcPeerConnection, RtcSdpType};
+use web_sys::{MediaStream, MediaStreamTrack};
 
-use super::{Room, add_sendonly, description, sdp_of};
+use super::{Room, apply_answer, local_offer, sendonly_connection};
 
 impl Room {
     /// Starts sharing, or stops if sharing.
@@ -40,17 +40,10 @@ impl Room {
                 .set_onended(Some(ended.as_ref().unchecked_ref()));
             ended.forget();
         }
-        let pc = RtcPeerConnection::new_with_configuration(&RtcConfiguration::new())?;
-        add_sendonly(&pc, &stream);
-        // Exposed for tests and for troubleshooting from the console.
-        if let Some(w) = web_sys::window() {
-            let _ = js_sys::Reflect::set(&w, &"jinkeScreenPc".into(), &pc);
-        }
+        let pc = sendonly_connection(&stream, "jinkeScreenPc")?;
         *self.screen_pc.borrow_mut() = Some(pc.clone());
         self.set_share_button(true);
-        let offer = JsFuture::from(pc.create_offer()).await?;
-        let sdp = sdp_of(&offer)?;
-        JsFuture::from(pc.set_local_description(&description(RtcSdpType::Offer, &sdp))).await?;
+        let sdp = local_offer(&pc).await?;
         self.send(&ClientMessage::ShareScreen { sdp });
         Ok(())
     }
@@ -58,11 +51,7 @@ impl Room {
     /// Applies the server's answer to the screen's connection.
     pub(super) async fn screen_answered(&self, sdp: &str) -> Result<(), JsValue> {
         let pc = self.screen_pc.borrow().clone();
-        if let Some(pc) = pc {
-            JsFuture::from(pc.set_remote_description(&description(RtcSdpType::Answer, sdp)))
-                .await?;
-        }
-        Ok(())
+        apply_answer(pc, sdp).await
     }
 
     /// Stops sharing: tells the server, closes the connection, releases the screen.

@@ -6,10 +6,9 @@ use std::rc::Rc;
 use jinke_signaling::{ClientMessage, Role};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
-use web_sys::{RtcConfiguration, RtcPeerConnection, RtcPeerConnectionState, RtcSdpType};
+use web_sys::RtcPeerConnectionState;
 
-use super::{Room, add_sendonly, description, sdp_of};
+use super::{Room, apply_answer, local_offer, sendonly_connection};
 use crate::dom::{append, button, el, set_hidden};
 
 impl Room {
@@ -79,8 +78,7 @@ impl Room {
             return Ok(()); // Refused: the capture already said so.
         };
         self.show_media_toggles(true);
-        let pc = RtcPeerConnection::new_with_configuration(&RtcConfiguration::new())?;
-        add_sendonly(&pc, &stream);
+        let pc = sendonly_connection(&stream, "jinkeStagePc")?;
         let room = self.clone();
         let watched = pc.clone();
         let onstate = Closure::<dyn FnMut()>::new(move || {
@@ -90,14 +88,8 @@ impl Room {
         });
         pc.set_onconnectionstatechange(Some(onstate.as_ref().unchecked_ref()));
         onstate.forget();
-        // Exposed for tests and for troubleshooting from the console.
-        if let Some(w) = web_sys::window() {
-            let _ = js_sys::Reflect::set(&w, &"jinkeStagePc".into(), &pc);
-        }
         *self.publish_pc.borrow_mut() = Some(pc.clone());
-        let offer = JsFuture::from(pc.create_offer()).await?;
-        let sdp = sdp_of(&offer)?;
-        JsFuture::from(pc.set_local_description(&description(RtcSdpType::Offer, &sdp))).await?;
+        let sdp = local_offer(&pc).await?;
         self.send(&ClientMessage::PublishOffer { sdp });
         Ok(())
     }
@@ -105,11 +97,7 @@ impl Room {
     /// Applies the server's answer to the publish-only connection.
     pub(super) async fn publish_answered(&self, sdp: &str) -> Result<(), JsValue> {
         let pc = self.publish_pc.borrow().clone();
-        if let Some(pc) = pc {
-            JsFuture::from(pc.set_remote_description(&description(RtcSdpType::Answer, sdp)))
-                .await?;
-        }
-        Ok(())
+        apply_answer(pc, sdp).await
     }
 
     /// Shows or removes the microphone and camera switches (and, for a student on stage, the
