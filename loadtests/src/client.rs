@@ -17,12 +17,17 @@ use str0m::media::{Direction, ExtensionValues, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::net::UdpSocket;
+use jinke_sfu::udp::RecvBatch;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::media::{AUDIO_FRAME, AUDIO_TS_STEP, Frame, VIDEO_CLOCK, VIDEO_FPS};
 use crate::metrics::{ReceiverStats, SentLog};
+
+/// Most datagrams a client takes from its socket at once (a video frame's packets).
+const RECV_BATCH: usize = 16;
 
 /// Everything the clients of one run share (single-threaded: `Rc`/`RefCell`).
 pub struct Shared {
@@ -107,9 +112,12 @@ pub async fn media_session(
     stats: Rc<RefCell<ReceiverStats>>,
     mut link: Link,
 ) -> anyhow::Result<()> {
-    let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
+    let socket = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
+    socket.set_nonblocking(true)?;
     grow_receive_buffer(&socket, 1 << 20);
     let local = socket.local_addr()?;
+    // SAFETY: the socket owns a valid fd, which nothing replaces or closes while it is registered.
+    let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE)? };
     let mut rtc = Rtc::builder()
         .set_rtp_mode(true)
         .clear_codecs()
@@ -133,7 +141,7 @@ pub async fn media_session(
             .context("signaling gone")?;
     }
 
-    let mut buf = vec![0u8; 2048];
+    let mut batch = RecvBatch::new(RECV_BATCH);
     let mut media_tick = tokio::time::interval(Duration::from_millis(5));
     media_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_receive = Instant::now();
@@ -146,7 +154,7 @@ pub async fn media_session(
         // Let str0m say everything it has to say.
         let timeout = drain_events(
             &mut rtc,
-            &socket,
+            socket.get_ref(),
             &mut connected,
             &shared,
             &stats,
@@ -160,13 +168,25 @@ pub async fn media_session(
             timer.as_mut().reset(timeout.into());
         }
         tokio::select! {
+            // A packet wakes only this branch: the others are not polled for it.
+            biased;
             r = socket.readable() => {
-                r?;
-                // Take everything queued; str0m keeps a received packet only until the next
-                // poll, so poll (and record) after each one.
-                while let Ok((n, source)) = socket.try_recv_from(&mut buf) {
-                    last_receive = Instant::now();
-                    if let Ok(contents) = buf[..n].try_into() {
+                let mut ready = r?;
+                // str0m keeps a received packet only until the next poll, so poll (and
+                // record) after each one.
+                let n = match batch.recv(ready.get_inner()) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                    Err(e) => return Err(e.into()),
+                };
+                if n < batch.capacity() {
+                    // Drained (a datagram arriving meanwhile sets readiness again).
+                    ready.clear_ready();
+                }
+                last_receive = Instant::now();
+                for i in 0..n {
+                    let Some((data, source)) = batch.get(i) else { continue };
+                    if let Ok(contents) = data.try_into() {
                         rtc.handle_input(Input::Receive(last_receive, Receive {
                             proto: Protocol::Udp,
                             source,
@@ -174,7 +194,7 @@ pub async fn media_session(
                             contents,
                         }))?;
                     }
-                    drain_events(&mut rtc, &socket, &mut connected, &shared, &stats, started, last_receive)?;
+                    drain_events(&mut rtc, socket.get_ref(), &mut connected, &shared, &stats, started, last_receive)?;
                 }
             }
             msg = link.from_server.recv() => match msg {
@@ -208,7 +228,7 @@ pub async fn media_session(
 /// when it next needs a timeout.
 fn drain_events(
     rtc: &mut Rtc,
-    socket: &UdpSocket,
+    socket: &std::net::UdpSocket,
     connected: &mut bool,
     shared: &Shared,
     stats: &RefCell<ReceiverStats>,
@@ -219,7 +239,7 @@ fn drain_events(
         match rtc.poll_output()? {
             Output::Timeout(t) => return Ok(t),
             Output::Transmit(t) => {
-                let _ = socket.try_send_to(&t.contents, t.destination);
+                let _ = socket.send_to(&t.contents, t.destination);
             }
             Output::Event(Event::Connected) => *connected = true,
             Output::Event(Event::RtpPacket(p)) => {
@@ -517,7 +537,7 @@ fn rand_u32() -> u32 {
 
 /// Thousands of clients in one thread fall behind in bursts: give each socket 1 MiB of kernel
 /// buffer (past `net.core.rmem_max` when privileged) so a burst waits instead of being dropped.
-fn grow_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
+fn grow_receive_buffer(socket: &std::net::UdpSocket, bytes: libc::c_int) {
     use std::os::fd::AsRawFd;
     for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
         // SAFETY: setsockopt with a valid int option on the socket's own fd.

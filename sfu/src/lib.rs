@@ -12,7 +12,7 @@ mod rewrite;
 mod route;
 mod shard;
 mod speaker;
-mod udp;
+pub mod udp;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Mutex;

@@ -15,7 +15,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::peer::{OutState, OutTrack, Peer, TrackKey};
 use crate::route::{Route, Subscription};
-use crate::udp::{Outbox, recv_nonblocking};
+use crate::udp::{Outbox, RecvBatch, wait_readable};
 use crate::{CloseReason, Command, PeerEvent, PeerId, PeerSpec, SfuError, SfuStats};
 
 /// The longest the shard blocks on its socket, bounding how late a control command is seen.
@@ -23,9 +23,6 @@ const MAX_WAIT: Duration = Duration::from_millis(10);
 
 /// Most datagrams taken from the socket before the peers they touched are polled.
 const RECV_BATCH: usize = 64;
-
-/// Largest datagram we accept (anything larger is not WebRTC traffic we produce or expect).
-const MAX_DATAGRAM: usize = 2048;
 
 pub(crate) struct Shard {
     socket: UdpSocket,
@@ -76,7 +73,9 @@ impl Shard {
     }
 
     pub fn run(mut self) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        // Take everything queued before polling anyone, so that each peer is polled once per
+        // batch (a video frame's packets), not once per packet.
+        let mut batch = RecvBatch::new(RECV_BATCH);
         loop {
             loop {
                 match self.commands.try_recv() {
@@ -96,25 +95,30 @@ impl Shard {
                 .map(|t| t.saturating_duration_since(Instant::now()))
                 .unwrap_or(MAX_WAIT)
                 .clamp(Duration::from_millis(1), MAX_WAIT);
-            if let Err(e) = self.socket.set_read_timeout(Some(wait)) {
-                tracing::error!(error = %e, "cannot set the media socket's read timeout");
+            if !wait_readable(&self.socket, wait) {
+                continue;
             }
-            match self.socket.recv_from(&mut buf) {
-                Ok((n, source)) => {
-                    self.handle_datagram(&buf[..n], source);
-                    // Take whatever else is queued before polling anyone, so that each peer is
-                    // polled once per batch (a video frame's packets), not once per packet.
-                    for _ in 1..RECV_BATCH {
-                        let Some((n, source)) = recv_nonblocking(&self.socket, &mut buf) else {
-                            break;
-                        };
-                        self.handle_datagram(&buf[..n], source);
+            // A full batch means more may be waiting: take it before looking at the clock.
+            loop {
+                let n = match batch.recv(&self.socket) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        if e.kind() != ErrorKind::WouldBlock {
+                            tracing::debug!(error = %e, "media socket receive failed");
+                        }
+                        break;
+                    }
+                };
+                for i in 0..n {
+                    if let Some((data, source)) = batch.get(i) {
+                        self.handle_datagram(data, source);
                     }
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => tracing::debug!(error = %e, "media socket receive failed"),
+                self.poll_dirty();
+                if n < batch.capacity() {
+                    break;
+                }
             }
-            self.poll_dirty();
         }
     }
 

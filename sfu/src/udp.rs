@@ -1,5 +1,5 @@
-//! The UDP calls the shard needs beyond `std`: a non-blocking receive on a blocking socket, and
-//! batched sending. The kernel's per-datagram work dominates sending (BENCHMARKS.md: `sendto`
+//! The UDP calls the shard needs beyond `std`: batched receiving (`recvmmsg`) and batched
+//! sending. The kernel's per-datagram work dominates sending (BENCHMARKS.md: `sendto`
 //! ~3 us, `sendmmsg` ~2.4 us, UDP GSO ~0.55 us per 1200-byte packet), so the shard queues what a
 //! poll round produces and sends it at once: runs of datagrams to one destination (a video frame's
 //! packets to one subscriber) as one GSO send, the rest with `sendmmsg`.
@@ -55,26 +55,116 @@ pub(crate) fn grow_buffer(socket: &UdpSocket, receive: bool, bytes: usize) -> us
     granted.max(0) as usize
 }
 
-/// Receives one datagram without blocking (the socket itself stays blocking with a timeout).
-pub(crate) fn recv_nonblocking(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
-    // SAFETY: sockaddr_storage is plain data; zero is a valid value.
-    let mut addr: libc::sockaddr_storage = unsafe { zeroed() };
-    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: buf and addr are valid for the lengths passed; the fd is the socket's own.
-    let n = unsafe {
-        libc::recvfrom(
-            socket.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-            (&mut addr as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    };
-    if n < 0 {
-        return None;
+/// Largest datagram received (anything larger is not WebRTC traffic anyone here produces).
+pub const MAX_DATAGRAM: usize = 2048;
+
+/// Receives every datagram queued on a socket, up to a batch, with one `recvmmsg` call and
+/// without blocking: the shard (and the load generator's clients) take a video frame's packets
+/// in one system call instead of one each plus a last one that finds the queue empty.
+pub struct RecvBatch {
+    /// `capacity` buffers of [`MAX_DATAGRAM`] bytes, back to back.
+    data: Box<[u8]>,
+    addrs: Box<[libc::sockaddr_storage]>,
+    lens: Box<[usize]>,
+    /// The call's headers, kept between calls to save allocating them; their pointers are
+    /// written afresh before each call.
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    filled: usize,
+}
+
+// SAFETY: the raw pointers in `iovs` and `hdrs` point only into the batch's own buffers and are
+// rewritten before every use; nothing else shares them.
+unsafe impl Send for RecvBatch {}
+
+impl RecvBatch {
+    /// Room for `capacity` datagrams (at least one).
+    pub fn new(capacity: usize) -> RecvBatch {
+        let capacity = capacity.max(1);
+        RecvBatch {
+            data: vec![0; capacity * MAX_DATAGRAM].into_boxed_slice(),
+            // SAFETY: sockaddr_storage is plain data; zero is a valid value.
+            addrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
+            lens: vec![0; capacity].into_boxed_slice(),
+            iovs: Vec::with_capacity(capacity),
+            hdrs: Vec::with_capacity(capacity),
+            filled: 0,
+        }
     }
-    from_sockaddr(&addr).map(|a| (n as usize, a))
+
+    /// How many datagrams one call can take.
+    pub fn capacity(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Takes what is queued on `socket` (at most [`capacity`](Self::capacity) datagrams)
+    /// without blocking. Returns how many were taken; `Err` with `WouldBlock` when none was
+    /// queued.
+    pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
+        let capacity = self.capacity();
+        self.filled = 0;
+        self.iovs.clear();
+        self.iovs
+            .extend(self.data.chunks_exact_mut(MAX_DATAGRAM).map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            }));
+        self.hdrs.clear();
+        self.hdrs.extend(self.iovs.iter_mut().zip(self.addrs.iter_mut()).map(
+            |(iov, addr)| {
+                // SAFETY: mmsghdr is plain data; the pointers refer to the batch's own
+                // buffers, which outlive the call below.
+                let mut h: libc::mmsghdr = unsafe { zeroed() };
+                h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            },
+        ));
+        // SAFETY: every header points at a live buffer and address of the right size; the fd is
+        // the caller's socket.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                capacity as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.filled = n as usize;
+        for (len, h) in self.lens.iter_mut().zip(&self.hdrs[..self.filled]) {
+            *len = h.msg_len as usize;
+        }
+        Ok(self.filled)
+    }
+
+    /// The `i`th datagram of the last [`recv`](Self::recv) and who sent it (`None` past the
+    /// end, or for a sender that is neither IPv4 nor IPv6).
+    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        if i >= self.filled {
+            return None;
+        }
+        let source = from_sockaddr(&self.addrs[i])?;
+        let start = i * MAX_DATAGRAM;
+        Some((&self.data[start..start + self.lens[i]], source))
+    }
+}
+
+/// Waits until `socket` has something to read, or `timeout` passed. Returns whether it has.
+pub(crate) fn wait_readable(socket: &impl AsRawFd, timeout: std::time::Duration) -> bool {
+    let mut fd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().clamp(0, libc::c_int::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd for the call's duration.
+    unsafe { libc::poll(&mut fd, 1, ms) > 0 }
 }
 
 fn from_sockaddr(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
