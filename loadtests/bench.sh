@@ -25,6 +25,8 @@ WARMUP=${WARMUP:-3}
 SERVER_CORE=${SERVER_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 JANUS_EVENT_LOOPS=${JANUS_EVENT_LOOPS:-2}
+# One media thread: the server gets one core (taskset), as Janus does.
+JINKE_MEDIA_THREADS=${JINKE_MEDIA_THREADS:-1}
 PROFILE=${PROFILE:-release}
 BIN=target/$PROFILE
 
@@ -75,7 +77,8 @@ wait_http() {
 start_jinke() {
   rm -rf "$work/jinke" && mkdir -p "$work/jinke"
   RUST_LOG=warn taskset -c "$SERVER_CORE" "$BIN/jinke" serve --http "$SERVER_IP:18500" \
-    --udp "$SERVER_IP:18501" --data-dir "$work/jinke" --api-key "$KEY" &
+    --udp "$SERVER_IP:18501" --media-threads "$JINKE_MEDIA_THREADS" --data-dir "$work/jinke" \
+    --api-key "$KEY" &
   server_pid=$!
   wait_http "http://$SERVER_IP:18500/"
   LOAD_ARGS=(--target jinke --url "http://$SERVER_IP:18500" --api-key "$KEY")

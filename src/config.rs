@@ -9,9 +9,14 @@ pub struct ServeConfig {
     /// HTTP(S) address for the REST API, the web client and signaling.
     #[arg(long = "http", env = "JINKE_HTTP", default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
-    /// UDP address for media (one socket; open this port in the firewall).
+    /// UDP address for media. Each media thread has its own socket, on this port plus its
+    /// index: open UDP ports PORT..PORT+THREADS-1 in the firewall.
     #[arg(long = "udp", env = "JINKE_UDP", default_value = "127.0.0.1:50000")]
     pub udp: SocketAddr,
+    /// Media threads (shards), each carrying its share of the participants on its own core;
+    /// 0: one per core.
+    #[arg(long, env = "JINKE_MEDIA_THREADS", default_value_t = 0)]
+    pub media_threads: usize,
     /// Address put in ICE candidates (the one clients can reach); default: the UDP bind address.
     #[arg(long, env = "JINKE_ANNOUNCE_IP")]
     pub announce_ip: Option<IpAddr>,
@@ -57,6 +62,8 @@ impl ServeConfig {
         ServeConfig {
             http: "127.0.0.1:0".parse().expect("literal address"),
             udp: "127.0.0.1:0".parse().expect("literal address"),
+            // Two, whatever the machine: tests then cross shards as big servers do.
+            media_threads: 2,
             announce_ip: None,
             data_dir,
             api_key: None,

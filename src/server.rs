@@ -102,6 +102,7 @@ impl Server {
             .context("closing the attendance of the previous run")?;
         let sfu = Sfu::start(SfuConfig {
             bind: config.udp,
+            shards: config.media_threads,
             announce_ip: config.announce_ip,
             connect_timeout: Duration::from_secs(config.connect_timeout.max(1)),
         })
@@ -158,7 +159,7 @@ impl Server {
                 tokio::spawn(server.serve(service))
             }
         };
-        tracing::info!(%http_addr, media = %state.sfu.local_addr(), url = %state.public_url, "Jinke is serving");
+        tracing::info!(%http_addr, media = ?state.sfu.local_addrs(), url = %state.public_url, "Jinke is serving");
         Ok(Server {
             state,
             http_addr,
@@ -172,9 +173,9 @@ impl Server {
         self.http_addr
     }
 
-    /// The bound media (UDP) address.
-    pub fn media_addr(&self) -> SocketAddr {
-        self.state.sfu.local_addr()
+    /// The bound media (UDP) addresses, one per media thread.
+    pub fn media_addrs(&self) -> &[SocketAddr] {
+        self.state.sfu.local_addrs()
     }
 
     /// Stops taking joins, tells every client goodbye, waits briefly for them to close, then stops

@@ -5,107 +5,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::numbered::*;
 use common::*;
-use jinke_signaling::{ByeReason, ErrorCode, MediaKind, ServerMessage, TrackInfo};
-
-const AUDIO_TAG: u8 = 0xA0;
-const VIDEO_TAG: u8 = 0xB0;
-const WARMUP_TAG: u8 = 0xFF;
-const AUDIO_LEN: usize = 160;
-const VIDEO_LEN: usize = 1100;
-
-fn tracks_of(joined: &ServerMessage) -> Vec<TrackInfo> {
-    match joined {
-        ServerMessage::Joined { tracks, .. } => tracks.clone(),
-        other => panic!("expected joined, got {other:?}"),
-    }
-}
-
-fn track_id(tracks: &[TrackInfo], identity: &str, kind: MediaKind) -> String {
-    tracks
-        .iter()
-        .find(|t| t.identity == identity && t.kind == kind)
-        .unwrap_or_else(|| panic!("no {kind:?} track of {identity} in {tracks:?}"))
-        .track_id
-        .clone()
-}
-
-/// Sends warm-up packets from `publisher` until every receiver gets both of its tracks, so that
-/// the numbered run that follows is measured on fully set-up paths.
-async fn warm_up(publisher: &impl Publishes, receivers: &[&TestClient], audio: &str, video: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let (a, v) = publisher.tracks();
-    for i in 0.. {
-        let ready = receivers
-            .iter()
-            .all(|r| !r.received(audio).is_empty() && !r.received(video).is_empty());
-        if ready {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "media never reached every receiver"
-        );
-        a.send(payload(WARMUP_TAG, i, AUDIO_LEN)).await;
-        v.send(payload(WARMUP_TAG, i, VIDEO_LEN)).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Sends `n` numbered packets on each of the publisher's tracks, tagged `audio_tag` and
-/// `video_tag`.
-async fn send_tags(publisher: &impl Publishes, audio_tag: u8, video_tag: u8, n: u32) {
-    let (a, v) = publisher.tracks();
-    for i in 0..n {
-        a.send(payload(audio_tag, i, AUDIO_LEN)).await;
-        v.send(payload(video_tag, i, VIDEO_LEN)).await;
-        tokio::time::sleep(Duration::from_millis(4)).await;
-    }
-}
-
-/// Sends `n` numbered packets on each of the publisher's tracks.
-async fn send_numbered(publisher: &impl Publishes, n: u32) {
-    send_tags(publisher, AUDIO_TAG, VIDEO_TAG, n).await;
-}
-
-/// Waits for the numbered packets and checks every one arrived byte-exact, in order, with
-/// consecutive sequence numbers and one SSRC.
-async fn assert_numbered(receiver: &TestClient, track: &str, tag: u8, len: usize, n: u32) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let numbered = loop {
-        let got: Vec<Received> = receiver
-            .received(track)
-            .into_iter()
-            .filter(|r| r.payload.get(1) == Some(&tag))
-            .collect();
-        if got.len() >= n as usize || tokio::time::Instant::now() > deadline {
-            break got;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(
-        numbered.len(),
-        n as usize,
-        "{} received {} of {n} packets on {track}",
-        receiver.identity,
-        numbered.len()
-    );
-    for (i, r) in numbered.iter().enumerate() {
-        assert_eq!(
-            r.payload,
-            payload(tag, i as u32, len),
-            "{}: packet {i} on {track} differs",
-            receiver.identity
-        );
-    }
-    assert!(
-        numbered
-            .windows(2)
-            .all(|w| w[1].seq == w[0].seq.wrapping_add(1) && w[1].ssrc == w[0].ssrc),
-        "{}: sequence numbers on {track} are not consecutive",
-        receiver.identity
-    );
-}
+use jinke_signaling::{ByeReason, ErrorCode, MediaKind, ServerMessage};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lecture_reaches_three_students_byte_exact_and_in_order() {
@@ -161,7 +63,7 @@ async fn garbage_at_the_media_port_disturbs_nobody() {
     warm_up(&teacher, &[&student], &audio, &video).await;
 
     // Datagrams that look like STUN, DTLS, RTP and RTCP but are broken, and plain noise.
-    let media = server.server().state.sfu.local_addr();
+    let media = server.server().media_addrs().to_vec();
     let attacker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut junk: Vec<Vec<u8>> = vec![
         vec![],
@@ -175,7 +77,9 @@ async fn garbage_at_the_media_port_disturbs_nobody() {
         junk.push(payload(0x5A, i, 20 + (i as usize * 7) % 1400));
     }
     for d in &junk {
-        let _ = attacker.send_to(d, media);
+        for &shard in &media {
+            let _ = attacker.send_to(d, shard);
+        }
     }
     send_numbered(&teacher, 50).await;
     assert_numbered(&student, &audio, AUDIO_TAG, AUDIO_LEN, 50).await;
@@ -430,8 +334,6 @@ async fn an_early_student_waits_for_the_teacher_without_a_data_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyframe_requests_from_many_students_are_coalesced() {
-    use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-
     let server = TestServer::start().await;
     let lesson = server.create_lesson("lecture").await;
     let t = server.token(&lesson, "teacher", "teacher").await;
@@ -455,23 +357,7 @@ async fn keyframe_requests_from_many_students_are_coalesced() {
     let before = server.stats().await.keyframe_requests;
 
     // Each student asks for a keyframe every 20 ms for 1 s: 150 requests.
-    let start = tokio::time::Instant::now();
-    while start.elapsed() < Duration::from_secs(1) {
-        for s in &students {
-            let tracks = s.remote_tracks.lock().unwrap().clone();
-            for track in tracks {
-                let ssrcs = track.ssrcs().await;
-                if track.kind().await == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video {
-                    let pli = PictureLossIndication {
-                        sender_ssrc: 0,
-                        media_ssrc: ssrcs[0],
-                    };
-                    let _ = track.write_rtcp(vec![Box::new(pli)]).await;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    ask_for_keyframes(&students, Duration::from_secs(1)).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let sent = server.stats().await.keyframe_requests - before;
     // At most one per 500 ms window over ~1.6 s, and at least one got through.

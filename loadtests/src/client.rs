@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
+use jinke_sfu::udp::RecvBatch;
 use jinke_signaling::{ClientMessage, PROTOCOL_VERSION, ServerMessage};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
@@ -17,7 +18,6 @@ use str0m::media::{Direction, ExtensionValues, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
-use jinke_sfu::udp::RecvBatch;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};

@@ -29,18 +29,22 @@ async fn nack_and_rtx_repair_a_lossy_delayed_student_link() {
     config.api_key = Some(KEY.into());
     config.announce_ip = Some(RELAY_IP.parse().unwrap());
     let server = Server::start(config).await.unwrap();
-    let media = server.media_addr();
-    let relay = Relay::start(
-        SocketAddr::new(RELAY_IP.parse().unwrap(), media.port()),
-        media,
-        STUDENT_IP.parse().unwrap(),
-        Impairment {
-            loss_per_mille: 50,
-            delay: Duration::from_millis(50),
-        },
-        0x5eed,
-    )
-    .await;
+    // One relay in front of each media thread's socket.
+    let mut relays = Vec::new();
+    for (i, &media) in server.media_addrs().iter().enumerate() {
+        let relay = Relay::start(
+            SocketAddr::new(RELAY_IP.parse().unwrap(), media.port()),
+            media,
+            STUDENT_IP.parse().unwrap(),
+            Impairment {
+                loss_per_mille: 50,
+                delay: Duration::from_millis(50),
+            },
+            0x5eed + i as u64,
+        )
+        .await;
+        relays.push(relay);
+    }
     let load = LoadConfig {
         duration: Duration::from_secs(8),
         receiver_bind_ip: Some(STUDENT_IP.parse::<IpAddr>().unwrap()),
@@ -56,13 +60,13 @@ async fn nack_and_rtx_repair_a_lossy_delayed_student_link() {
         .join()
         .unwrap()
         .unwrap();
-    let counts = relay.counts();
+    let total = |count: &dyn Fn(&Relay) -> u64| relays.iter().map(count).sum::<u64>();
     let (sent, dropped, rtx) = (
-        counts.sent(VP8_PT),
-        counts.dropped(VP8_PT),
-        counts.sent(VP8_RTX_PT),
+        total(&|r| r.counts().sent(VP8_PT)),
+        total(&|r| r.counts().dropped(VP8_PT)),
+        total(&|r| r.counts().sent(VP8_RTX_PT)),
     );
-    drop(relay);
+    drop(relays);
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     println!("{}", report.table());

@@ -1,11 +1,15 @@
 //! Jinke's media core: a selective forwarding unit built on str0m in RTP mode.
 //!
-//! Media is forwarded without depacketizing or decoding. All peers share one UDP socket per shard
-//! (ICE-lite, DTLS-SRTP with AES-GCM profiles preferred). The control plane talks to the shards
-//! only through [`Sfu`]'s methods (commands over channels); each peer reports back through its own
+//! Media is forwarded without depacketizing or decoding. A shard is one OS thread with its own
+//! UDP socket (its own port), the peers placed on it and their timers; all its peers share the
+//! socket (ICE-lite, DTLS-SRTP with AES-GCM profiles preferred). A publisher's packet is decrypted
+//! once by its shard, which fans it out to its own subscribers and hands it, shared, once to each
+//! other shard, which fans it out to theirs. The control plane talks to the shards only through
+//! [`Sfu`]'s methods (commands over channels); each peer reports back through its own
 //! [`PeerEvent`] channel. See `../shared/DESIGN.md` §3 for the shape of the media path.
 
 mod keyframe;
+mod mailbox;
 mod offer;
 mod peer;
 mod rewrite;
@@ -15,8 +19,7 @@ mod speaker;
 pub mod udp;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::Mutex;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use jinke_signaling::{TrackInfo, TrackMapping};
@@ -28,8 +31,11 @@ pub use offer::offer_publishes;
 /// Where the SFU listens and what address it tells clients to send media to.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
-    /// UDP address the media socket binds (port 0 picks a free port).
+    /// UDP address the first shard's socket binds; shard `i` binds its port plus `i` (port 0:
+    /// each shard picks a free port).
     pub bind: SocketAddr,
+    /// Media threads (shards), each with its own socket; 0 means one per available core.
+    pub shards: usize,
     /// Address put in ICE candidates; defaults to the bound address.
     pub announce_ip: Option<IpAddr>,
     /// How long a new peer has to complete ICE and DTLS before it is closed. (str0m's ICE-lite
@@ -38,8 +44,17 @@ pub struct SfuConfig {
 }
 
 /// Identifies a peer (one participant's connection) inside the SFU; chosen by the control plane.
+/// It also places the peer: peer `n` lives on shard `n mod shards`, so ids handed out in turn
+/// spread peers evenly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub u64);
+
+impl PeerId {
+    /// The index of the shard this peer lives on, among `shards`.
+    fn shard(self, shards: usize) -> usize {
+        (self.0 % shards as u64) as usize
+    }
+}
 
 /// What the control plane tells the SFU about a new peer.
 #[derive(Debug)]
@@ -181,6 +196,23 @@ enum Command {
         reply: oneshot::Sender<SfuStats>,
     },
     Shutdown,
+    /// From another shard: a track was published there.
+    TrackAdded {
+        key: peer::TrackKey,
+        track: TrackInfo,
+        room: String,
+    },
+    /// From another shard: every track of this publisher ended.
+    TracksEnded {
+        publisher: PeerId,
+    },
+    /// From another shard: a packet of a track published there, for this shard's subscribers.
+    Media(Arc<route::MediaPacket>),
+    /// From another shard: its subscribers of this track (published here) need a keyframe.
+    KeyframeRequest {
+        key: peer::TrackKey,
+        kind: str0m::media::KeyframeRequestKind,
+    },
 }
 
 /// Counts that show what the SFU holds, for monitoring and for tests that check cleanup.
@@ -194,60 +226,88 @@ pub struct SfuStats {
     pub subscriptions: usize,
     /// Keyframe requests sent to publishers since start (after coalescing).
     pub keyframe_requests: u64,
+    /// Shards (media threads) holding at least one peer.
+    pub shards_in_use: usize,
 }
 
-/// Handle to the running SFU. Cheap to share behind an `Arc`; dropping it does not stop the
-/// shard: call [`Sfu::shutdown`].
+/// Handle to the running SFU. Cheap to share behind an `Arc`. [`Sfu::shutdown`] closes every
+/// peer and waits for the shards; dropping the handle only tells them to stop.
 pub struct Sfu {
-    commands: mpsc::Sender<Command>,
-    local_addr: SocketAddr,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    shards: Vec<mailbox::Mailbox>,
+    local_addrs: Vec<SocketAddr>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Sfu {
-    /// Binds the media socket and starts the shard thread.
+    /// Binds one media socket per shard and starts the shard threads.
     pub fn start(config: SfuConfig) -> Result<Sfu, SfuError> {
         install_crypto();
-        let socket_err = |source| SfuError::Socket {
+        let count = match config.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let mut sockets = Vec::with_capacity(count);
+        for i in 0..count {
+            let mut addr = config.bind;
+            if addr.port() != 0 {
+                let port =
+                    u16::try_from(addr.port() as usize + i).map_err(|_| SfuError::Socket {
+                        addr,
+                        source: std::io::Error::other("shard ports run past 65535"),
+                    })?;
+                addr.set_port(port);
+            }
+            sockets.push(bind_media_socket(addr)?);
+        }
+        let local_addrs: Vec<SocketAddr> = sockets.iter().map(|(_, a)| *a).collect();
+        let spawn_err = |source| SfuError::Socket {
             addr: config.bind,
             source,
         };
-        let socket = UdpSocket::bind(config.bind).map_err(socket_err)?;
-        let local_addr = socket.local_addr().map_err(socket_err)?;
-        // While a shard sends a frame to a big audience, arriving packets wait in the kernel:
-        // the default ~200 KiB holds only ~100 of them.
-        let rcv = udp::grow_buffer(&socket, true, SOCKET_BUFFER);
-        let snd = udp::grow_buffer(&socket, false, SOCKET_BUFFER);
-        if rcv < SOCKET_BUFFER / 2 {
-            tracing::warn!(
-                granted = rcv,
-                wanted = SOCKET_BUFFER,
-                "small UDP receive buffer: raise net.core.rmem_max for large lectures"
-            );
+        let mut mailboxes = Vec::with_capacity(count);
+        let mut inboxes = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (mailbox, inbox) = mailbox::channel().map_err(spawn_err)?;
+            mailboxes.push(mailbox);
+            inboxes.push(inbox);
         }
-        tracing::debug!(rcv, snd, "media socket buffers");
-        let announce = SocketAddr::new(
-            config.announce_ip.unwrap_or(local_addr.ip()),
-            local_addr.port(),
-        );
-        let (commands, rx) = mpsc::channel();
-        let shard =
-            shard::Shard::new(socket, announce, config.connect_timeout, rx).map_err(socket_err)?;
-        let thread = std::thread::Builder::new()
-            .name("jinke-shard-0".into())
-            .spawn(move || shard.run())
-            .map_err(socket_err)?;
-        tracing::info!(%local_addr, %announce, "media shard started");
+        let peers: Arc<[mailbox::Mailbox]> = mailboxes.clone().into();
+        let mut threads = Vec::with_capacity(count);
+        for (index, ((socket, local_addr), inbox)) in sockets.into_iter().zip(inboxes).enumerate() {
+            let announce = SocketAddr::new(
+                config.announce_ip.unwrap_or(local_addr.ip()),
+                local_addr.port(),
+            );
+            let shard = shard::Shard::new(
+                socket,
+                announce,
+                config.connect_timeout,
+                inbox,
+                index,
+                peers.clone(),
+            );
+            let thread = std::thread::Builder::new()
+                .name(format!("jinke-shard-{index}"))
+                .spawn(move || shard.run())
+                .map_err(spawn_err)?;
+            threads.push(thread);
+            tracing::info!(%local_addr, %announce, index, "media shard started");
+        }
         Ok(Sfu {
-            commands,
-            local_addr,
-            thread: Mutex::new(Some(thread)),
+            shards: mailboxes,
+            local_addrs,
+            threads: Mutex::new(threads),
         })
     }
 
-    /// The address the media socket is bound to.
+    /// The address the first shard's socket is bound to (the others follow it, one port each).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
+    }
+
+    /// The addresses of every shard's socket, in shard order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     /// Adds a peer from its SDP offer and returns the SDP answer. An offer that sends media from a
@@ -257,11 +317,14 @@ impl Sfu {
             return Err(SfuError::PublishNotAllowed);
         }
         let (reply, rx) = oneshot::channel();
-        self.send(Command::AddPeer {
-            spec,
-            offer: Some(offer),
-            reply,
-        })?;
+        self.send(
+            spec.id,
+            Command::AddPeer {
+                spec,
+                offer: Some(offer),
+                reply,
+            },
+        )?;
         let answer = rx.await.map_err(|_| SfuError::Stopped)??;
         Ok(answer.expect("an offer gets an answer"))
     }
@@ -270,81 +333,137 @@ impl Sfu {
     /// soon as there is a track to forward to it. Its connect timeout starts with that offer.
     pub async fn add_receiver(&self, spec: PeerSpec) -> Result<(), SfuError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::AddPeer {
-            spec,
-            offer: None,
-            reply,
-        })?;
+        self.send(
+            spec.id,
+            Command::AddPeer {
+                spec,
+                offer: None,
+                reply,
+            },
+        )?;
         rx.await.map_err(|_| SfuError::Stopped)?.map(|_| ())
     }
 
     /// Applies a peer's SDP answer to the SFU's last [`PeerEvent::Offer`].
     pub async fn accept_answer(&self, peer: PeerId, answer: String) -> Result<(), SfuError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::AcceptAnswer {
+        self.send(
             peer,
-            answer,
-            reply,
-        })?;
+            Command::AcceptAnswer {
+                peer,
+                answer,
+                reply,
+            },
+        )?;
         rx.await.map_err(|_| SfuError::Stopped)?
     }
 
     /// Adds a trickled ICE candidate of a peer (a malformed one is logged and ignored).
     pub fn add_remote_candidate(&self, peer: PeerId, candidate: String) {
-        let _ = self.send(Command::RemoteCandidate { peer, candidate });
+        let _ = self.send(peer, Command::RemoteCandidate { peer, candidate });
     }
 
     /// Removes a peer and frees everything it held; its tracks disappear for everyone.
     pub fn remove_peer(&self, peer: PeerId) {
-        let _ = self.send(Command::RemovePeer { peer });
+        let _ = self.send(peer, Command::RemovePeer { peer });
     }
 
     /// Stops (or resumes) forwarding the audio a peer publishes: a moderator muted it. Its
     /// subscribers keep their m-lines and simply receive nothing until it is unmuted.
     pub fn set_audio_muted(&self, peer: PeerId, muted: bool) {
-        let _ = self.send(Command::SetAudioMuted { peer, muted });
+        let _ = self.send(peer, Command::SetAudioMuted { peer, muted });
     }
 
     /// Takes away a peer's right to publish: its tracks end for everyone (their subscribers
     /// renegotiate them away) and new ones are refused. The peer itself stays connected.
     pub fn revoke_publish(&self, peer: PeerId) {
-        let _ = self.send(Command::RevokePublish { peer });
+        let _ = self.send(peer, Command::RevokePublish { peer });
     }
 
     /// Holds a room (a lesson's lobby): nothing is forwarded to its non-moderator peers until
     /// it is released, when they get everything published in it.
     pub fn hold_room(&self, room: &str, held: bool) {
-        let _ = self.send(Command::HoldRoom {
-            room: room.to_owned(),
-            held,
-        });
+        for shard in &self.shards {
+            let _ = shard.send(Command::HoldRoom {
+                room: room.to_owned(),
+                held,
+            });
+        }
     }
 
     /// Turns the camera videos forwarded to a peer off or on (a weak link: audio and shared
     /// screens only). Turning them on again asks the publishers for keyframes.
     pub fn set_receive_video(&self, peer: PeerId, enabled: bool) {
-        let _ = self.send(Command::ReceiveVideo { peer, enabled });
+        let _ = self.send(peer, Command::ReceiveVideo { peer, enabled });
     }
 
-    /// What the SFU currently holds.
+    /// What the SFU currently holds, summed over its shards.
     pub async fn stats(&self) -> Result<SfuStats, SfuError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Stats { reply })?;
-        rx.await.map_err(|_| SfuError::Stopped)
+        let mut total = SfuStats::default();
+        for shard in &self.shards {
+            let (reply, rx) = oneshot::channel();
+            shard
+                .send(Command::Stats { reply })
+                .map_err(|_| SfuError::Stopped)?;
+            let s = rx.await.map_err(|_| SfuError::Stopped)?;
+            total.peers += s.peers;
+            total.routes += s.routes;
+            total.subscriptions += s.subscriptions;
+            total.keyframe_requests += s.keyframe_requests;
+            total.shards_in_use += s.shards_in_use;
+        }
+        Ok(total)
     }
 
-    /// Closes every peer and stops the shard; returns when the shard thread has ended.
+    /// Closes every peer and stops the shards; returns when every shard thread has ended.
     pub fn shutdown(&self) {
-        let _ = self.send(Command::Shutdown);
-        let thread = self.thread.lock().map(|mut t| t.take()).unwrap_or(None);
-        if let Some(thread) = thread
-            && thread.join().is_err()
-        {
-            tracing::error!("media shard thread panicked");
+        for shard in &self.shards {
+            let _ = shard.send(Command::Shutdown);
+        }
+        let threads = self
+            .threads
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for thread in threads {
+            if thread.join().is_err() {
+                tracing::error!("a media shard thread panicked");
+            }
         }
     }
 
-    fn send(&self, command: Command) -> Result<(), SfuError> {
-        self.commands.send(command).map_err(|_| SfuError::Stopped)
+    /// Sends a command to the shard `peer` lives on.
+    fn send(&self, peer: PeerId, command: Command) -> Result<(), SfuError> {
+        self.shards[peer.shard(self.shards.len())]
+            .send(command)
+            .map_err(|_| SfuError::Stopped)
     }
+}
+
+impl Drop for Sfu {
+    fn drop(&mut self) {
+        // The shards hold mailboxes to each other, so they would not notice on their own.
+        for shard in &self.shards {
+            let _ = shard.send(Command::Shutdown);
+        }
+    }
+}
+
+/// Binds one shard's socket with big kernel buffers: while a shard sends a frame to a big
+/// audience, arriving packets wait in the kernel, and the default ~200 KiB holds only ~100.
+fn bind_media_socket(addr: SocketAddr) -> Result<(UdpSocket, SocketAddr), SfuError> {
+    let socket_err = |source| SfuError::Socket { addr, source };
+    let socket = UdpSocket::bind(addr).map_err(socket_err)?;
+    let local_addr = socket.local_addr().map_err(socket_err)?;
+    let rcv = udp::grow_buffer(&socket, true, SOCKET_BUFFER);
+    let snd = udp::grow_buffer(&socket, false, SOCKET_BUFFER);
+    if rcv < SOCKET_BUFFER / 2 {
+        tracing::warn!(
+            granted = rcv,
+            wanted = SOCKET_BUFFER,
+            "small UDP receive buffer: raise net.core.rmem_max for large lectures"
+        );
+    }
+    tracing::debug!(rcv, snd, %local_addr, "media socket buffers");
+    Ok((socket, local_addr))
 }

@@ -4,7 +4,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::sync::mpsc::TryRecvError;
 use std::time::{Duration, Instant};
 
 use jinke_signaling::{MediaKind, TrackInfo};
@@ -13,8 +14,9 @@ use str0m::media::{Direction, KeyframeRequestKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
+use crate::mailbox::{Inbox, Mailbox};
 use crate::peer::{OutState, OutTrack, Peer, TrackKey};
-use crate::route::{Route, Subscription};
+use crate::route::{MediaPacket, Route, Subscription};
 use crate::udp::{Outbox, RecvBatch, wait_readable};
 use crate::{CloseReason, Command, PeerEvent, PeerId, PeerSpec, SfuError, SfuStats};
 
@@ -31,10 +33,15 @@ pub(crate) struct Shard {
     /// agent discards checks that did not arrive "on" one of its candidates.
     announce: SocketAddr,
     connect_timeout: Duration,
-    commands: Receiver<Command>,
+    inbox: Inbox,
+    /// This shard's place among `shards`.
+    index: usize,
+    /// Every shard's mailbox, this one's included (at `index`).
+    shards: Arc<[Mailbox]>,
     peers: HashMap<PeerId, Peer>,
     /// Which peer a remote address belongs to, learned from accepted datagrams.
     by_addr: HashMap<SocketAddr, PeerId>,
+    /// Every published track, on this shard or another.
     routes: HashMap<TrackKey, Route>,
     /// Rooms whose non-moderator peers receive nothing yet (lessons in their lobby).
     held: HashSet<String>,
@@ -53,13 +60,17 @@ impl Shard {
         socket: UdpSocket,
         announce: SocketAddr,
         connect_timeout: Duration,
-        commands: Receiver<Command>,
-    ) -> std::io::Result<Shard> {
-        Ok(Shard {
+        inbox: Inbox,
+        index: usize,
+        shards: Arc<[Mailbox]>,
+    ) -> Shard {
+        Shard {
             socket,
             announce,
             connect_timeout,
-            commands,
+            inbox,
+            index,
+            shards,
             peers: HashMap::new(),
             by_addr: HashMap::new(),
             routes: HashMap::new(),
@@ -69,7 +80,7 @@ impl Shard {
             dead: Vec::new(),
             next_track: 1,
             keyframe_requests: 0,
-        })
+        }
     }
 
     pub fn run(mut self) {
@@ -77,15 +88,8 @@ impl Shard {
         // batch (a video frame's packets), not once per packet.
         let mut batch = RecvBatch::new(RECV_BATCH);
         loop {
-            loop {
-                match self.commands.try_recv() {
-                    Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => {
-                        self.close_all();
-                        return;
-                    }
-                    Ok(command) => self.handle_command(command),
-                    Err(TryRecvError::Empty) => break,
-                }
+            if !self.handle_inbox() {
+                return;
             }
             let now = Instant::now();
             self.drive_time(now);
@@ -95,7 +99,14 @@ impl Shard {
                 .map(|t| t.saturating_duration_since(Instant::now()))
                 .unwrap_or(MAX_WAIT)
                 .clamp(Duration::from_millis(1), MAX_WAIT);
-            if !wait_readable(&self.socket, wait) {
+            // Anything sent from now on wakes us; look at the inbox once more before sleeping.
+            self.inbox.wake.sleep();
+            if !self.handle_inbox() {
+                return;
+            }
+            let readable = wait_readable(&self.socket, &*self.inbox.wake, wait);
+            self.inbox.wake.awake();
+            if !readable {
                 continue;
             }
             // A full batch means more may be waiting: take it before looking at the clock.
@@ -118,6 +129,20 @@ impl Shard {
                 if n < batch.capacity() {
                     break;
                 }
+            }
+        }
+    }
+
+    /// Handles every queued command and hand-off. Returns false once the shard must stop.
+    fn handle_inbox(&mut self) -> bool {
+        loop {
+            match self.inbox.messages.try_recv() {
+                Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => {
+                    self.close_all();
+                    return false;
+                }
+                Ok(command) => self.handle_command(command),
+                Err(TryRecvError::Empty) => return true,
             }
         }
     }
@@ -159,7 +184,7 @@ impl Shard {
             Command::RevokePublish { peer } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.may_publish = false;
-                    self.drop_routes_of(peer);
+                    self.end_routes_of(peer);
                 }
             }
             Command::SetAudioMuted { peer, muted } => {
@@ -180,12 +205,32 @@ impl Shard {
                     p.report(PeerEvent::Speaking { speaking: false });
                 }
             }
+            Command::TrackAdded { key, track, room } => {
+                self.offer_to_room(key, &track, &room);
+                self.routes.insert(key, Route::new(track, room, false));
+            }
+            Command::TracksEnded { publisher } => self.drop_routes_of(publisher),
+            Command::Media(packet) => {
+                self.fan_out(&packet, Instant::now());
+                self.poll_dirty();
+            }
+            Command::KeyframeRequest { key, kind } => {
+                if self
+                    .routes
+                    .get_mut(&key)
+                    .is_some_and(|r| r.keyframes.request(Instant::now()))
+                {
+                    self.request_keyframe(key, kind);
+                }
+            }
             Command::Stats { reply } => {
                 let _ = reply.send(SfuStats {
                     peers: self.peers.len(),
-                    routes: self.routes.len(),
+                    // Each track counted once, on its publisher's shard.
+                    routes: self.routes.values().filter(|r| r.local).count(),
                     subscriptions: self.routes.values().map(|r| r.subscribers.len()).sum(),
                     keyframe_requests: self.keyframe_requests,
+                    shards_in_use: usize::from(!self.peers.is_empty()),
                 });
             }
             Command::Shutdown => unreachable!("handled by the run loop"),
@@ -228,10 +273,8 @@ impl Shard {
         // publishes, or waits in a held room), except its own identity's tracks.
         for (key, route) in &self.routes {
             if self.receives_now(&peer)
-                && self
-                    .peers
-                    .get(&key.0)
-                    .is_some_and(|p| p.room == peer.room && p.identity != peer.identity)
+                && route.room == peer.room
+                && route.track.identity != peer.identity
             {
                 peer.out.push(OutTrack {
                     source: *key,
@@ -433,7 +476,7 @@ impl Shard {
                 };
                 self.publish(id, m.mid, kind);
             }
-            Event::RtpPacket(packet) => self.forward(id, &packet),
+            Event::RtpPacket(packet) => self.forward(id, packet),
             Event::KeyframeRequest(req) => {
                 let Some(source) = self.peers.get(&id).and_then(|p| p.source_of(req.mid)) else {
                     return;
@@ -451,7 +494,8 @@ impl Shard {
         }
     }
 
-    /// A peer's m-line started receiving: it becomes a route, offered to everyone in the room.
+    /// A peer's m-line started receiving: it becomes a route, offered to everyone in the room
+    /// on every shard.
     fn publish(&mut self, id: PeerId, mid: Mid, kind: MediaKind) {
         let Some(peer) = self.peers.get(&id) else {
             return;
@@ -461,7 +505,7 @@ impl Shard {
             return;
         }
         let track = TrackInfo {
-            track_id: format!("t{}", self.next_track),
+            track_id: format!("t{}.{}", self.index, self.next_track),
             identity: peer.identity.clone(),
             kind,
             screen: peer.screen,
@@ -469,17 +513,31 @@ impl Shard {
         self.next_track += 1;
         peer.report(PeerEvent::TrackPublished(track.clone()));
         let room = peer.room.clone();
-        let identity = peer.identity.clone();
-        let held = self.held.contains(&room);
+        let key = (id, mid);
+        self.broadcast(|| Command::TrackAdded {
+            key,
+            track: track.clone(),
+            room: room.clone(),
+        });
+        self.offer_to_room(key, &track, &room);
+        self.routes.insert(key, Route::new(track, room, true));
+    }
+
+    /// Offers a newly published track to this shard's peers in its room that receive now.
+    fn offer_to_room(&mut self, source: TrackKey, track: &TrackInfo, room: &str) {
+        let held = self.held.contains(room);
         let subscribers: Vec<PeerId> = self
             .peers
             .values_mut()
             .filter(|p| {
-                p.receives && (!held || p.moderator) && p.room == room && p.identity != identity
+                p.receives
+                    && (!held || p.moderator)
+                    && p.room == room
+                    && p.identity != track.identity
             })
             .map(|p| {
                 p.out.push(OutTrack {
-                    source: (id, mid),
+                    source,
                     track: track.clone(),
                     state: OutState::ToOpen,
                 });
@@ -489,11 +547,21 @@ impl Shard {
         for s in subscribers {
             self.mark_dirty(s);
         }
-        self.routes.insert((id, mid), Route::new(track));
     }
 
-    /// Forwards one received packet to every subscriber of its track.
-    fn forward(&mut self, id: PeerId, packet: &str0m::rtp::RtpPacket) {
+    /// Sends a command to every other shard.
+    fn broadcast(&self, command: impl Fn() -> Command) {
+        for (i, shard) in self.shards.iter().enumerate() {
+            if i != self.index {
+                // A shard that stopped (shutting down) needs nothing more.
+                let _ = shard.send(command());
+            }
+        }
+    }
+
+    /// Forwards one received packet to every subscriber of its track: this shard's, then (once
+    /// each, shared) the other shards'.
+    fn forward(&mut self, id: PeerId, packet: str0m::rtp::RtpPacket) {
         let Some(publisher) = self.peers.get_mut(&id) else {
             return;
         };
@@ -517,19 +585,39 @@ impl Shard {
         let Some(params) = publisher.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
             return;
         };
+        let packet = MediaPacket::new((id, mid), params, packet);
+        self.fan_out(&packet, now);
+        if self.shards.len() > 1 {
+            let packet = Arc::new(packet);
+            self.broadcast(|| Command::Media(packet.clone()));
+        }
+    }
+
+    /// Writes a packet into the session of each of this shard's subscribers of its track.
+    fn fan_out(&mut self, packet: &MediaPacket, now: Instant) {
+        let Some(route) = self.routes.get_mut(&packet.source) else {
+            return;
+        };
         for sub in &mut route.subscribers {
             let Some(peer) = self.peers.get_mut(&sub.peer) else {
                 continue;
             };
-            if sub.forward(&mut peer.rtc, packet, &params, now) && !peer.dirty {
+            if sub.forward(&mut peer.rtc, packet, now) && !peer.dirty {
                 peer.dirty = true;
                 self.dirty.push(sub.peer);
             }
         }
     }
 
+    /// Asks a track's publisher for a keyframe: directly if it lives here, else through its
+    /// shard (which coalesces again, over all shards' requests).
     fn request_keyframe(&mut self, (publisher, mid): TrackKey, kind: KeyframeRequestKind) {
         let Some(peer) = self.peers.get_mut(&publisher) else {
+            let shard = publisher.shard(self.shards.len());
+            if shard != self.index {
+                let key = (publisher, mid);
+                let _ = self.shards[shard].send(Command::KeyframeRequest { key, kind });
+            }
             return;
         };
         let mut api = peer.rtc.direct_api();
@@ -554,7 +642,7 @@ impl Shard {
         for route in self.routes.values_mut() {
             route.subscribers.retain(|s| s.peer != id);
         }
-        self.drop_routes_of(id);
+        self.end_routes_of(id);
         tracing::debug!(?id, identity = %peer.identity, "peer removed");
     }
 
@@ -592,7 +680,7 @@ impl Shard {
         let routes: Vec<(TrackKey, TrackInfo)> = self
             .routes
             .iter()
-            .filter(|(key, _)| self.peers.get(&key.0).is_some_and(|p| p.room == room))
+            .filter(|(_, route)| route.room == room)
             .map(|(key, route)| (*key, route.track.clone()))
             .collect();
         let mut waiting = Vec::new();
@@ -617,7 +705,15 @@ impl Shard {
         }
     }
 
-    /// Ends every route a peer publishes: its subscribers renegotiate the tracks away.
+    /// Ends every route a peer of this shard publishes, here and on the other shards.
+    fn end_routes_of(&mut self, id: PeerId) {
+        if self.routes.keys().any(|(publisher, _)| *publisher == id) {
+            self.broadcast(|| Command::TracksEnded { publisher: id });
+        }
+        self.drop_routes_of(id);
+    }
+
+    /// Drops every route of a publisher: this shard's subscribers renegotiate the tracks away.
     fn drop_routes_of(&mut self, id: PeerId) {
         self.routes.retain(|(publisher, _), _| *publisher != id);
         let mut affected = Vec::new();

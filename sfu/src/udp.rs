@@ -104,24 +104,30 @@ impl RecvBatch {
         let capacity = self.capacity();
         self.filled = 0;
         self.iovs.clear();
-        self.iovs
-            .extend(self.data.chunks_exact_mut(MAX_DATAGRAM).map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: b.len(),
-            }));
+        self.iovs.extend(
+            self.data
+                .chunks_exact_mut(MAX_DATAGRAM)
+                .map(|b| libc::iovec {
+                    iov_base: b.as_mut_ptr().cast(),
+                    iov_len: b.len(),
+                }),
+        );
         self.hdrs.clear();
-        self.hdrs.extend(self.iovs.iter_mut().zip(self.addrs.iter_mut()).map(
-            |(iov, addr)| {
-                // SAFETY: mmsghdr is plain data; the pointers refer to the batch's own
-                // buffers, which outlive the call below.
-                let mut h: libc::mmsghdr = unsafe { zeroed() };
-                h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            },
-        ));
+        self.hdrs.extend(
+            self.iovs
+                .iter_mut()
+                .zip(self.addrs.iter_mut())
+                .map(|(iov, addr)| {
+                    // SAFETY: mmsghdr is plain data; the pointers refer to the batch's own
+                    // buffers, which outlive the call below.
+                    let mut h: libc::mmsghdr = unsafe { zeroed() };
+                    h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+                    h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                    h.msg_hdr.msg_iov = iov;
+                    h.msg_hdr.msg_iovlen = 1;
+                    h
+                }),
+        );
         // SAFETY: every header points at a live buffer and address of the right size; the fd is
         // the caller's socket.
         let n = unsafe {
@@ -155,16 +161,22 @@ impl RecvBatch {
     }
 }
 
-/// Waits until `socket` has something to read, or `timeout` passed. Returns whether it has.
-pub(crate) fn wait_readable(socket: &impl AsRawFd, timeout: std::time::Duration) -> bool {
-    let mut fd = libc::pollfd {
-        fd: socket.as_raw_fd(),
+/// Waits until `socket` has something to read, `wake` is written to, or `timeout` passed.
+/// Returns whether the socket has something to read.
+pub(crate) fn wait_readable(
+    socket: &impl AsRawFd,
+    wake: &impl AsRawFd,
+    timeout: std::time::Duration,
+) -> bool {
+    let mut fds = [socket.as_raw_fd(), wake.as_raw_fd()].map(|fd| libc::pollfd {
+        fd,
         events: libc::POLLIN,
         revents: 0,
-    };
+    });
     let ms = timeout.as_millis().clamp(0, libc::c_int::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd for the call's duration.
-    unsafe { libc::poll(&mut fd, 1, ms) > 0 }
+    // SAFETY: two valid pollfds for the call's duration.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    n > 0 && fds[0].revents != 0
 }
 
 fn from_sockaddr(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {

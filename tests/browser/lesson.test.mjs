@@ -663,11 +663,11 @@ test("a 360-pixel-wide phone shows the lesson without sideways scrolling", async
 
 test("a lost connection says so instead of going blank", async () => {
   // A second server of its own, so that killing it leaves the others alone.
-  const http = "127.0.0.1:18082";
+  const http = "127.0.0.1:18096";
   const dir = mkdtempSync(join(tmpdir(), "jinke-browser-kill-"));
   const doomed = spawn(
     BIN,
-    ["serve", "--http", http, "--udp", "127.0.0.1:18083", "--data-dir", dir, "--api-key", API_KEY],
+    ["serve", "--http", http, "--udp", "127.0.0.1:18097", "--data-dir", dir, "--api-key", API_KEY],
     { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, RUST_LOG: "warn" } },
   );
   const gone = new Promise((resolve) => doomed.on("exit", resolve));

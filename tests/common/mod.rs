@@ -33,6 +33,7 @@ use webrtc::peer_connection::{
     RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
+pub mod numbered;
 pub mod ws;
 
 /// The API key test servers use.

@@ -1,0 +1,138 @@
+//! Numbered media: a publisher sends tagged, numbered packets; receivers check each arrived
+//! byte-exact, in order, with consecutive sequence numbers.
+
+use std::time::Duration;
+
+use jinke_signaling::{MediaKind, ServerMessage, TrackInfo};
+
+use super::*;
+
+pub const AUDIO_TAG: u8 = 0xA0;
+pub const VIDEO_TAG: u8 = 0xB0;
+pub const WARMUP_TAG: u8 = 0xFF;
+pub const AUDIO_LEN: usize = 160;
+pub const VIDEO_LEN: usize = 1100;
+
+/// The tracks a `joined` message lists.
+pub fn tracks_of(joined: &ServerMessage) -> Vec<TrackInfo> {
+    match joined {
+        ServerMessage::Joined { tracks, .. } => tracks.clone(),
+        other => panic!("expected joined, got {other:?}"),
+    }
+}
+
+/// The id of `identity`'s track of `kind`.
+pub fn track_id(tracks: &[TrackInfo], identity: &str, kind: MediaKind) -> String {
+    tracks
+        .iter()
+        .find(|t| t.identity == identity && t.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} track of {identity} in {tracks:?}"))
+        .track_id
+        .clone()
+}
+
+/// Sends warm-up packets from `publisher` until every receiver gets both of its tracks, so that
+/// the numbered run that follows is measured on fully set-up paths.
+pub async fn warm_up(
+    publisher: &impl Publishes,
+    receivers: &[&TestClient],
+    audio: &str,
+    video: &str,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (a, v) = publisher.tracks();
+    for i in 0.. {
+        let ready = receivers
+            .iter()
+            .all(|r| !r.received(audio).is_empty() && !r.received(video).is_empty());
+        if ready {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "media never reached every receiver"
+        );
+        a.send(payload(WARMUP_TAG, i, AUDIO_LEN)).await;
+        v.send(payload(WARMUP_TAG, i, VIDEO_LEN)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `n` numbered packets on each of the publisher's tracks, tagged `audio_tag` and
+/// `video_tag`.
+pub async fn send_tags(publisher: &impl Publishes, audio_tag: u8, video_tag: u8, n: u32) {
+    let (a, v) = publisher.tracks();
+    for i in 0..n {
+        a.send(payload(audio_tag, i, AUDIO_LEN)).await;
+        v.send(payload(video_tag, i, VIDEO_LEN)).await;
+        tokio::time::sleep(Duration::from_millis(4)).await;
+    }
+}
+
+/// Sends `n` numbered packets on each of the publisher's tracks.
+pub async fn send_numbered(publisher: &impl Publishes, n: u32) {
+    send_tags(publisher, AUDIO_TAG, VIDEO_TAG, n).await;
+}
+
+/// Waits for the numbered packets and checks every one arrived byte-exact, in order, with
+/// consecutive sequence numbers and one SSRC.
+pub async fn assert_numbered(receiver: &TestClient, track: &str, tag: u8, len: usize, n: u32) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let numbered = loop {
+        let got: Vec<Received> = receiver
+            .received(track)
+            .into_iter()
+            .filter(|r| r.payload.get(1) == Some(&tag))
+            .collect();
+        if got.len() >= n as usize || tokio::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        numbered.len(),
+        n as usize,
+        "{} received {} of {n} packets on {track}",
+        receiver.identity,
+        numbered.len()
+    );
+    for (i, r) in numbered.iter().enumerate() {
+        assert_eq!(
+            r.payload,
+            payload(tag, i as u32, len),
+            "{}: packet {i} on {track} differs",
+            receiver.identity
+        );
+    }
+    assert!(
+        numbered
+            .windows(2)
+            .all(|w| w[1].seq == w[0].seq.wrapping_add(1) && w[1].ssrc == w[0].ssrc),
+        "{}: sequence numbers on {track} are not consecutive",
+        receiver.identity
+    );
+}
+
+/// Every receiver sends a picture loss indication for each video track it receives, every
+/// 20 ms, for `span`.
+pub async fn ask_for_keyframes(receivers: &[TestClient], span: Duration) {
+    use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < span {
+        for r in receivers {
+            let tracks = r.remote_tracks.lock().unwrap().clone();
+            for track in tracks {
+                let ssrcs = track.ssrcs().await;
+                if track.kind().await == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video {
+                    let pli = PictureLossIndication {
+                        sender_ssrc: 0,
+                        media_ssrc: ssrcs[0],
+                    };
+                    let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
