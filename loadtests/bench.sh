@@ -56,9 +56,15 @@ ulimit -n "$(ulimit -Hn)"
 KEY=bench-key-0123456789abcdef
 work=$(mktemp -d)
 server_pid=""
+# Janus with hundreds of sessions can take minutes to stop on SIGTERM: give it 20 s, then KILL.
 stop_server() {
   if [ -n "$server_pid" ]; then
     kill -TERM "$server_pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+      kill -0 "$server_pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    kill -KILL "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
     server_pid=""
   fi

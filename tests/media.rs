@@ -220,7 +220,9 @@ async fn a_dead_media_connection_ends_the_session() {
     let mut flaky = TestClient::join(&server, &s, "flaky", Publish::AudioVideo).await;
     flaky.wait_connected().await;
     server
-        .wait_stats("both publishing", |s| s.routes == 4)
+        .wait_stats("both publishing, both subscribed", |s| {
+            s.routes == 4 && s.subscriptions == 4
+        })
         .await;
 
     // Media dies while signaling stays up: the SFU notices and the session ends.
@@ -704,5 +706,35 @@ async fn a_student_on_a_weak_link_turns_camera_video_off_and_back_on() {
             s.keyframe_requests > requests
         })
         .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_whose_frame_end_never_comes_is_still_forwarded() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("lecture").await;
+    let t = server.token(&lesson, "teacher", "teacher").await;
+    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
+    teacher.wait_connected().await;
+    let s = server.token(&lesson, "student", "student").await;
+    let mut student = TestClient::join(&server, &s, "student", Publish::Nothing).await;
+    student.wait_connected().await;
+    let tracks = tracks_of(&student.joined);
+    let audio = track_id(&tracks, "teacher", MediaKind::Audio);
+    let video = track_id(&tracks, "teacher", MediaKind::Video);
+    warm_up(&teacher, &[&student], &audio, &video).await;
+
+    // The SFU holds a frame's packets until its last one (marker bit) arrives; here it never
+    // does (lost on the teacher's uplink, say): the packets must go out anyway.
+    let (_, v) = teacher.tracks();
+    for i in 0..20 {
+        v.send_marked(payload(VIDEO_TAG, i, VIDEO_LEN), false).await;
+    }
+    let before = server.stats().await.incomplete_frames;
+    assert_numbered(&student, &video, VIDEO_TAG, VIDEO_LEN, 20).await;
+    assert!(
+        server.stats().await.incomplete_frames > before,
+        "sent when the wait for the frame's end ran out"
+    );
     server.stop().await;
 }

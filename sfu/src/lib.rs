@@ -228,6 +228,9 @@ pub struct SfuStats {
     pub keyframe_requests: u64,
     /// Shards (media threads) holding at least one peer.
     pub shards_in_use: usize,
+    /// Video frames sent on without their last packet, which never came (loss on the
+    /// publisher's uplink).
+    pub incomplete_frames: u64,
 }
 
 /// Handle to the running SFU. Cheap to share behind an `Arc`. [`Sfu::shutdown`] closes every
@@ -411,6 +414,7 @@ impl Sfu {
             total.subscriptions += s.subscriptions;
             total.keyframe_requests += s.keyframe_requests;
             total.shards_in_use += s.shards_in_use;
+            total.incomplete_frames += s.incomplete_frames;
         }
         Ok(total)
     }

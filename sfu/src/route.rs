@@ -31,6 +31,8 @@ pub(crate) struct Route {
     pub subscribers: Vec<Subscription>,
     /// For a local audio track: whether it carries speech.
     pub speaker: Option<SpeakerDetector>,
+    /// While a video frame's first packets wait for its last: when they are sent anyway.
+    pub frame_deadline: Option<Instant>,
 }
 
 impl Route {
@@ -44,6 +46,7 @@ impl Route {
             keyframes: KeyframeCoalescer::default(),
             subscribers: Vec::new(),
             speaker,
+            frame_deadline: None,
         }
     }
 }

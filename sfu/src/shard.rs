@@ -23,6 +23,9 @@ use crate::{CloseReason, Command, PeerEvent, PeerId, PeerSpec, SfuError, SfuStat
 /// The longest the shard blocks on its socket, bounding how late a control command is seen.
 const MAX_WAIT: Duration = Duration::from_millis(10);
 
+/// The longest a video frame's packets wait for its last packet before they are sent anyway.
+const FRAME_HOLD: Duration = Duration::from_millis(5);
+
 /// Most datagrams taken from the socket before the peers they touched are polled.
 const RECV_BATCH: usize = 64;
 
@@ -53,6 +56,7 @@ pub(crate) struct Shard {
     dead: Vec<PeerId>,
     next_track: u64,
     keyframe_requests: u64,
+    incomplete_frames: u64,
 }
 
 impl Shard {
@@ -80,6 +84,7 @@ impl Shard {
             dead: Vec::new(),
             next_track: 1,
             keyframe_requests: 0,
+            incomplete_frames: 0,
         }
     }
 
@@ -231,6 +236,7 @@ impl Shard {
                     subscriptions: self.routes.values().map(|r| r.subscribers.len()).sum(),
                     keyframe_requests: self.keyframe_requests,
                     shards_in_use: usize::from(!self.peers.is_empty()),
+                    incomplete_frames: self.incomplete_frames,
                 });
             }
             Command::Shutdown => unreachable!("handled by the run loop"),
@@ -377,9 +383,15 @@ impl Shard {
         }
         let mut due = Vec::new();
         let mut quiet = Vec::new();
+        let mut frames = Vec::new();
         for (key, route) in &mut self.routes {
             if route.keyframes.poll(now) {
                 due.push(*key);
+            }
+            if route.frame_deadline.is_some_and(|d| d <= now) {
+                // Counted once, by the publisher's shard.
+                self.incomplete_frames += u64::from(route.local);
+                frames.push(*key);
             }
             if route.speaker.as_mut().and_then(|s| s.idle(now)).is_some() {
                 quiet.push(key.0);
@@ -393,12 +405,19 @@ impl Shard {
         for key in due {
             self.request_keyframe(key, KeyframeRequestKind::Pli);
         }
+        for key in frames {
+            self.release_frame(key);
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         let peers = self.peers.values().map(|p| p.next_timeout);
-        let keyframes = self.routes.values().filter_map(|r| r.keyframes.deadline());
-        peers.chain(keyframes).min()
+        let routes = self.routes.values().flat_map(|r| {
+            [r.keyframes.deadline(), r.frame_deadline]
+                .into_iter()
+                .flatten()
+        });
+        peers.chain(routes).min()
     }
 
     fn mark_dirty(&mut self, id: PeerId) {
@@ -424,7 +443,15 @@ impl Shard {
     /// Polls one peer until it has nothing more to say. Its received media is forwarded (which
     /// queues its subscribers for polling); its datagrams are sent.
     fn poll_peer(&mut self, id: PeerId) {
-        let connect_timeout = self.connect_timeout;
+        // Its forwarded tracks change only outside its own poll (commands, other peers' events).
+        if let Some(peer) = self.peers.get_mut(&id)
+            && peer.rtc.is_alive()
+            && peer.negotiate_if_needed()
+            && !peer.connected
+            && peer.connect_deadline.is_none()
+        {
+            peer.connect_deadline = Some(Instant::now() + self.connect_timeout);
+        }
         while let Some(peer) = self.peers.get_mut(&id) {
             if !peer.rtc.is_alive() {
                 peer.dirty = false;
@@ -432,9 +459,6 @@ impl Shard {
                     self.dead.push(id);
                 }
                 break;
-            }
-            if peer.negotiate_if_needed() && !peer.connected && peer.connect_deadline.is_none() {
-                peer.connect_deadline = Some(Instant::now() + connect_timeout);
             }
             match peer.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => self.outbox.push(t.destination, t.contents.into()),
@@ -594,15 +618,42 @@ impl Shard {
     }
 
     /// Writes a packet into the session of each of this shard's subscribers of its track.
+    ///
+    /// A video frame is of no use to a subscriber before its last packet (the one with the
+    /// marker bit) arrives, so the subscribers are polled (and the packets sent) only then,
+    /// the whole frame at once: one GSO send per subscriber instead of one send per packet.
+    /// A frame whose last packet is lost is sent [`FRAME_HOLD`] after its first.
     fn fan_out(&mut self, packet: &MediaPacket, now: Instant) {
         let Some(route) = self.routes.get_mut(&packet.source) else {
             return;
         };
+        let hold = route.track.kind == MediaKind::Video && !packet.marker;
+        if hold {
+            route.frame_deadline.get_or_insert(now + FRAME_HOLD);
+        } else {
+            route.frame_deadline = None;
+        }
         for sub in &mut route.subscribers {
             let Some(peer) = self.peers.get_mut(&sub.peer) else {
                 continue;
             };
-            if sub.forward(&mut peer.rtc, packet, now) && !peer.dirty {
+            if sub.forward(&mut peer.rtc, packet, now) && !hold && !peer.dirty {
+                peer.dirty = true;
+                self.dirty.push(sub.peer);
+            }
+        }
+    }
+
+    /// Sends a route's held frame to all its subscribers.
+    fn release_frame(&mut self, key: TrackKey) {
+        let Some(route) = self.routes.get_mut(&key) else {
+            return;
+        };
+        route.frame_deadline = None;
+        for sub in &route.subscribers {
+            if let Some(peer) = self.peers.get_mut(&sub.peer)
+                && !peer.dirty
+            {
                 peer.dirty = true;
                 self.dirty.push(sub.peer);
             }

@@ -235,8 +235,13 @@ pub struct LocalTrack {
 }
 
 impl LocalTrack {
-    /// Sends one RTP packet with this payload.
+    /// Sends one RTP packet with this payload, the marker bit set (a frame of one packet).
     pub async fn send(&self, payload: Vec<u8>) {
+        self.send_marked(payload, true).await;
+    }
+
+    /// Sends one RTP packet with this payload and marker bit (set on a frame's last packet).
+    pub async fn send_marked(&self, payload: Vec<u8>, marker: bool) {
         let seq = {
             let mut s = self.seq.lock().unwrap();
             *s = s.wrapping_add(1);
@@ -245,7 +250,7 @@ impl LocalTrack {
         let packet = rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 version: 2,
-                marker: true,
+                marker,
                 payload_type: self.pt,
                 sequence_number: seq,
                 timestamp: u32::from(seq).wrapping_mul(960),
