@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
-use jinke_sfu::udp::RecvBatch;
+use jinke_sfu::udp::{RecvBatch, enable_gro};
 use jinke_signaling::{ClientMessage, PROTOCOL_VERSION, ServerMessage};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
@@ -26,8 +26,15 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::media::{AUDIO_FRAME, AUDIO_TS_STEP, Frame, VIDEO_CLOCK, VIDEO_FPS};
 use crate::metrics::{ReceiverStats, SentLog};
 
-/// Most datagrams a client takes from its socket at once (a video frame's packets).
+/// Most messages a client takes from its socket at once (a video frame's packets, or with GRO
+/// several frames).
 const RECV_BATCH: usize = 16;
+
+thread_local! {
+    /// Receive buffers, shared by every client of the thread (one runs at a time): with GRO a
+    /// batch takes 1 MiB, too much to give each of a thousand clients.
+    static BATCH: RefCell<RecvBatch> = RefCell::new(RecvBatch::with_gro(RECV_BATCH));
+}
 
 /// Everything the clients of one run share (single-threaded: `Rc`/`RefCell`).
 pub struct Shared {
@@ -43,6 +50,8 @@ pub struct Shared {
     pub stop: watch::Receiver<bool>,
     /// Publishers started so far (each starts at its own point of the loops).
     pub publishers: Cell<usize>,
+    /// Whether client sockets use UDP GRO (see `LoadConfig::udp_gro`).
+    pub udp_gro: bool,
 }
 
 /// What the server's side of signaling tells a media session.
@@ -115,6 +124,9 @@ pub async fn media_session(
     let socket = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
     socket.set_nonblocking(true)?;
     grow_receive_buffer(&socket, 1 << 20);
+    if shared.udp_gro && !enable_gro(&socket) {
+        tracing::debug!("UDP GRO unavailable; receiving datagrams one by one");
+    }
     let local = socket.local_addr()?;
     // SAFETY: the socket owns a valid fd, which nothing replaces or closes while it is registered.
     let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE)? };
@@ -141,7 +153,6 @@ pub async fn media_session(
             .context("signaling gone")?;
     }
 
-    let mut batch = RecvBatch::new(RECV_BATCH);
     let mut media_tick = tokio::time::interval(Duration::from_millis(5));
     media_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_receive = Instant::now();
@@ -172,29 +183,33 @@ pub async fn media_session(
             biased;
             r = socket.readable() => {
                 let mut ready = r?;
-                // str0m keeps a received packet only until the next poll, so poll (and
-                // record) after each one.
-                let n = match batch.recv(ready.get_inner()) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-                    Err(e) => return Err(e.into()),
-                };
-                if n < batch.capacity() {
-                    // Drained (a datagram arriving meanwhile sets readiness again).
-                    ready.clear_ready();
-                }
                 last_receive = Instant::now();
-                for i in 0..n {
-                    let Some((data, source)) = batch.get(i) else { continue };
-                    if let Ok(contents) = data.try_into() {
-                        rtc.handle_input(Input::Receive(last_receive, Receive {
-                            proto: Protocol::Udp,
-                            source,
-                            destination: local,
-                            contents,
-                        }))?;
+                let drained = BATCH.with_borrow_mut(|batch| -> anyhow::Result<bool> {
+                    let n = match batch.recv(ready.get_inner()) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+                        Err(e) => return Err(e.into()),
+                    };
+                    for i in 0..n {
+                        let Some((datagrams, source)) = batch.get(i) else { continue };
+                        for data in datagrams {
+                            let Ok(contents) = data.try_into() else { continue };
+                            rtc.handle_input(Input::Receive(last_receive, Receive {
+                                proto: Protocol::Udp,
+                                source,
+                                destination: local,
+                                contents,
+                            }))?;
+                            // str0m keeps a received packet only until the next poll: record
+                            // each before taking the next.
+                            drain_events(&mut rtc, ready.get_inner(), &mut connected, &shared, &stats, started, last_receive)?;
+                        }
                     }
-                    drain_events(&mut rtc, socket.get_ref(), &mut connected, &shared, &stats, started, last_receive)?;
+                    Ok(n < batch.capacity())
+                })?;
+                if drained {
+                    // Nothing left (a datagram arriving meanwhile sets readiness again).
+                    ready.clear_ready();
                 }
             }
             msg = link.from_server.recv() => match msg {

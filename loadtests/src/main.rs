@@ -52,6 +52,9 @@ struct Args {
     /// Seconds a client may take to receive media before it counts as failed.
     #[arg(long, default_value_t = 60.0)]
     join_timeout: f64,
+    /// Clients' sockets take each datagram alone, without UDP GRO.
+    #[arg(long)]
+    no_udp_gro: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -76,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         receiver_bind_ip: args.receiver_bind_ip,
         join_concurrency: args.join_concurrency,
         join_timeout: Duration::from_secs_f64(args.join_timeout),
+        udp_gro: !args.no_udp_gro,
     };
     let report = jinke_load::run_blocking(config)?;
     let text = if args.json {

@@ -64,6 +64,11 @@ pub struct LoadConfig {
     pub join_concurrency: usize,
     /// Give up on joins that take longer than this.
     pub join_timeout: Duration,
+    /// Whether the clients' sockets take a server's GSO sends whole (UDP GRO). On loopback the
+    /// receivers' kernel work runs on the sender's core: without GRO, a server that sends a
+    /// frame as one GSO send pays for splitting it and delivering each packet, which a network
+    /// card would do for it in a real deployment.
+    pub udp_gro: bool,
 }
 
 /// The server's resource use over the window.
@@ -157,6 +162,7 @@ impl LoadConfig {
             receiver_bind_ip: None,
             join_concurrency: 8,
             join_timeout: Duration::from_secs(20),
+            udp_gro: true,
         }
     }
 }
@@ -198,6 +204,7 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
         audio: media::audio_frames(Duration::from_secs(6))?,
         stop,
         publishers: Cell::new(0),
+        udp_gro: config.udp_gro,
     });
     let gate = std::sync::Arc::new(Semaphore::new(config.join_concurrency.max(1)));
     let mut tasks = Vec::new();

@@ -126,8 +126,10 @@ impl Shard {
                     }
                 };
                 for i in 0..n {
-                    if let Some((data, source)) = batch.get(i) {
-                        self.handle_datagram(data, source);
+                    if let Some((datagrams, source)) = batch.get(i) {
+                        for data in datagrams {
+                            self.handle_datagram(data, source);
+                        }
                     }
                 }
                 self.poll_dirty();

@@ -58,14 +58,27 @@ pub(crate) fn grow_buffer(socket: &UdpSocket, receive: bool, bytes: usize) -> us
 /// Largest datagram received (anything larger is not WebRTC traffic anyone here produces).
 pub const MAX_DATAGRAM: usize = 2048;
 
+/// Largest buffer a GRO receive fills (the kernel coalesces up to 64 KiB).
+const MAX_GRO: usize = 65536;
+/// Room for one `UDP_GRO` control message (an int) per received message.
+const CONTROL: usize = 64;
+
 /// Receives every datagram queued on a socket, up to a batch, with one `recvmmsg` call and
 /// without blocking: the shard (and the load generator's clients) take a video frame's packets
 /// in one system call instead of one each plus a last one that finds the queue empty.
+///
+/// With [`RecvBatch::with_gro`], on a socket where [`enable_gro`] succeeded, the kernel may
+/// deliver several datagrams from one sender as one buffer (as it received them: one GSO send)
+/// and [`RecvBatch::get`] splits them again.
 pub struct RecvBatch {
-    /// `capacity` buffers of [`MAX_DATAGRAM`] bytes, back to back.
+    /// `capacity` buffers of `slot` bytes, back to back.
     data: Box<[u8]>,
+    slot: usize,
     addrs: Box<[libc::sockaddr_storage]>,
     lens: Box<[usize]>,
+    /// Per message: control buffer space (GRO only), and the segment size it reported.
+    control: Box<[u8]>,
+    segments: Box<[usize]>,
     /// The call's headers, kept between calls to save allocating them; their pointers are
     /// written afresh before each call.
     iovs: Vec<libc::iovec>,
@@ -80,12 +93,24 @@ unsafe impl Send for RecvBatch {}
 impl RecvBatch {
     /// Room for `capacity` datagrams (at least one).
     pub fn new(capacity: usize) -> RecvBatch {
+        Self::with_slot(capacity, MAX_DATAGRAM, false)
+    }
+
+    /// Room for `capacity` messages of up to 64 KiB each, with their GRO segment sizes.
+    pub fn with_gro(capacity: usize) -> RecvBatch {
+        Self::with_slot(capacity, MAX_GRO, true)
+    }
+
+    fn with_slot(capacity: usize, slot: usize, gro: bool) -> RecvBatch {
         let capacity = capacity.max(1);
         RecvBatch {
-            data: vec![0; capacity * MAX_DATAGRAM].into_boxed_slice(),
+            data: vec![0; capacity * slot].into_boxed_slice(),
+            slot,
             // SAFETY: sockaddr_storage is plain data; zero is a valid value.
             addrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
             lens: vec![0; capacity].into_boxed_slice(),
+            control: vec![0; if gro { capacity * CONTROL } else { 0 }].into_boxed_slice(),
+            segments: vec![0; capacity].into_boxed_slice(),
             iovs: Vec::with_capacity(capacity),
             hdrs: Vec::with_capacity(capacity),
             filled: 0,
@@ -104,20 +129,21 @@ impl RecvBatch {
         let capacity = self.capacity();
         self.filled = 0;
         self.iovs.clear();
-        self.iovs.extend(
-            self.data
-                .chunks_exact_mut(MAX_DATAGRAM)
-                .map(|b| libc::iovec {
-                    iov_base: b.as_mut_ptr().cast(),
-                    iov_len: b.len(),
-                }),
-        );
+        let slot = self.slot;
+        self.iovs
+            .extend(self.data.chunks_exact_mut(slot).map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            }));
         self.hdrs.clear();
+        let control = self.control.as_mut_ptr();
+        let gro = !self.control.is_empty();
         self.hdrs.extend(
             self.iovs
                 .iter_mut()
                 .zip(self.addrs.iter_mut())
-                .map(|(iov, addr)| {
+                .enumerate()
+                .map(|(i, (iov, addr))| {
                     // SAFETY: mmsghdr is plain data; the pointers refer to the batch's own
                     // buffers, which outlive the call below.
                     let mut h: libc::mmsghdr = unsafe { zeroed() };
@@ -125,6 +151,11 @@ impl RecvBatch {
                     h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                     h.msg_hdr.msg_iov = iov;
                     h.msg_hdr.msg_iovlen = 1;
+                    if gro {
+                        // SAFETY: slot i of the control space lies inside it.
+                        h.msg_hdr.msg_control = unsafe { control.add(i * CONTROL) }.cast();
+                        h.msg_hdr.msg_controllen = CONTROL as _;
+                    }
                     h
                 }),
         );
@@ -143,21 +174,60 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         self.filled = n as usize;
-        for (len, h) in self.lens.iter_mut().zip(&self.hdrs[..self.filled]) {
-            *len = h.msg_len as usize;
+        for (i, h) in self.hdrs[..self.filled].iter().enumerate() {
+            self.lens[i] = h.msg_len as usize;
+            self.segments[i] = gro_segment(&h.msg_hdr).unwrap_or(self.lens[i]).max(1);
         }
         Ok(self.filled)
     }
 
-    /// The `i`th datagram of the last [`recv`](Self::recv) and who sent it (`None` past the
-    /// end, or for a sender that is neither IPv4 nor IPv6).
-    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+    /// The `i`th message of the last [`recv`](Self::recv) as the datagrams it holds (one,
+    /// unless the kernel coalesced several), and who sent it (`None` past the end, or for a
+    /// sender that is neither IPv4 nor IPv6).
+    pub fn get(&self, i: usize) -> Option<(std::slice::Chunks<'_, u8>, SocketAddr)> {
         if i >= self.filled {
             return None;
         }
         let source = from_sockaddr(&self.addrs[i])?;
-        let start = i * MAX_DATAGRAM;
-        Some((&self.data[start..start + self.lens[i]], source))
+        let start = i * self.slot;
+        let data = &self.data[start..start + self.lens[i]];
+        Some((data.chunks(self.segments[i]), source))
+    }
+}
+
+/// The segment size a `UDP_GRO` control message reports, if the message carries one.
+fn gro_segment(msg: &libc::msghdr) -> Option<usize> {
+    if msg.msg_controllen == 0 {
+        return None;
+    }
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of cmsgs; the CMSG macros
+    // walk within them.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                return usize::try_from(size).ok();
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    None
+}
+
+/// Asks the kernel to coalesce datagrams arriving on `socket` (UDP GRO), for a
+/// [`RecvBatch::with_gro`]. Returns whether it agreed.
+pub fn enable_gro(socket: &impl AsRawFd) -> bool {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid int option on the caller's socket.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
     }
 }
 
@@ -457,5 +527,44 @@ mod tests {
                 assert_eq!(&buf[..n], &want[..]);
             }
         }
+    }
+
+    #[test]
+    fn gro_takes_gso_runs_whole_and_gives_back_every_datagram() {
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(enable_gro(&receiver), "this kernel has UDP GRO");
+        let mut outbox = Outbox::default();
+        let mut expect = Vec::new();
+        // Four frames of three full packets and a short last one: four GSO sends.
+        for i in 0..16u32 {
+            let len = if i % 4 == 3 { 300 } else { 1100 };
+            let data: Vec<u8> = (0..len).map(|j| (i as usize * 7 + j) as u8).collect();
+            outbox.push(receiver.local_addr().unwrap(), data.clone());
+            expect.push(data);
+        }
+        outbox.flush(&sender);
+        let mut batch = RecvBatch::with_gro(8);
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut messages = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while got.len() < expect.len() && std::time::Instant::now() < deadline {
+            let Ok(n) = batch.recv(&receiver) else {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                continue;
+            };
+            for i in 0..n {
+                let (datagrams, source) = batch.get(i).unwrap();
+                assert_eq!(source, sender.local_addr().unwrap());
+                messages += 1;
+                got.extend(datagrams.map(<[u8]>::to_vec));
+            }
+        }
+        assert_eq!(got, expect, "every datagram, intact and in order");
+        assert!(
+            messages < expect.len(),
+            "{messages} messages for {} datagrams: the runs arrived coalesced",
+            expect.len()
+        );
     }
 }
