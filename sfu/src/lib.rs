@@ -15,6 +15,7 @@ mod peer;
 mod rewrite;
 mod route;
 mod shard;
+mod simulcast;
 mod speaker;
 pub mod udp;
 
@@ -211,7 +212,13 @@ enum Command {
     /// From another shard: its subscribers of this track (published here) need a keyframe.
     KeyframeRequest {
         key: peer::TrackKey,
+        layer: u8,
         kind: str0m::media::KeyframeRequestKind,
+    },
+    SetVideoView {
+        peer: PeerId,
+        track_id: String,
+        view: Option<(u16, u16)>,
     },
 }
 
@@ -398,6 +405,19 @@ impl Sfu {
     /// screens only). Turning them on again asks the publishers for keyframes.
     pub fn set_receive_video(&self, peer: PeerId, enabled: bool) {
         let _ = self.send(peer, Command::ReceiveVideo { peer, enabled });
+    }
+
+    /// Tells the SFU the size a peer shows a video track at (`None`: it does not say), so that
+    /// of a simulcast track it gets the smallest layer that still looks sharp at that size.
+    pub fn set_video_view(&self, peer: PeerId, track_id: String, view: Option<(u16, u16)>) {
+        let _ = self.send(
+            peer,
+            Command::SetVideoView {
+                peer,
+                track_id,
+                view,
+            },
+        );
     }
 
     /// What the SFU currently holds, summed over its shards.

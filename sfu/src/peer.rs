@@ -6,7 +6,7 @@ use std::time::Instant;
 use jinke_signaling::{MediaKind, TrackInfo, TrackMapping};
 use str0m::Rtc;
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::media::{Direction, Mid};
+use str0m::media::{Direction, Mid, Rid};
 use str0m::rtp::Ssrc;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -66,8 +66,8 @@ pub(crate) struct Peer {
     pub out: Vec<OutTrack>,
     /// The offer this peer has not answered yet.
     pending: Option<SdpPendingOffer>,
-    /// Incoming SSRC to mid, learned on the first packet of each stream.
-    ssrc_mids: Vec<(Ssrc, Mid)>,
+    /// Incoming SSRC to mid and rid, learned on the first packet of each stream.
+    ssrc_mids: Vec<(Ssrc, Mid, Option<Rid>)>,
 }
 
 impl Peer {
@@ -101,14 +101,16 @@ impl Peer {
         let _ = self.events.send(event);
     }
 
-    /// The mid an incoming SSRC belongs to.
-    pub fn mid_of(&mut self, ssrc: Ssrc) -> Option<Mid> {
-        if let Some((_, mid)) = self.ssrc_mids.iter().find(|(s, _)| *s == ssrc) {
-            return Some(*mid);
+    /// The mid (and simulcast rid, if any) an incoming SSRC belongs to.
+    pub fn mid_of(&mut self, ssrc: Ssrc) -> Option<(Mid, Option<Rid>)> {
+        if let Some((_, mid, rid)) = self.ssrc_mids.iter().find(|(s, _, _)| *s == ssrc) {
+            return Some((*mid, *rid));
         }
-        let mid = self.rtc.direct_api().stream_rx(&ssrc)?.mid();
-        self.ssrc_mids.push((ssrc, mid));
-        Some(mid)
+        let mut api = self.rtc.direct_api();
+        let stream = api.stream_rx(&ssrc)?;
+        let (mid, rid) = (stream.mid(), stream.rid());
+        self.ssrc_mids.push((ssrc, mid, rid));
+        Some((mid, rid))
     }
 
     /// The route feeding the forwarded track on `mid`, if it is open.

@@ -7,6 +7,7 @@ use std::time::Instant;
 use jinke_signaling::TrackInfo;
 use str0m::Rtc;
 use str0m::format::PayloadParams;
+use str0m::media::Rid;
 use str0m::media::{ExtensionValues, Mid, Pt};
 use str0m::rtp::{RtpPacket, RtpWrite, SeqNo, VideoOrientation};
 
@@ -14,7 +15,38 @@ use crate::PeerId;
 use crate::keyframe::KeyframeCoalescer;
 use crate::peer::TrackKey;
 use crate::rewrite::SeqRewriter;
+use crate::simulcast::{LayerFollower, Step, Vp8Info, choose_layer};
 use crate::speaker::SpeakerDetector;
+
+/// Most simulcast layers of one track (browsers send up to three); further rids are dropped.
+pub(crate) const MAX_LAYERS: usize = 4;
+
+/// A layer that sent nothing for this long is taken as stopped (the publisher's own bandwidth
+/// estimate dropped it): subscribers move to another.
+const LAYER_STALE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// One of a track's RTP streams: the only one, or one simulcast layer.
+pub(crate) struct Layer {
+    /// Its `rid` (`None` for a track without simulcast).
+    pub rid: Option<Rid>,
+    /// Coalesces the subscribers' keyframe requests for this layer.
+    pub keyframes: KeyframeCoalescer,
+    /// Its frame size, from its last keyframe.
+    pub size: Option<(u16, u16)>,
+    /// When its last packet came.
+    pub last_seen: Option<Instant>,
+}
+
+impl Layer {
+    fn new(rid: Option<Rid>) -> Layer {
+        Layer {
+            rid,
+            keyframes: KeyframeCoalescer::default(),
+            size: None,
+            last_seen: None,
+        }
+    }
+}
 
 /// A published track: where it comes from and where it goes. Every shard holds a route for every
 /// track published on any shard, with its own subscribers in it.
@@ -25,8 +57,8 @@ pub(crate) struct Route {
     pub room: String,
     /// Whether its publisher lives on this shard (else its packets come from the publisher's).
     pub local: bool,
-    /// Coalesces the subscribers' keyframe requests for this track.
-    pub keyframes: KeyframeCoalescer,
+    /// Its RTP streams, in the order they first came (at least one).
+    pub layers: Vec<Layer>,
     /// Everyone this track is forwarded to.
     pub subscribers: Vec<Subscription>,
     /// For a local audio track: whether it carries speech.
@@ -43,11 +75,106 @@ impl Route {
             track,
             room,
             local,
-            keyframes: KeyframeCoalescer::default(),
+            layers: vec![Layer::new(None)],
             subscribers: Vec::new(),
             speaker,
             frame_deadline: None,
         }
+    }
+
+    /// The index of the layer with this `rid`, added if new (`None` past [`MAX_LAYERS`]).
+    pub fn layer_of(&mut self, rid: Option<Rid>) -> Option<u8> {
+        if let Some(i) = self.layers.iter().position(|l| l.rid == rid) {
+            return Some(i as u8);
+        }
+        // The placeholder of a track that turns out to be simulcast takes the first rid.
+        if let [only] = &mut self.layers[..]
+            && only.last_seen.is_none()
+        {
+            only.rid = rid;
+            return Some(0);
+        }
+        if self.layers.len() >= MAX_LAYERS {
+            return None;
+        }
+        self.layers.push(Layer::new(rid));
+        Some((self.layers.len() - 1) as u8)
+    }
+
+    /// Notes a packet of a simulcast layer (at `index`, with `rid`, as its publisher's shard
+    /// numbered it). Returns true when a keyframe told a new size, so subscribers' targets
+    /// must be chosen again.
+    pub fn note_layer(
+        &mut self,
+        index: u8,
+        rid: Option<Rid>,
+        size: Option<(u16, u16)>,
+        now: Instant,
+    ) -> bool {
+        let index = usize::from(index);
+        while self.layers.len() <= index {
+            self.layers.push(Layer::new(None));
+        }
+        let layer = &mut self.layers[index];
+        layer.rid = rid;
+        layer.last_seen = Some(now);
+        if size.is_some() && size != layer.size {
+            layer.size = size;
+            return true;
+        }
+        false
+    }
+
+    /// Forgets the size of layers that stopped. Returns true if any did.
+    pub fn expire_layers(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for layer in &mut self.layers {
+            let stale = layer
+                .last_seen
+                .is_some_and(|t| now.saturating_duration_since(t) > LAYER_STALE);
+            if stale && layer.size.take().is_some() {
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Chooses each subscriber's layer again. Returns the layers a subscriber now waits for a
+    /// keyframe of.
+    pub fn retarget(&mut self) -> Vec<u8> {
+        let mut sizes = [None; MAX_LAYERS];
+        for (size, layer) in sizes.iter_mut().zip(&self.layers) {
+            *size = layer.size;
+        }
+        let sizes = &sizes[..self.layers.len()];
+        let mut wanted = Vec::new();
+        for sub in &mut self.subscribers {
+            sub.layers.set_target(choose_layer(sizes, sub.view));
+            if let Some(layer) = sub.layers.awaiting()
+                && !wanted.contains(&layer)
+            {
+                wanted.push(layer);
+            }
+        }
+        wanted
+    }
+
+    /// A subscriber asks for a keyframe of `layer` at `now`: true when the request must go to
+    /// the publisher now (else it is deferred, see [`KeyframeCoalescer`]).
+    pub fn ask_keyframe(&mut self, layer: u8, now: Instant) -> bool {
+        self.layers
+            .get_mut(usize::from(layer))
+            .is_some_and(|l| l.keyframes.request(now))
+    }
+
+    /// The layer a subscriber's keyframe request is for: the one it waits for, else the one it
+    /// gets.
+    pub fn layer_for(&self, peer: PeerId) -> u8 {
+        self.subscribers
+            .iter()
+            .find(|s| s.peer == peer)
+            .and_then(|s| s.layers.awaiting().or(s.layers.current()))
+            .unwrap_or(0)
     }
 }
 
@@ -60,6 +187,10 @@ pub(crate) struct MediaPacket {
     pub params: PayloadParams,
     /// The publisher's payload type.
     pub pt: Pt,
+    /// The layer (index in the route's layers) and its rid; `None` without simulcast.
+    pub layer: Option<(u8, Rid)>,
+    /// For a simulcast VP8 packet: its descriptor (to switch layers and rewrite ids).
+    pub vp8: Option<Vp8Info>,
     /// Extended sequence number.
     pub seq: u64,
     pub timestamp: u32,
@@ -74,12 +205,23 @@ pub(crate) struct MediaPacket {
 
 impl MediaPacket {
     /// Takes what forwarding needs out of a packet str0m received (the payload is moved).
-    pub fn new(source: TrackKey, params: PayloadParams, packet: RtpPacket) -> MediaPacket {
+    /// `layer` is its simulcast layer; only then is a VP8 payload's descriptor read.
+    pub fn new(
+        source: TrackKey,
+        params: PayloadParams,
+        layer: Option<(u8, Rid)>,
+        packet: RtpPacket,
+    ) -> MediaPacket {
         let ext = &packet.header.ext_vals;
+        let vp8 = layer
+            .filter(|_| params.spec().codec == str0m::format::Codec::Vp8)
+            .and_then(|_| Vp8Info::parse(&packet.payload));
         MediaPacket {
             source,
             params,
             pt: packet.header.payload_type,
+            layer,
+            vp8,
             seq: *packet.seq_no,
             timestamp: packet.header.timestamp,
             marker: packet.header.marker,
@@ -102,6 +244,10 @@ pub(crate) struct Subscription {
     pt_map: [Option<Pt>; 128],
     /// Not forwarded for now (a camera video the subscriber turned off).
     pub paused: bool,
+    /// Of a simulcast track: which layer it gets.
+    pub layers: LayerFollower,
+    /// The size the subscriber shows the video at, if it said.
+    pub view: Option<(u16, u16)>,
 }
 
 impl Subscription {
@@ -112,6 +258,8 @@ impl Subscription {
             seq: SeqRewriter::default(),
             pt_map: [None; 128],
             paused: false,
+            layers: LayerFollower::default(),
+            view: None,
         }
     }
 
@@ -119,6 +267,7 @@ impl Subscription {
     pub fn set_paused(&mut self, paused: bool) {
         if self.paused && !paused {
             self.seq.resume();
+            self.layers.restart();
         }
         self.paused = paused;
     }
@@ -138,6 +287,39 @@ impl Subscription {
                 None => return false,
             },
         };
+        let mut timestamp = packet.timestamp;
+        let mut vp8_patch = None;
+        if let Some((layer, _)) = packet.layer {
+            // Without a readable VP8 descriptor, any packet may start a layer (the decoder
+            // recovers at the keyframe that the switch asks for).
+            let keyframe = packet.vp8.is_none_or(|v| v.keyframe);
+            let switched = match self.layers.step(layer, keyframe, packet.timestamp, now) {
+                Step::Drop => return false,
+                Step::Forward {
+                    timestamp: ts,
+                    switched,
+                } => {
+                    timestamp = ts;
+                    switched
+                }
+            };
+            if switched {
+                self.seq.resume();
+            }
+            if let Some(vp8) = &packet.vp8 {
+                let (pid, tl0) = self
+                    .layers
+                    .vp8_ids(vp8.picture_id, vp8.tl0_pic_idx, switched);
+                let mut patch = vp8.descriptor.patch();
+                if let Some(pid) = pid {
+                    patch = patch.picture_id(pid);
+                }
+                if let Some(tl0) = tl0 {
+                    patch = patch.tl0_pic_idx(tl0);
+                }
+                vp8_patch = patch.build().ok();
+            }
+        }
         let Some(seq) = self.seq.rewrite(packet.seq) else {
             return false;
         };
@@ -151,18 +333,14 @@ impl Subscription {
             video_orientation: packet.video_orientation,
             ..Default::default()
         };
-        stream.write_rtp(
-            RtpWrite::new(
-                pt,
-                SeqNo::from(seq),
-                packet.timestamp,
-                now,
-                packet.payload.clone(),
-            )
+        let mut write = RtpWrite::new(pt, SeqNo::from(seq), timestamp, now, packet.payload.clone())
             .marker(packet.marker)
             .ext_vals(ext_vals)
-            .nackable(true),
-        );
+            .nackable(true);
+        if let Some(patch) = vp8_patch {
+            write = write.vp8_patch(patch);
+        }
+        stream.write_rtp(write);
         true
     }
 }

@@ -221,15 +221,20 @@ impl Shard {
                 self.fan_out(&packet, Instant::now());
                 self.poll_dirty();
             }
-            Command::KeyframeRequest { key, kind } => {
+            Command::KeyframeRequest { key, layer, kind } => {
                 if self
                     .routes
                     .get_mut(&key)
-                    .is_some_and(|r| r.keyframes.request(Instant::now()))
+                    .is_some_and(|r| r.ask_keyframe(layer, Instant::now()))
                 {
-                    self.request_keyframe(key, kind);
+                    self.request_keyframe(key, layer, kind);
                 }
             }
+            Command::SetVideoView {
+                peer,
+                track_id,
+                view,
+            } => self.set_video_view(peer, &track_id, view),
             Command::Stats { reply } => {
                 let _ = reply.send(SfuStats {
                     peers: self.peers.len(),
@@ -315,9 +320,11 @@ impl Shard {
                 subscription.set_paused(true);
             }
             route.subscribers.push(subscription);
-            // A new subscriber needs a keyframe to start decoding.
-            if route.track.kind == MediaKind::Video && route.keyframes.request(now) {
-                self.request_keyframe(source, KeyframeRequestKind::Pli);
+            if route.track.kind == MediaKind::Video {
+                // A new subscriber needs a keyframe (of its layer) to start decoding.
+                let mut wanted = route.retarget();
+                wanted.push(route.layer_for(id));
+                self.ask_keyframes(source, &wanted, now);
             }
         }
         self.mark_dirty(id);
@@ -386,9 +393,15 @@ impl Shard {
         let mut due = Vec::new();
         let mut quiet = Vec::new();
         let mut frames = Vec::new();
+        let mut wanted = Vec::new();
         for (key, route) in &mut self.routes {
-            if route.keyframes.poll(now) {
-                due.push(*key);
+            for (i, layer) in route.layers.iter_mut().enumerate() {
+                if layer.keyframes.poll(now) {
+                    due.push((*key, i as u8));
+                }
+            }
+            if route.expire_layers(now) {
+                wanted.push((*key, route.retarget()));
             }
             if route.frame_deadline.is_some_and(|d| d <= now) {
                 // Counted once, by the publisher's shard.
@@ -404,8 +417,11 @@ impl Shard {
                 p.report(PeerEvent::Speaking { speaking: false });
             }
         }
-        for key in due {
-            self.request_keyframe(key, KeyframeRequestKind::Pli);
+        for (key, layer) in due {
+            self.request_keyframe(key, layer, KeyframeRequestKind::Pli);
+        }
+        for (key, layers) in wanted {
+            self.ask_keyframes(key, &layers, now);
         }
         for key in frames {
             self.release_frame(key);
@@ -415,8 +431,10 @@ impl Shard {
     fn next_deadline(&self) -> Option<Instant> {
         let peers = self.peers.values().map(|p| p.next_timeout);
         let routes = self.routes.values().flat_map(|r| {
-            [r.keyframes.deadline(), r.frame_deadline]
-                .into_iter()
+            r.layers
+                .iter()
+                .map(|l| l.keyframes.deadline())
+                .chain([r.frame_deadline])
                 .flatten()
         });
         peers.chain(routes).min()
@@ -507,13 +525,12 @@ impl Shard {
                 let Some(source) = self.peers.get(&id).and_then(|p| p.source_of(req.mid)) else {
                     return;
                 };
-                let now = Instant::now();
-                if self
-                    .routes
-                    .get_mut(&source)
-                    .is_some_and(|r| r.keyframes.request(now))
-                {
-                    self.request_keyframe(source, req.kind);
+                let Some(route) = self.routes.get_mut(&source) else {
+                    return;
+                };
+                let layer = route.layer_for(id);
+                if route.ask_keyframe(layer, Instant::now()) {
+                    self.request_keyframe(source, layer, req.kind);
                 }
             }
             _ => {}
@@ -591,11 +608,18 @@ impl Shard {
         let Some(publisher) = self.peers.get_mut(&id) else {
             return;
         };
-        let Some(mid) = publisher.mid_of(packet.header.ssrc) else {
+        let Some((mid, rid)) = publisher.mid_of(packet.header.ssrc) else {
             return;
         };
         let Some(route) = self.routes.get_mut(&(id, mid)) else {
             return; // Not a published track (or its publisher may not publish).
+        };
+        let layer = match rid {
+            Some(rid) => match route.layer_of(Some(rid)) {
+                Some(index) => Some((index, rid)),
+                None => return, // More layers than anyone needs.
+            },
+            None => None,
         };
         if publisher.audio_muted && route.track.kind == MediaKind::Audio {
             return;
@@ -611,7 +635,7 @@ impl Shard {
         let Some(params) = publisher.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
             return;
         };
-        let packet = MediaPacket::new((id, mid), params, packet);
+        let packet = MediaPacket::new((id, mid), params, layer, packet);
         self.fan_out(&packet, now);
         if self.shards.len() > 1 {
             let packet = Arc::new(packet);
@@ -626,6 +650,15 @@ impl Shard {
     /// the whole frame at once: one GSO send per subscriber instead of one send per packet.
     /// A frame whose last packet is lost is sent [`FRAME_HOLD`] after its first.
     fn fan_out(&mut self, packet: &MediaPacket, now: Instant) {
+        let Some(route) = self.routes.get_mut(&packet.source) else {
+            return;
+        };
+        if let Some((layer, rid)) = packet.layer
+            && route.note_layer(layer, Some(rid), packet.vp8.and_then(|v| v.size), now)
+        {
+            let wanted = route.retarget();
+            self.ask_keyframes(packet.source, &wanted, now);
+        }
         let Some(route) = self.routes.get_mut(&packet.source) else {
             return;
         };
@@ -662,19 +695,42 @@ impl Shard {
         }
     }
 
-    /// Asks a track's publisher for a keyframe: directly if it lives here, else through its
-    /// shard (which coalesces again, over all shards' requests).
-    fn request_keyframe(&mut self, (publisher, mid): TrackKey, kind: KeyframeRequestKind) {
+    /// Subscribers of a track wait for keyframes of `layers`: asks for them, coalesced.
+    fn ask_keyframes(&mut self, key: TrackKey, layers: &[u8], now: Instant) {
+        for &layer in layers {
+            if self
+                .routes
+                .get_mut(&key)
+                .is_some_and(|r| r.ask_keyframe(layer, now))
+            {
+                self.request_keyframe(key, layer, KeyframeRequestKind::Pli);
+            }
+        }
+    }
+
+    /// Asks a track's publisher for a keyframe of one layer: directly if it lives here, else
+    /// through its shard (which coalesces again, over all shards' requests).
+    fn request_keyframe(
+        &mut self,
+        (publisher, mid): TrackKey,
+        layer: u8,
+        kind: KeyframeRequestKind,
+    ) {
         let Some(peer) = self.peers.get_mut(&publisher) else {
             let shard = publisher.shard(self.shards.len());
             if shard != self.index {
                 let key = (publisher, mid);
-                let _ = self.shards[shard].send(Command::KeyframeRequest { key, kind });
+                let _ = self.shards[shard].send(Command::KeyframeRequest { key, layer, kind });
             }
             return;
         };
+        let rid = self
+            .routes
+            .get(&(publisher, mid))
+            .and_then(|r| r.layers.get(usize::from(layer)))
+            .and_then(|l| l.rid);
         let mut api = peer.rtc.direct_api();
-        if let Some(stream) = api.stream_rx_by_mid(mid, None) {
+        if let Some(stream) = api.stream_rx_by_mid(mid, rid) {
             stream.request_keyframe(kind);
             self.keyframe_requests += 1;
             self.mark_dirty(publisher);
@@ -713,14 +769,32 @@ impl Shard {
             }
             for sub in route.subscribers.iter_mut().filter(|s| s.peer == peer) {
                 sub.set_paused(!enabled);
-                if enabled && route.keyframes.request(now) {
-                    keyframes.push(*key);
-                }
+            }
+            if enabled {
+                keyframes.push((*key, route.layer_for(peer)));
             }
         }
-        for key in keyframes {
-            self.request_keyframe(key, KeyframeRequestKind::Pli);
+        for (key, layer) in keyframes {
+            self.ask_keyframes(key, &[layer], now);
         }
+    }
+
+    /// A subscriber shows a video at a new size: it may need another simulcast layer.
+    fn set_video_view(&mut self, peer: PeerId, track_id: &str, view: Option<(u16, u16)>) {
+        let Some((key, route)) = self
+            .routes
+            .iter_mut()
+            .find(|(_, r)| r.track.track_id == track_id)
+        else {
+            return;
+        };
+        let Some(sub) = route.subscribers.iter_mut().find(|s| s.peer == peer) else {
+            return;
+        };
+        sub.view = view;
+        let key = *key;
+        let wanted = route.retarget();
+        self.ask_keyframes(key, &wanted, Instant::now());
     }
 
     /// Whether `peer` gets the room's tracks now.

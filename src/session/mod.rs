@@ -383,6 +383,10 @@ impl Session {
                             sfu.set_receive_video(media.main, enabled);
                             continue;
                         }
+                        ClientMessage::VideoSize { track_id, width, height } => {
+                            sfu.set_video_view(media.main, track_id, Some((width, height)));
+                            continue;
+                        }
                         ClientMessage::StartLesson => {
                             match controls::start_lesson(&self.state, &self.lesson.id, Actor::Session(session)) {
                                 Ok(()) => continue,

@@ -15,7 +15,9 @@ use jinke::config::ServeConfig;
 use jinke::server::Server;
 use jinke_signaling::{ClientMessage, PROTOCOL_VERSION, ServerMessage};
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_simulcast_extension_headers, register_default_interceptors,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
 };
@@ -171,6 +173,27 @@ impl TestServer {
 pub enum Publish {
     Nothing,
     AudioVideo,
+    /// Audio, and video in three simulcast layers (rids `l`, `m`, `h`), as browsers send it.
+    Simulcast,
+}
+
+/// The rids of a simulcast publisher's layers, lowest first.
+pub const SIMULCAST_RIDS: [&str; 3] = ["l", "m", "h"];
+
+/// A header extension value carried as plain bytes (a mid or a rid).
+struct SdesValue(String);
+
+impl rtc::shared::marshal::MarshalSize for SdesValue {
+    fn marshal_size(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl rtc::shared::marshal::Marshal for SdesValue {
+    fn marshal_to(&self, buf: &mut [u8]) -> rtc::shared::error::Result<usize> {
+        buf[..self.0.len()].copy_from_slice(self.0.as_bytes());
+        Ok(self.0.len())
+    }
 }
 
 /// A received RTP packet, as the test sees it.
@@ -226,12 +249,16 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-/// A local track a test client sends known packets on.
+/// A local track a test client sends known packets on (for a simulcast video, one layer).
 pub struct LocalTrack {
     pub track: Arc<TrackLocalStaticRTP>,
     pub ssrc: u32,
     pub pt: u8,
     seq: Mutex<u16>,
+    /// A simulcast layer's rid, sent in each packet with the m-line's mid (set once the offer
+    /// is made).
+    pub rid: Option<&'static str>,
+    mid: Mutex<Option<String>>,
 }
 
 impl LocalTrack {
@@ -247,7 +274,7 @@ impl LocalTrack {
             *s = s.wrapping_add(1);
             *s
         };
-        let packet = rtc::rtp::Packet {
+        let mut packet = rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 version: 2,
                 marker,
@@ -259,6 +286,30 @@ impl LocalTrack {
             },
             payload: payload.into(),
         };
+        if let Some(rid) = self.rid {
+            packet.header.timestamp = u32::from(seq).wrapping_mul(3000);
+            let mid = self
+                .mid
+                .lock()
+                .unwrap()
+                .clone()
+                .expect("offered before sending");
+            let sdes = |uri: &str, value: &str| rtc::rtp::extension::HeaderExtension::Custom {
+                uri: uri.to_owned().into(),
+                extension: Box::new(SdesValue(value.to_owned())),
+            };
+            self.track
+                .write_rtp_with_extensions(
+                    packet,
+                    &[
+                        sdes("urn:ietf:params:rtp-hdrext:sdes:mid", &mid),
+                        sdes("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", rid),
+                    ],
+                )
+                .await
+                .expect("write_rtp");
+            return;
+        }
         self.track.write_rtp(packet).await.expect("write_rtp");
     }
 }
@@ -294,6 +345,8 @@ pub struct Peer {
     pub pc: Arc<dyn PeerConnection>,
     pub audio: Option<LocalTrack>,
     pub video: Option<LocalTrack>,
+    /// A simulcast publisher's lower video layers (`video` is the highest).
+    pub layers: Vec<LocalTrack>,
     pub inbox: Inbox,
     pub remote_tracks: Arc<Mutex<Vec<Arc<dyn TrackRemote>>>>,
     pub state: watch::Receiver<RTCPeerConnectionState>,
@@ -311,6 +364,9 @@ impl Peer {
             .register_codec(codec(RtpCodecKind::Video), RtpCodecKind::Video)
             .unwrap();
         let registry = register_default_interceptors(Default::default(), &mut media).unwrap();
+        if publish == Publish::Simulcast {
+            configure_simulcast_extension_headers(&mut media).unwrap();
+        }
         let settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
@@ -338,47 +394,66 @@ impl Peer {
                 .await
                 .expect("peer connection"),
         );
-        let (audio, video) = if publish == Publish::AudioVideo {
+        let (audio, video, layers) = if publish == Publish::Nothing {
+            pc.create_data_channel("jinke", None)
+                .await
+                .expect("data channel");
+            (None, None, Vec::new())
+        } else {
             let mut out = Vec::new();
             for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
-                let ssrc = rand::random::<u32>();
                 let c = codec(kind);
+                let rids: &[Option<&'static str>] =
+                    if kind == RtpCodecKind::Video && publish == Publish::Simulcast {
+                        &[Some("l"), Some("m"), Some("h")]
+                    } else {
+                        &[None]
+                    };
+                let ssrcs: Vec<u32> = rids.iter().map(|_| rand::random::<u32>()).collect();
+                let encodings = rids
+                    .iter()
+                    .zip(&ssrcs)
+                    .map(|(rid, ssrc)| RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(*ssrc),
+                            rid: rid.unwrap_or_default().to_owned(),
+                            ..Default::default()
+                        },
+                        codec: c.rtp_codec.clone(),
+                        ..Default::default()
+                    })
+                    .collect();
                 let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
                     format!("{identity}-stream"),
                     format!("{identity}-{kind}"),
                     format!("{identity}-{kind}"),
                     kind,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        codec: c.rtp_codec.clone(),
-                        ..Default::default()
-                    }],
+                    encodings,
                 )));
                 pc.add_track(track.clone() as Arc<dyn TrackLocal>)
                     .await
                     .expect("add track");
-                out.push(LocalTrack {
-                    track,
-                    ssrc,
-                    pt: c.payload_type,
-                    seq: Mutex::new(rand::random::<u16>() / 2),
-                });
+                for (rid, ssrc) in rids.iter().zip(ssrcs) {
+                    out.push(LocalTrack {
+                        track: track.clone(),
+                        ssrc,
+                        pt: c.payload_type,
+                        seq: Mutex::new(rand::random::<u16>() / 2),
+                        rid: *rid,
+                        mid: Mutex::new(None),
+                    });
+                }
             }
+            let audio = out.remove(0);
+            // The highest layer doubles as "the" video track.
             let video = out.pop();
-            (out.pop(), video)
-        } else {
-            pc.create_data_channel("jinke", None)
-                .await
-                .expect("data channel");
-            (None, None)
+            (Some(audio), video, out)
         };
         Peer {
             pc,
             audio,
             video,
+            layers,
             inbox,
             remote_tracks,
             state,
@@ -423,6 +498,8 @@ pub struct TestClient {
     pub pc: Arc<dyn PeerConnection>,
     pub audio: Option<LocalTrack>,
     pub video: Option<LocalTrack>,
+    /// A simulcast publisher's lower video layers (`video` is the highest).
+    pub layers: Vec<LocalTrack>,
     pub inbox: Inbox,
     pub remote_tracks: Arc<Mutex<Vec<Arc<dyn TrackRemote>>>>,
     pub state: watch::Receiver<RTCPeerConnectionState>,
@@ -479,7 +556,7 @@ impl TestClient {
     pub async fn join(server: &TestServer, token: &str, identity: &str, publish: Publish) -> Self {
         let mut client = Self::join_signaling(server, token, identity, publish).await;
         match publish {
-            Publish::AudioVideo => client
+            Publish::AudioVideo | Publish::Simulcast => client
                 .offer()
                 .await
                 .unwrap_or_else(|e| panic!("{identity}: offer refused: {e:?}")),
@@ -523,6 +600,7 @@ impl TestClient {
             pc,
             audio,
             video,
+            layers,
             inbox,
             remote_tracks,
             state,
@@ -583,6 +661,7 @@ impl TestClient {
             pc,
             audio,
             video,
+            layers,
             inbox,
             remote_tracks,
             state,
@@ -597,6 +676,15 @@ impl TestClient {
     /// Sends the offer and applies the answer; `Err` is the server's error message.
     pub async fn offer(&mut self) -> Result<(), ServerMessage> {
         let sdp = offer_sdp(&self.pc, &mut self.gathered).await;
+        // Simulcast layers name their m-line in every packet: the video's, the last.
+        let video_mid = sdp
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=mid:"))
+            .next_back()
+            .map(str::to_owned);
+        for layer in self.layers.iter().chain(&self.video) {
+            *layer.mid.lock().unwrap() = video_mid.clone();
+        }
         self.send(ClientMessage::Offer { sdp });
         let answer = tokio::time::timeout(WAIT, self.answers.recv())
             .await
