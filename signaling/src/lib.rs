@@ -270,15 +270,14 @@ pub enum ClientMessage {
         /// Whether camera videos are forwarded.
         enabled: bool,
     },
-    /// The size this client shows a video track at, in CSS pixels times the device pixel ratio
-    /// (0×0: not shown). Of a track the publisher sends in several sizes (simulcast), the
+    /// The size this client shows a video track at, in CSS pixels (0×0: not shown). Of a track the publisher sends in several sizes (simulcast), the
     /// server then forwards the smallest that still looks sharp at that size.
     VideoSize {
         /// The track.
         track_id: String,
-        /// Width shown, in device pixels.
+        /// Width shown, in CSS pixels.
         width: u16,
-        /// Height shown, in device pixels.
+        /// Height shown, in CSS pixels.
         height: u16,
     },
     /// Stop (or resume) forwarding a participant's audio (teachers and assistants; a teacher

@@ -195,7 +195,8 @@ test("students see and hear the teacher through the SFU", async () => {
     const second = await inbound(page);
     assert.ok(second.video.frames > first.video.frames + 20, `video keeps decoding: ${JSON.stringify([first, second])}`);
     assert.ok(second.audio.packets > first.audio.packets + 50, `audio keeps arriving: ${JSON.stringify([first, second])}`);
-    assert.equal(second.video.width, 640, "the fake camera's 640x480 arrives");
+    // The teacher's 720p camera arrives in one of its simulcast layers.
+    assert.ok([320, 640, 1280].includes(second.video.width), `a layer arrives: ${second.video.width}`);
     // The teacher is shown on the stage, labelled.
     const tile = page.locator('.stage [data-identity="teacher"]');
     await tile.waitFor();
@@ -626,6 +627,45 @@ test("the teacher shares a screen and students see it large", async () => {
   await teacher.getByTestId("share-screen").click();
   await screen.waitFor({ state: "detached", timeout: 10_000 });
   for (const page of [teacher, student]) await page.context().close();
+});
+
+test("a phone gets the teacher's camera small, a big screen large (simulcast)", async () => {
+  const lesson = await api("/api/v1/lessons", { title: "太极拳", mode: "lecture" });
+  const link = async (identity, name, role) =>
+    `${(await api(`/api/v1/lessons/${lesson.id}/tokens`, { identity, name, role })).join_url}&autojoin=1`;
+  const teacher = await newPage();
+  await teacher.goto(await link("tsim", "王老师", "teacher"));
+  await teacher.waitForFunction(() => window.jinkePc?.connectionState === "connected", null, {
+    timeout: 15_000,
+  });
+  const open = async (identity, viewport) => {
+    const context = await browser.newContext({ viewport });
+    const page = await context.newPage();
+    await page.goto(await link(identity, "学员", "student"));
+    return page;
+  };
+  const phone = await open("phone", { width: 360, height: 740 });
+  const hall = await open("hall", { width: 1600, height: 1000 });
+  // The sender ramps its layers up as its bandwidth estimate grows: wait for each size.
+  const receives = async (page, width) => {
+    const deadline = Date.now() + 30_000;
+    let last;
+    while (Date.now() < deadline) {
+      last = await inbound(page);
+      if (last.video.width === width) return;
+      await page.waitForTimeout(250);
+    }
+    assert.fail(`expected ${width}-pixel-wide frames, got ${JSON.stringify(last)}`);
+  };
+  await receives(phone, 640);
+  await receives(hall, 1280);
+  // The phone turns into a big screen: it gets the large layer too.
+  await phone.setViewportSize({ width: 1600, height: 1000 });
+  await receives(phone, 1280);
+  const first = await inbound(phone);
+  await phone.waitForTimeout(2000);
+  assert.ok((await inbound(phone)).video.frames > first.video.frames + 20, "and keeps decoding");
+  for (const page of [teacher, phone, hall]) await page.context().close();
 });
 
 test("a 360-pixel-wide phone shows the lesson without sideways scrolling", async () => {

@@ -8,8 +8,8 @@ use std::rc::Rc;
 use futures_channel::mpsc::{UnboundedSender, unbounded};
 use futures_util::StreamExt;
 use jinke_signaling::{
-    ByeReason, ClientMessage, ErrorCode, IceCandidate, PROTOCOL_VERSION, Participant, Role,
-    ServerMessage, TrackMapping,
+    ByeReason, ClientMessage, ErrorCode, IceCandidate, MediaKind, PROTOCOL_VERSION, Participant,
+    Role, ServerMessage, TrackMapping,
 };
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -17,13 +17,14 @@ use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{
     Element, HtmlVideoElement, MediaStream, MediaStreamConstraints, MediaStreamTrack, MessageEvent,
     RtcConfiguration, RtcPeerConnection, RtcPeerConnectionIceEvent, RtcPeerConnectionState,
-    RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit,
-    RtcTrackEvent, WebSocket,
+    RtcRtpEncodingParameters, RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType,
+    RtcSessionDescriptionInit, RtcTrackEvent, WebSocket,
 };
 
 mod controls;
 mod screen;
 mod stage;
+mod video_size;
 
 use crate::dom::{append, button, el, error_box, set_data, set_hidden, show, status, video};
 use crate::i18n::{Lang, Text};
@@ -92,6 +93,8 @@ struct Room {
     waiting: Element,
     /// Set once the session ended on purpose; later socket closes are not "connection lost".
     ended: Cell<bool>,
+    /// Reports the size received videos are shown at (`None` where the browser cannot).
+    view_sizes: Option<video_size::ViewSizes>,
 }
 
 /// Entry point: reads the link and shows the first screen.
@@ -263,6 +266,7 @@ fn join(link: Rc<Link>, info: TokenInfo) {
         notices,
         waiting,
         ended: Cell::new(false),
+        view_sizes: video_size::ViewSizes::new(ws.clone()),
     });
     // Messages are handled strictly in order by one task: SDP steps must not interleave.
     let (tx, mut rx) = unbounded::<String>();
@@ -714,7 +718,14 @@ impl Room {
         };
         let constraints = MediaStreamConstraints::new();
         constraints.set_audio(&JsValue::TRUE);
-        constraints.set_video(&JsValue::TRUE);
+        // A teacher's camera in 720p: its simulcast then has a layer for every screen, from a
+        // phone (320x180) to a hall's projector (1280x720). Others keep the camera's default.
+        let camera = if self.role == Role::Teacher {
+            ideal_size(1280, 720)
+        } else {
+            JsValue::TRUE
+        };
+        constraints.set_video(&camera);
         let stream = match devices.get_user_media_with_constraints(&constraints) {
             Ok(p) => JsFuture::from(p).await,
             Err(e) => Err(e),
@@ -747,7 +758,7 @@ impl Room {
         let pc = RtcPeerConnection::new_with_configuration(&config)?;
         let local = self.local.borrow().clone();
         if let Some(stream) = &local {
-            add_sendonly(&pc, stream);
+            add_sendonly(&pc, stream, Layers::Simulcast);
         }
         self.install_pc_handlers(&pc);
         // Exposed for tests and for troubleshooting from the console.
@@ -838,6 +849,11 @@ impl Room {
             return;
         };
         tile.stream.add_track(&e.track());
+        if mapping.track.kind == MediaKind::Video
+            && let Some(sizes) = &self.view_sizes
+        {
+            sizes.observe(&tile.video, &mapping.track.track_id);
+        }
         // Attach once: the element picks up tracks added to its stream later, while setting the
         // source again would abort the pending play().
         if tile.video.src_object().is_none() {
@@ -1158,9 +1174,13 @@ fn clock(at_ms: i64) -> String {
 
 /// A publish-only connection carrying `stream`, exposed as `window[name]` for tests and for
 /// troubleshooting from the console.
-fn sendonly_connection(stream: &MediaStream, name: &str) -> Result<RtcPeerConnection, JsValue> {
+fn sendonly_connection(
+    stream: &MediaStream,
+    name: &str,
+    layers: Layers,
+) -> Result<RtcPeerConnection, JsValue> {
     let pc = RtcPeerConnection::new_with_configuration(&RtcConfiguration::new())?;
-    add_sendonly(&pc, stream);
+    add_sendonly(&pc, stream, layers);
     if let Some(w) = web_sys::window() {
         let _ = js_sys::Reflect::set(&w, &name.into(), &pc);
     }
@@ -1183,13 +1203,54 @@ async fn apply_answer(pc: Option<RtcPeerConnection>, sdp: &str) -> Result<(), Js
     Ok(())
 }
 
+/// Video constraints asking for `width` x `height` if the camera can.
+fn ideal_size(width: u32, height: u32) -> JsValue {
+    let ideal = |v: u32| {
+        let o = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&o, &"ideal".into(), &v.into());
+        o
+    };
+    let video = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&video, &"width".into(), &ideal(width));
+    let _ = js_sys::Reflect::set(&video, &"height".into(), &ideal(height));
+    video.into()
+}
+
+/// How a video is sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layers {
+    /// A camera: three sizes (simulcast), so that each viewer gets the one that fits its
+    /// screen and link.
+    Simulcast,
+    /// A shared screen: one stream at full size (its text must stay readable).
+    Single,
+}
+
+/// Simulcast layers of a camera: rid, how much smaller than the capture, most bits/s.
+const CAMERA_LAYERS: [(&str, f32, u32); 3] = [
+    ("l", 4.0, 150_000),
+    ("m", 2.0, 500_000),
+    ("h", 1.0, 1_200_000),
+];
+
 /// Adds every track of `stream` to `pc` as a send-only transceiver.
-fn add_sendonly(pc: &RtcPeerConnection, stream: &MediaStream) {
+fn add_sendonly(pc: &RtcPeerConnection, stream: &MediaStream, layers: Layers) {
     for track in stream.get_tracks().iter() {
         let track: MediaStreamTrack = track.unchecked_into();
         let init = RtcRtpTransceiverInit::new();
         init.set_direction(RtcRtpTransceiverDirection::Sendonly);
         init.set_streams(&js_sys::Array::of1(stream));
+        if layers == Layers::Simulcast && track.kind() == "video" {
+            let encodings = js_sys::Array::new();
+            for (rid, scale, bitrate) in CAMERA_LAYERS {
+                let e = RtcRtpEncodingParameters::new();
+                e.set_rid(rid);
+                e.set_scale_resolution_down_by(scale);
+                e.set_max_bitrate(bitrate);
+                encodings.push(&e);
+            }
+            init.set_send_encodings(&encodings);
+        }
         pc.add_transceiver_with_media_stream_track_and_init(&track, &init);
     }
 }

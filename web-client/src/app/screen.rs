@@ -9,7 +9,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{MediaStream, MediaStreamTrack};
 
-use super::{Room, apply_answer, local_offer, sendonly_connection};
+use super::{Layers, Room, apply_answer, local_offer, sendonly_connection};
 
 impl Room {
     /// Starts sharing, or stops if sharing.
@@ -40,7 +40,7 @@ impl Room {
                 .set_onended(Some(ended.as_ref().unchecked_ref()));
             ended.forget();
         }
-        let pc = sendonly_connection(&stream, "jinkeScreenPc")?;
+        let pc = sendonly_connection(&stream, "jinkeScreenPc", Layers::Single)?;
         *self.screen_pc.borrow_mut() = Some(pc.clone());
         self.set_share_button(true);
         let sdp = local_offer(&pc).await?;

@@ -8,7 +8,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::RtcPeerConnectionState;
 
-use super::{Room, apply_answer, local_offer, sendonly_connection};
+use super::{Layers, Room, apply_answer, local_offer, sendonly_connection};
 use crate::dom::{append, button, el, set_hidden};
 
 impl Room {
@@ -78,7 +78,7 @@ impl Room {
             return Ok(()); // Refused: the capture already said so.
         };
         self.show_media_toggles(true);
-        let pc = sendonly_connection(&stream, "jinkeStagePc")?;
+        let pc = sendonly_connection(&stream, "jinkeStagePc", Layers::Simulcast)?;
         let room = self.clone();
         let watched = pc.clone();
         let onstate = Closure::<dyn FnMut()>::new(move || {
