@@ -323,6 +323,7 @@ pub async fn jinke_participant(
         send(&mut sink, ClientMessage::Receive).await?;
         Opening::AwaitOffer
     };
+    let told = stats.clone();
     let media = media_session(opening, spec.bind_ip, started, shared.clone(), stats, link);
     let mut stop = shared.stop.clone();
     let signaling = async move {
@@ -331,6 +332,7 @@ pub async fn jinke_participant(
                 msg = next_message(&mut stream) => match msg? {
                     ServerMessage::Answer { sdp } => { let _ = from_tx.send(FromServer::Answer(sdp)); }
                     ServerMessage::Offer { sdp, .. } => { let _ = from_tx.send(FromServer::Offer(sdp)); }
+                    ServerMessage::WeakLink { audio_only } => told.borrow_mut().weak_link(audio_only),
                     ServerMessage::Bye { reason } => bail!("server said bye: {reason:?}"),
                     ServerMessage::Error { code, message, .. } => bail!("server error {code:?}: {message}"),
                     _ => {}

@@ -110,6 +110,24 @@ pub struct ReceiverStats {
     pub corrupt: u64,
     /// Send-to-receive latencies in the window, in microseconds.
     pub latencies_us: Vec<u32>,
+    /// What the server said of this client's link, in video packets received by then.
+    pub weak_link: WeakLinkLog,
+}
+
+/// When the server held camera video back from a client on a weak link, and gave it back.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct WeakLinkLog {
+    /// Times it said "audio only".
+    pub audio_only: u64,
+    /// Times it said "video again".
+    pub restored: u64,
+    /// Video packets received while audio only (in flight when it was said, or a server
+    /// that does not keep its word).
+    pub video_while_audio_only: u64,
+    /// Video packets received since the last "video again".
+    pub video_since_restored: u64,
+    audio_only_at: Option<u64>,
+    restored_at: Option<u64>,
 }
 
 impl ReceiverStats {
@@ -156,6 +174,38 @@ impl ReceiverStats {
                 self.latencies_us.push(us.min(u32::MAX as u128) as u32);
             }
         }
+    }
+
+    /// The server said this client's link carries audio only (`true`) or video again.
+    pub fn weak_link(&mut self, audio_only: bool) {
+        let (video, _) = self.video_counts();
+        let log = &mut self.weak_link;
+        match (audio_only, log.audio_only_at) {
+            (true, None) => {
+                log.audio_only += 1;
+                log.audio_only_at = Some(video);
+            }
+            (false, Some(at)) => {
+                log.restored += 1;
+                log.video_while_audio_only += video - at;
+                log.audio_only_at = None;
+                log.restored_at = Some(video);
+            }
+            _ => {}
+        }
+    }
+
+    /// The weak-link log, brought up to now.
+    pub fn weak_link_log(&self) -> WeakLinkLog {
+        let (video, _) = self.video_counts();
+        let mut log = self.weak_link;
+        if let Some(at) = log.audio_only_at {
+            log.video_while_audio_only += video - at;
+        }
+        if let Some(at) = log.restored_at {
+            log.video_since_restored = video - at;
+        }
+        log
     }
 
     /// (received unique, lost, duplicates) over all tracks.

@@ -132,6 +132,14 @@ pub struct Report {
     pub server: Option<ServerUsage>,
     /// The generator's own CPU over the window, % of one core.
     pub generator_cpu_percent: f64,
+    /// Clients the server told their link carries audio only, at least once.
+    pub told_audio_only: u64,
+    /// Clients it then told video is back.
+    pub told_video_back: u64,
+    /// Video packets clients received while told audio only.
+    pub video_while_audio_only: u64,
+    /// Video packets clients received after being told video is back.
+    pub video_since_restored: u64,
 }
 
 struct Participant {
@@ -340,8 +348,15 @@ fn report(
     let mut latencies = Vec::new();
     let (mut received, mut lost, mut dups, mut corrupt, mut in_window) = (0, 0, 0, 0, 0);
     let (mut video_received, mut video_lost) = (0, 0);
+    let mut weak = crate::metrics::WeakLinkLog::default();
+    let (mut told_audio_only, mut told_video_back) = (0, 0);
     for (s, receives) in stats {
         let s = s.borrow();
+        let log = s.weak_link_log();
+        told_audio_only += u64::from(log.audio_only > 0);
+        told_video_back += u64::from(log.restored > 0);
+        weak.video_while_audio_only += log.video_while_audio_only;
+        weak.video_since_restored += log.video_since_restored;
         if *receives && let Some(j) = s.join_time {
             joins.push(j.as_micros().min(u32::MAX as u128) as u32);
         }
@@ -401,6 +416,10 @@ fn report(
         latency_ms: Millis::of_micros(&mut latencies),
         server,
         generator_cpu_percent: 100.0 * (generator.1.cpu - generator.0.cpu).as_secs_f64() / secs,
+        told_audio_only,
+        told_video_back,
+        video_while_audio_only: weak.video_while_audio_only,
+        video_since_restored: weak.video_since_restored,
     }
 }
 

@@ -9,6 +9,7 @@
 //! [`PeerEvent`] channel. See `../shared/DESIGN.md` §3 for the shape of the media path.
 
 mod keyframe;
+mod link;
 mod mailbox;
 mod offer;
 mod peer;
@@ -101,6 +102,12 @@ pub enum PeerEvent {
     Speaking {
         /// Whether it speaks now.
         speaking: bool,
+    },
+    /// This peer's link lost so much that the SFU stopped (or, the link clean again,
+    /// resumed) forwarding camera videos to it: audio and shared screens go on.
+    AudioOnly {
+        /// Whether camera videos are held back now.
+        active: bool,
     },
     /// The peer is gone from the SFU (its connection died); all its resources are freed.
     Closed {

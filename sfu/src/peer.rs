@@ -50,6 +50,10 @@ pub(crate) struct Peer {
     pub moderator: bool,
     /// Whether it asked for no camera video (audio and screens only).
     pub video_off: bool,
+    /// Judges its link from the loss it reports; below the smallest layer, audio only.
+    pub link: crate::link::LinkController,
+    /// Its link carries audio only for now (the SFU decided, from its loss).
+    pub audio_only: bool,
     /// A moderator muted this peer: its audio is not forwarded.
     pub audio_muted: bool,
     pub rtc: Rtc,
@@ -82,6 +86,8 @@ impl Peer {
             screen: spec.screen,
             moderator: spec.moderator,
             video_off: false,
+            link: Default::default(),
+            audio_only: false,
             audio_muted: false,
             rtc,
             events: spec.events,

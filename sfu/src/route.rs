@@ -149,7 +149,8 @@ impl Route {
         let sizes = &sizes[..self.layers.len()];
         let mut wanted = Vec::new();
         for sub in &mut self.subscribers {
-            sub.layers.set_target(choose_layer(sizes, sub.view));
+            sub.layers
+                .set_target(choose_layer(sizes, sub.view, sub.layer_cap));
             if let Some(layer) = sub.layers.awaiting()
                 && !wanted.contains(&layer)
             {
@@ -248,6 +249,8 @@ pub(crate) struct Subscription {
     pub layers: LayerFollower,
     /// The size the subscriber shows the video at, if it said.
     pub view: Option<(u16, u16)>,
+    /// The most its link carries: up to this many layers from the smallest.
+    pub layer_cap: Option<u8>,
 }
 
 impl Subscription {
@@ -260,6 +263,7 @@ impl Subscription {
             paused: false,
             layers: LayerFollower::default(),
             view: None,
+            layer_cap: None,
         }
     }
 

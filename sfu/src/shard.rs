@@ -14,6 +14,7 @@ use str0m::media::{Direction, KeyframeRequestKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
+use crate::link::Allowance;
 use crate::mailbox::{Inbox, Mailbox};
 use crate::peer::{OutState, OutTrack, Peer, TrackKey};
 use crate::route::{MediaPacket, Route, Subscription};
@@ -270,6 +271,8 @@ impl Shard {
             .enable_opus(true, false)
             .enable_vp8(true)
             .enable_h264(true)
+            // Loss reports once a second judge a receiver's link (see `link.rs`).
+            .set_stats_interval(spec.receives.then_some(Duration::from_secs(1)))
             .build(now);
         let candidate = Candidate::host(self.announce, "udp")
             .map_err(|e| SfuError::BadSdp(format!("announce address: {e}")))?;
@@ -316,7 +319,12 @@ impl Shard {
             };
             let mut subscription = Subscription::new(id, mid);
             let camera = route.track.kind == MediaKind::Video && !route.track.screen;
-            if camera && self.peers.get(&id).is_some_and(|p| p.video_off) {
+            if camera
+                && self
+                    .peers
+                    .get(&id)
+                    .is_some_and(|p| p.video_off || p.audio_only)
+            {
                 subscription.set_paused(true);
             }
             route.subscribers.push(subscription);
@@ -521,6 +529,7 @@ impl Shard {
                 self.publish(id, m.mid, kind);
             }
             Event::RtpPacket(packet) => self.forward(id, packet),
+            Event::MediaEgressStats(stats) => self.judge_link(id, &stats),
             Event::KeyframeRequest(req) => {
                 let Some(source) = self.peers.get(&id).and_then(|p| p.source_of(req.mid)) else {
                     return;
@@ -761,6 +770,7 @@ impl Shard {
             return;
         };
         p.video_off = !enabled;
+        let audio_only = p.audio_only;
         let now = Instant::now();
         let mut keyframes = Vec::new();
         for (key, route) in &mut self.routes {
@@ -768,14 +778,89 @@ impl Shard {
                 continue;
             }
             for sub in route.subscribers.iter_mut().filter(|s| s.peer == peer) {
-                sub.set_paused(!enabled);
+                sub.set_paused(!enabled || audio_only);
             }
-            if enabled {
+            if enabled && !audio_only {
                 keyframes.push((*key, route.layer_for(peer)));
             }
         }
         for (key, layer) in keyframes {
             self.ask_keyframes(key, &[layer], now);
+        }
+    }
+
+    /// A receiver report of one of a subscriber's streams: its link may carry more or less.
+    /// Judged by the camera video while it flows, by the audio while it does not.
+    fn judge_link(&mut self, id: PeerId, stats: &str0m::stats::MediaEgressStats) {
+        let Some(loss) = stats.loss else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(route) = peer.source_of(stats.mid).and_then(|s| self.routes.get(&s)) else {
+            return;
+        };
+        let camera = route.track.kind == MediaKind::Video && !route.track.screen;
+        let counts = if peer.audio_only {
+            route.track.kind == MediaKind::Audio
+        } else {
+            camera
+        };
+        if !counts || peer.video_off {
+            return;
+        }
+        if camera {
+            peer.link.set_layers(route.layers.len() as u8);
+        }
+        if let Some(allowance) = peer.link.report(loss, Instant::now()) {
+            self.apply_allowance(id, allowance);
+        }
+    }
+
+    /// Holds back or lets through a subscriber's camera videos, and caps their layers, as its
+    /// link allows; tells it when audio-only starts and ends.
+    fn apply_allowance(&mut self, id: PeerId, allowance: Allowance) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let audio_only = allowance == Allowance::AudioOnly;
+        let cap = match allowance {
+            Allowance::UpToLayer(n) => Some(n),
+            _ => None,
+        };
+        if peer.audio_only != audio_only {
+            peer.audio_only = audio_only;
+            peer.report(PeerEvent::AudioOnly { active: audio_only });
+            tracing::debug!(
+                ?id,
+                audio_only,
+                "a subscriber's link changed what it carries"
+            );
+        }
+        let paused = audio_only || peer.video_off;
+        let mut wanted = Vec::new();
+        for (key, route) in &mut self.routes {
+            if route.track.kind != MediaKind::Video || route.track.screen {
+                continue;
+            }
+            let mut subscribed = false;
+            for sub in route.subscribers.iter_mut().filter(|s| s.peer == id) {
+                sub.layer_cap = cap;
+                sub.set_paused(paused);
+                subscribed = true;
+            }
+            if subscribed {
+                let mut layers = route.retarget();
+                if !paused {
+                    layers.push(route.layer_for(id));
+                }
+                wanted.push((*key, layers));
+            }
+        }
+        let now = Instant::now();
+        for (key, layers) in wanted {
+            self.ask_keyframes(key, &layers, now);
         }
     }
 

@@ -192,12 +192,23 @@ impl LayerFollower {
 /// Chooses the layer for a subscriber that renders the video at `view` (width, height; `None`
 /// when it did not say): the smallest layer at least as large in both dimensions, else the
 /// largest. `layers` gives each layer's size, `None` while it is unknown or the layer is not
-/// being sent; such layers are never chosen.
-pub(crate) fn choose_layer(layers: &[Option<(u16, u16)>], view: Option<(u16, u16)>) -> Option<u8> {
-    let known = layers
+/// being sent; such layers are never chosen. With `cap`, only the `cap + 1` smallest count
+/// (the subscriber's link carries no more).
+pub(crate) fn choose_layer(
+    layers: &[Option<(u16, u16)>],
+    view: Option<(u16, u16)>,
+    cap: Option<u8>,
+) -> Option<u8> {
+    let mut sized: Vec<(u8, u32, u16, u16)> = layers
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| s.map(|(w, h)| (i as u8, u32::from(w) * u32::from(h), w, h)));
+        .filter_map(|(i, s)| s.map(|(w, h)| (i as u8, u32::from(w) * u32::from(h), w, h)))
+        .collect();
+    sized.sort_by_key(|&(_, area, _, _)| area);
+    if let Some(cap) = cap {
+        sized.truncate(usize::from(cap) + 1);
+    }
+    let known = sized.into_iter();
     let largest = known
         .clone()
         .max_by_key(|&(_, area, _, _)| area)
@@ -352,19 +363,24 @@ mod tests {
     fn the_layer_fits_the_view() {
         let layers = [Some((320, 180)), Some((640, 360)), Some((1280, 720))];
         assert_eq!(
-            choose_layer(&layers, None),
+            choose_layer(&layers, None, None),
             Some(2),
             "no size said: the best"
         );
-        assert_eq!(choose_layer(&layers, Some((300, 170))), Some(0));
-        assert_eq!(choose_layer(&layers, Some((321, 180))), Some(1));
-        assert_eq!(choose_layer(&layers, Some((1920, 1080))), Some(2));
+        assert_eq!(choose_layer(&layers, Some((300, 170)), None), Some(0));
+        assert_eq!(choose_layer(&layers, Some((321, 180)), None), Some(1));
+        assert_eq!(choose_layer(&layers, Some((1920, 1080)), None), Some(2));
         let partial = [Some((320, 180)), None, None];
         assert_eq!(
-            choose_layer(&partial, Some((1280, 720))),
+            choose_layer(&partial, Some((1280, 720)), None),
             Some(0),
             "only layers being sent count"
         );
-        assert_eq!(choose_layer(&[None, None], None), None);
+        assert_eq!(choose_layer(&[None, None], None, None), None);
+        // A weak link: no more than the two smallest, whatever the view.
+        let shuffled = [Some((1280, 720)), Some((320, 180)), Some((640, 360))];
+        assert_eq!(choose_layer(&shuffled, Some((1280, 720)), Some(1)), Some(2));
+        assert_eq!(choose_layer(&shuffled, Some((300, 170)), Some(1)), Some(1));
+        assert_eq!(choose_layer(&shuffled, None, Some(0)), Some(1));
     }
 }

@@ -425,6 +425,13 @@ pub enum ServerMessage {
         /// Whether they speak now.
         speaking: bool,
     },
+    /// The server judged this client's link too weak for video (it kept losing packets) and
+    /// stopped forwarding camera videos to it: audio and shared screens go on. Sent again with
+    /// `audio_only: false` when the link is clean again and video resumes.
+    WeakLink {
+        /// Whether camera videos are held back now.
+        audio_only: bool,
+    },
     /// The active speaker changed: the participant who most recently started speaking.
     ActiveSpeaker {
         /// Who.

@@ -519,6 +519,7 @@ impl Session {
                             self.state.rooms.set_speaking(&self.lesson.id, session, speaking);
                             continue;
                         }
+                        PeerEvent::AudioOnly { active } => ServerMessage::WeakLink { audio_only: active },
                         PeerEvent::Closed { reason } => {
                             let reason = match reason {
                                 CloseReason::ConnectionLost => ByeReason::ConnectionLost,
@@ -545,7 +546,8 @@ impl Session {
                     PeerEvent::Speaking { speaking } => {
                         self.state.rooms.set_speaking(&self.lesson.id, session, speaking);
                     }
-                    PeerEvent::Connected | PeerEvent::Offer { .. } => {}
+                    // A publish-only connection receives nothing to hold back.
+                    PeerEvent::Connected | PeerEvent::Offer { .. } | PeerEvent::AudioOnly { .. } => {}
                 },
                 () = &mut shutdown => {
                     return End::Tell(Box::new(ServerMessage::Bye { reason: ByeReason::ServerShutdown }));

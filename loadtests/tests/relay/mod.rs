@@ -1,7 +1,10 @@
 //! A lossy, delaying UDP relay for tests: clients send to the relay (the address the server
 //! announces), the relay forwards to the server from one socket per client and back. Flows from
-//! one chosen client address are impaired in both directions: random loss and a fixed delay.
-//! (This kernel has no `netem`; see shared/notes/network-impairment.md.)
+//! one chosen client address are impaired in both directions: random loss and a fixed delay;
+//! towards those clients the link can also be capped (a bottleneck with a 100 ms queue, as
+//! `tc tbf` makes one). (This kernel has no `netem`; see shared/notes/network-impairment.md.)
+
+#![allow(dead_code)] // Each test binary uses a different part of the relay.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -41,9 +44,14 @@ impl Counts {
     }
 }
 
+/// The most a capped link queues before it drops, as time to send what waits.
+const MAX_QUEUE: Duration = Duration::from_millis(100);
+
 /// A running relay; its tasks stop when it is dropped.
 pub struct Relay {
     counts: Arc<Counts>,
+    /// Bits per second towards impaired clients; 0: no cap.
+    rate: Arc<AtomicU64>,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
 }
 
@@ -63,6 +71,7 @@ impl Relay {
             dropped: std::array::from_fn(|_| AtomicU64::new(0)),
         });
         let tasks = Arc::new(Mutex::new(Vec::new()));
+        let rate = Arc::new(AtomicU64::new(0));
         let spawn = {
             let tasks = tasks.clone();
             move |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
@@ -72,6 +81,7 @@ impl Relay {
         };
         let accept = {
             let counts = counts.clone();
+            let rate = rate.clone();
             let spawn = spawn.clone();
             async move {
                 let mut flows: HashMap<SocketAddr, Lane> = HashMap::new();
@@ -93,6 +103,7 @@ impl Relay {
                             impair,
                             salt,
                             Some(counts.clone()),
+                            Some(rate.clone()),
                             &spawn,
                         );
                         let reader = back.clone();
@@ -103,14 +114,24 @@ impl Relay {
                             }
                         }));
                         // Upstream: client -> relay -> server.
-                        Lane::new(Target::Connected(back), impair, !salt, None, &spawn)
+                        Lane::new(Target::Connected(back), impair, !salt, None, None, &spawn)
                     });
                     lane.push(&buf[..n]);
                 }
             }
         };
         spawn(Box::pin(accept));
-        Relay { counts, tasks }
+        Relay {
+            counts,
+            rate,
+            tasks,
+        }
+    }
+
+    /// Caps the link towards impaired clients at `bits_per_second` (`None`: no cap).
+    pub fn set_rate(&self, bits_per_second: Option<u64>) {
+        self.rate
+            .store(bits_per_second.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// What was sent and dropped towards impaired clients so far.
@@ -138,6 +159,9 @@ struct Lane {
     impair: Option<Impairment>,
     rng: std::cell::Cell<u64>,
     counts: Option<Arc<Counts>>,
+    /// The cap, for a lane towards an impaired client, and when its queue empties.
+    rate: Option<Arc<AtomicU64>>,
+    busy_until: std::cell::Cell<Instant>,
     delay_line: mpsc::UnboundedSender<(Instant, Vec<u8>)>,
 }
 
@@ -147,6 +171,7 @@ impl Lane {
         impair: Option<Impairment>,
         seed: u64,
         counts: Option<Arc<Counts>>,
+        rate: Option<Arc<AtomicU64>>,
         spawn: &impl Fn(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
     ) -> Lane {
         let (delay_line, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
@@ -163,6 +188,8 @@ impl Lane {
             impair,
             rng: std::cell::Cell::new(seed | 1),
             counts: counts.filter(|_| impair.is_some()),
+            rate: rate.filter(|_| impair.is_some()),
+            busy_until: std::cell::Cell::new(Instant::now()),
             delay_line,
         }
     }
@@ -172,7 +199,21 @@ impl Lane {
             let _ = self.delay_line.send((Instant::now(), datagram.to_vec()));
             return;
         };
-        let drop = self.next_random() % 1000 < u64::from(impair.loss_per_mille);
+        let now = Instant::now();
+        let mut drop = self.next_random() % 1000 < u64::from(impair.loss_per_mille);
+        let mut leaves = now;
+        let bps = self.rate.as_ref().map_or(0, |r| r.load(Ordering::Relaxed));
+        if bps > 0 && !drop {
+            // A bottleneck: each datagram takes its time on the wire after those queued.
+            let start = self.busy_until.get().max(now);
+            if start - now > MAX_QUEUE {
+                drop = true;
+            } else {
+                leaves =
+                    start + Duration::from_nanos(datagram.len() as u64 * 8 * 1_000_000_000 / bps);
+                self.busy_until.set(leaves);
+            }
+        }
         if let (Some(counts), Some(pt)) = (&self.counts, rtp_payload_type(datagram)) {
             let tally = if drop { &counts.dropped } else { &counts.sent };
             tally[pt as usize].fetch_add(1, Ordering::Relaxed);
@@ -180,7 +221,7 @@ impl Lane {
         if !drop {
             let _ = self
                 .delay_line
-                .send((Instant::now() + impair.delay, datagram.to_vec()));
+                .send((leaves + impair.delay, datagram.to_vec()));
         }
     }
 

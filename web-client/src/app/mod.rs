@@ -412,6 +412,13 @@ impl Room {
                 self.show_speaking(&identity, speaking)
             }
             ServerMessage::ActiveSpeaker { identity } => self.show_active_speaker(&identity),
+            ServerMessage::WeakLink { audio_only } => {
+                if audio_only {
+                    self.notice("weak_link", self.t.weak_link);
+                } else if let Ok(Some(n)) = self.notices.query_selector("[data-code=weak_link]") {
+                    n.remove();
+                }
+            }
             ServerMessage::EndingSoon { at_ms } => {
                 let text = format!(
                     "{}{}{}",

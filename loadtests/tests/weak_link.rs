@@ -1,0 +1,105 @@
+//! A student on a link far too thin for the teacher's video: a relay caps what reaches it at
+//! 200 kbps (with a 100 ms queue, as a bottleneck router does). The server sees the loss in the
+//! student's receiver reports, holds camera video back and says so (`weak_link`), keeps the
+//! audio going, and gives the video back (saying so) once the link is clean again.
+
+mod relay;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use jinke::config::ServeConfig;
+use jinke::server::Server;
+use jinke_load::{LoadConfig, Scenario};
+use relay::{Impairment, Relay};
+
+const KEY: &str = "weak-link-key-0123456789";
+/// The address the server announces, where the relay listens.
+const RELAY_IP: &str = "127.0.0.9";
+/// The student's media socket binds here; the relay caps its flows only.
+const STUDENT_IP: &str = "127.0.0.6";
+/// The lesson's video is ~570 kbps and its audio ~32 kbps.
+const CAP_BPS: u64 = 200_000;
+/// When the link gets its bandwidth back, from the start of the run.
+const LIFTED_AFTER: Duration = Duration::from_secs(7);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starved_student_drops_to_audio_and_gets_video_back_when_the_link_recovers() {
+    let dir = std::env::temp_dir().join(format!("jinke-weak-link-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = ServeConfig::loopback(dir.clone());
+    config.api_key = Some(KEY.into());
+    config.announce_ip = Some(RELAY_IP.parse().unwrap());
+    let server = Server::start(config).await.unwrap();
+    let mut relays = Vec::new();
+    for (i, &media) in server.media_addrs().iter().enumerate() {
+        let relay = Relay::start(
+            SocketAddr::new(RELAY_IP.parse().unwrap(), media.port()),
+            media,
+            STUDENT_IP.parse().unwrap(),
+            Impairment {
+                loss_per_mille: 0,
+                delay: Duration::from_millis(20),
+            },
+            0x11 + i as u64,
+        )
+        .await;
+        relay.set_rate(Some(CAP_BPS));
+        relays.push(relay);
+    }
+    let load = LoadConfig {
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs(22),
+        receiver_bind_ip: Some(STUDENT_IP.parse::<IpAddr>().unwrap()),
+        ..LoadConfig::local(
+            format!("http://{}", server.http_addr()),
+            KEY,
+            Scenario::Lecture,
+            1,
+        )
+    };
+    let run = std::thread::spawn(move || jinke_load::run_blocking(load));
+    tokio::time::sleep(LIFTED_AFTER).await;
+    for r in &relays {
+        r.set_rate(None);
+    }
+    let report = tokio::task::spawn_blocking(move || run.join().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    drop(relays);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{}", report.table());
+    println!(
+        "told audio only: {}, told video back: {}; video packets while audio only: {}, \
+         after video came back: {}",
+        report.told_audio_only,
+        report.told_video_back,
+        report.video_while_audio_only,
+        report.video_since_restored
+    );
+    assert_eq!(report.failed, 0, "{:?}", report.first_error);
+    assert_eq!(report.joined, 1);
+    assert_eq!(report.corrupt, 0);
+    assert_eq!(
+        report.told_audio_only, 1,
+        "the student was told: audio only"
+    );
+    assert_eq!(report.told_video_back, 1, "and then: video again");
+    assert!(
+        report.video_while_audio_only <= 40,
+        "no video while audio only, beyond what was on the way: {}",
+        report.video_while_audio_only
+    );
+    let audio = report.received - report.video_received;
+    assert!(
+        audio >= 600,
+        "the audio went on throughout: {audio} packets"
+    );
+    assert!(
+        report.video_since_restored >= 200,
+        "video flows again: {} packets",
+        report.video_since_restored
+    );
+}
