@@ -12,55 +12,22 @@ use jinke_signaling::{ByeReason, ErrorCode, MediaKind, ServerMessage};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lecture_reaches_three_students_byte_exact_and_in_order() {
     let server = TestServer::start().await;
-    let lesson = server.create_lesson("lecture").await;
-    let token = server.token(&lesson, "teacher", "teacher").await;
-    let mut teacher = TestClient::join(&server, &token, "teacher", Publish::AudioVideo).await;
-    teacher.wait_connected().await;
-    server
-        .wait_stats("the teacher's two tracks", |s| s.routes == 2)
-        .await;
-
-    let mut students = Vec::new();
-    for i in 0..3 {
-        let id = format!("student-{i}");
-        let token = server.token(&lesson, &id, "student").await;
-        let mut s = TestClient::join(&server, &token, &id, Publish::Nothing).await;
-        s.wait_connected().await;
-        students.push(s);
-    }
-    server
-        .wait_stats("six subscriptions", |s| s.subscriptions == 6)
-        .await;
-    let tracks = tracks_of(&students[0].joined);
-    let audio = track_id(&tracks, "teacher", MediaKind::Audio);
-    let video = track_id(&tracks, "teacher", MediaKind::Video);
-
-    let receivers: Vec<&TestClient> = students.iter().collect();
-    warm_up(&teacher, &receivers, &audio, &video).await;
-    send_numbered(&teacher, 100).await;
-    for s in &students {
-        assert_numbered(s, &audio, AUDIO_TAG, AUDIO_LEN, 100).await;
-        assert_numbered(s, &video, VIDEO_TAG, VIDEO_LEN, 100).await;
+    let lecture = Lecture::start(&server, 3).await;
+    lecture.assert_delivery(100).await;
+    for s in &lecture.students {
         assert_eq!(s.receiving().len(), 2, "students receive only the teacher");
     }
-    assert!(teacher.receiving().is_empty(), "nothing is sent back");
+    assert!(
+        lecture.teacher.receiving().is_empty(),
+        "nothing is sent back"
+    );
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_at_the_media_port_disturbs_nobody() {
     let server = TestServer::start().await;
-    let lesson = server.create_lesson("lecture").await;
-    let t = server.token(&lesson, "teacher", "teacher").await;
-    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
-    teacher.wait_connected().await;
-    let s = server.token(&lesson, "student", "student").await;
-    let mut student = TestClient::join(&server, &s, "student", Publish::Nothing).await;
-    student.wait_connected().await;
-    let tracks = tracks_of(&student.joined);
-    let audio = track_id(&tracks, "teacher", MediaKind::Audio);
-    let video = track_id(&tracks, "teacher", MediaKind::Video);
-    warm_up(&teacher, &[&student], &audio, &video).await;
+    let lecture = Lecture::start(&server, 1).await;
 
     // Datagrams that look like STUN, DTLS, RTP and RTCP but are broken, and plain noise.
     let media = server.server().media_addrs().to_vec();
@@ -81,9 +48,7 @@ async fn garbage_at_the_media_port_disturbs_nobody() {
             let _ = attacker.send_to(d, shard);
         }
     }
-    send_numbered(&teacher, 50).await;
-    assert_numbered(&student, &audio, AUDIO_TAG, AUDIO_LEN, 50).await;
-    assert_numbered(&student, &video, VIDEO_TAG, VIDEO_LEN, 50).await;
+    lecture.assert_delivery(50).await;
     assert_eq!(server.stats().await.peers, 2);
     server.stop().await;
 }
@@ -345,36 +310,8 @@ async fn an_early_student_waits_for_the_teacher_without_a_data_channel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyframe_requests_from_many_students_are_coalesced() {
     let server = TestServer::start().await;
-    let lesson = server.create_lesson("lecture").await;
-    let t = server.token(&lesson, "teacher", "teacher").await;
-    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
-    teacher.wait_connected().await;
-    let mut students = Vec::new();
-    for i in 0..3 {
-        let id = format!("s{i}");
-        let token = server.token(&lesson, &id, "student").await;
-        let mut s = TestClient::join(&server, &token, &id, Publish::Nothing).await;
-        s.wait_connected().await;
-        students.push(s);
-    }
-    let tracks = tracks_of(&students[0].joined);
-    let audio = track_id(&tracks, "teacher", MediaKind::Audio);
-    let video = track_id(&tracks, "teacher", MediaKind::Video);
-    let receivers: Vec<&TestClient> = students.iter().collect();
-    warm_up(&teacher, &receivers, &audio, &video).await;
-    // Joining subscribers asked for keyframes too; measure from here.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let before = server.stats().await.keyframe_requests;
-
-    // Each student asks for a keyframe every 20 ms for 1 s: 150 requests.
-    ask_for_keyframes(&students, Duration::from_secs(1)).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let sent = server.stats().await.keyframe_requests - before;
-    // At most one per 500 ms window over ~1.6 s, and at least one got through.
-    assert!(
-        (1..=4).contains(&sent),
-        "{sent} keyframe requests reached the teacher"
-    );
+    let lecture = Lecture::start(&server, 3).await;
+    assert_keyframe_requests_coalesced(&server, &lecture.students).await;
     server.stop().await;
 }
 
@@ -720,26 +657,17 @@ async fn a_student_on_a_weak_link_turns_camera_video_off_and_back_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn video_whose_frame_end_never_comes_is_still_forwarded() {
     let server = TestServer::start().await;
-    let lesson = server.create_lesson("lecture").await;
-    let t = server.token(&lesson, "teacher", "teacher").await;
-    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
-    teacher.wait_connected().await;
-    let s = server.token(&lesson, "student", "student").await;
-    let mut student = TestClient::join(&server, &s, "student", Publish::Nothing).await;
-    student.wait_connected().await;
-    let tracks = tracks_of(&student.joined);
-    let audio = track_id(&tracks, "teacher", MediaKind::Audio);
-    let video = track_id(&tracks, "teacher", MediaKind::Video);
-    warm_up(&teacher, &[&student], &audio, &video).await;
+    let lecture = Lecture::start(&server, 1).await;
 
     // The SFU holds a frame's packets until its last one (marker bit) arrives; here it never
     // does (lost on the teacher's uplink, say): the packets must go out anyway.
-    let (_, v) = teacher.tracks();
+    let (_, v) = lecture.teacher.tracks();
     for i in 0..20 {
         v.send_marked(payload(VIDEO_TAG, i, VIDEO_LEN), false).await;
     }
     let before = server.stats().await.incomplete_frames;
-    assert_numbered(&student, &video, VIDEO_TAG, VIDEO_LEN, 20).await;
+    let student = &lecture.students[0];
+    assert_numbered(student, &lecture.video, VIDEO_TAG, VIDEO_LEN, 20).await;
     assert!(
         server.stats().await.incomplete_frames > before,
         "sent when the wait for the frame's end ran out"

@@ -144,7 +144,25 @@ async fn a_student_gets_the_layer_that_fits_its_view_and_switches_seamlessly() {
         width: 1280,
         height: 720,
     });
-    send_until(&teacher, &student, &video, n, 2, before_up).await;
+    n = send_until(&teacher, &student, &video, n, 2, before_up).await;
+
+    // A phone says its size at once, before its subscription is even negotiated: it gets the
+    // low layer from the start.
+    let p = server.token(&lesson, "phone", "student").await;
+    let mut phone = TestClient::join(&server, &p, "phone", Publish::Nothing).await;
+    phone.send(ClientMessage::VideoSize {
+        track_id: video.clone(),
+        width: 320,
+        height: 180,
+    });
+    phone.wait_connected().await;
+    send_until(&teacher, &phone, &video, n, 0, 0).await;
+    let small = phone.received(&video);
+    assert!(
+        small.iter().all(|r| origin(&r.payload).0 == 0),
+        "only the low layer: {:?}",
+        small.iter().map(|r| origin(&r.payload)).collect::<Vec<_>>()
+    );
 
     let got = student.received(&video);
     let layers: Vec<usize> = got.iter().map(|r| origin(&r.payload).0).collect();

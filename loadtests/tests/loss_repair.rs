@@ -4,17 +4,13 @@
 
 mod relay;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
-use jinke::config::ServeConfig;
-use jinke::server::Server;
 use jinke_load::{LoadConfig, Scenario};
-use relay::{Impairment, Relay};
+use relay::{Impairment, RelayedServer};
 
 const KEY: &str = "loss-repair-key-0123456789";
-/// The address the server announces, where the relay listens.
-const RELAY_IP: &str = "127.0.0.9";
 /// The students' media sockets bind here; the relay impairs their flows only.
 const STUDENT_IP: &str = "127.0.0.5";
 /// str0m's default payload types for VP8 and its RTX, as the SFU offers them to students.
@@ -23,34 +19,22 @@ const VP8_RTX_PT: u8 = 97;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nack_and_rtx_repair_a_lossy_delayed_student_link() {
-    let dir = std::env::temp_dir().join(format!("jinke-loss-repair-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut config = ServeConfig::loopback(dir.clone());
-    config.api_key = Some(KEY.into());
-    config.announce_ip = Some(RELAY_IP.parse().unwrap());
-    let server = Server::start(config).await.unwrap();
-    // One relay in front of each media thread's socket.
-    let mut relays = Vec::new();
-    for (i, &media) in server.media_addrs().iter().enumerate() {
-        let relay = Relay::start(
-            SocketAddr::new(RELAY_IP.parse().unwrap(), media.port()),
-            media,
-            STUDENT_IP.parse().unwrap(),
-            Impairment {
-                loss_per_mille: 50,
-                delay: Duration::from_millis(50),
-            },
-            0x5eed + i as u64,
-        )
-        .await;
-        relays.push(relay);
-    }
+    let relayed = RelayedServer::start(
+        "loss-repair",
+        KEY,
+        STUDENT_IP.parse().unwrap(),
+        Impairment {
+            loss_per_mille: 50,
+            delay: Duration::from_millis(50),
+        },
+    )
+    .await;
     let load = LoadConfig {
         duration: Duration::from_secs(8),
         receiver_bind_ip: Some(STUDENT_IP.parse::<IpAddr>().unwrap()),
         join_concurrency: 4,
         ..LoadConfig::local(
-            format!("http://{}", server.http_addr()),
+            format!("http://{}", relayed.server.http_addr()),
             KEY,
             Scenario::Lecture,
             3,
@@ -60,15 +44,12 @@ async fn nack_and_rtx_repair_a_lossy_delayed_student_link() {
         .join()
         .unwrap()
         .unwrap();
-    let total = |count: &dyn Fn(&Relay) -> u64| relays.iter().map(count).sum::<u64>();
     let (sent, dropped, rtx) = (
-        total(&|r| r.counts().sent(VP8_PT)),
-        total(&|r| r.counts().dropped(VP8_PT)),
-        total(&|r| r.counts().sent(VP8_RTX_PT)),
+        relayed.total(|c| c.sent(VP8_PT)),
+        relayed.total(|c| c.dropped(VP8_PT)),
+        relayed.total(|c| c.sent(VP8_RTX_PT)),
     );
-    drop(relays);
-    server.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    relayed.stop().await;
     println!("{}", report.table());
     println!(
         "video towards the students: {sent} delivered, {dropped} dropped by the link, \

@@ -5,17 +5,13 @@
 
 mod relay;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
-use jinke::config::ServeConfig;
-use jinke::server::Server;
 use jinke_load::{LoadConfig, Scenario};
-use relay::{Impairment, Relay};
+use relay::{Impairment, RelayedServer};
 
 const KEY: &str = "weak-link-key-0123456789";
-/// The address the server announces, where the relay listens.
-const RELAY_IP: &str = "127.0.0.9";
 /// The student's media socket binds here; the relay caps its flows only.
 const STUDENT_IP: &str = "127.0.0.6";
 /// The lesson's video is ~570 kbps and its audio ~32 kbps.
@@ -25,34 +21,25 @@ const LIFTED_AFTER: Duration = Duration::from_secs(7);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_starved_student_drops_to_audio_and_gets_video_back_when_the_link_recovers() {
-    let dir = std::env::temp_dir().join(format!("jinke-weak-link-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut config = ServeConfig::loopback(dir.clone());
-    config.api_key = Some(KEY.into());
-    config.announce_ip = Some(RELAY_IP.parse().unwrap());
-    let server = Server::start(config).await.unwrap();
-    let mut relays = Vec::new();
-    for (i, &media) in server.media_addrs().iter().enumerate() {
-        let relay = Relay::start(
-            SocketAddr::new(RELAY_IP.parse().unwrap(), media.port()),
-            media,
-            STUDENT_IP.parse().unwrap(),
-            Impairment {
-                loss_per_mille: 0,
-                delay: Duration::from_millis(20),
-            },
-            0x11 + i as u64,
-        )
-        .await;
-        relay.set_rate(Some(CAP_BPS));
-        relays.push(relay);
+    let relayed = RelayedServer::start(
+        "weak-link",
+        KEY,
+        STUDENT_IP.parse().unwrap(),
+        Impairment {
+            loss_per_mille: 0,
+            delay: Duration::from_millis(20),
+        },
+    )
+    .await;
+    for r in &relayed.relays {
+        r.set_rate(Some(CAP_BPS));
     }
     let load = LoadConfig {
         warmup: Duration::from_secs(1),
         duration: Duration::from_secs(22),
         receiver_bind_ip: Some(STUDENT_IP.parse::<IpAddr>().unwrap()),
         ..LoadConfig::local(
-            format!("http://{}", server.http_addr()),
+            format!("http://{}", relayed.server.http_addr()),
             KEY,
             Scenario::Lecture,
             1,
@@ -60,16 +47,14 @@ async fn a_starved_student_drops_to_audio_and_gets_video_back_when_the_link_reco
     };
     let run = std::thread::spawn(move || jinke_load::run_blocking(load));
     tokio::time::sleep(LIFTED_AFTER).await;
-    for r in &relays {
+    for r in &relayed.relays {
         r.set_rate(None);
     }
     let report = tokio::task::spawn_blocking(move || run.join().unwrap())
         .await
         .unwrap()
         .unwrap();
-    drop(relays);
-    server.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    relayed.stop().await;
     println!("{}", report.table());
     println!(
         "told audio only: {}, told video back: {}; video packets while audio only: {}, \

@@ -54,6 +54,8 @@ pub(crate) struct Peer {
     pub link: crate::link::LinkController,
     /// Its link carries audio only for now (the SFU decided, from its loss).
     pub audio_only: bool,
+    /// Sizes it shows tracks at that it said before their subscriptions started.
+    pub views: Vec<(String, Option<(u16, u16)>)>,
     /// A moderator muted this peer: its audio is not forwarded.
     pub audio_muted: bool,
     pub rtc: Rtc,
@@ -88,6 +90,7 @@ impl Peer {
             video_off: false,
             link: Default::default(),
             audio_only: false,
+            views: Vec::new(),
             audio_muted: false,
             rtc,
             events: spec.events,

@@ -24,6 +24,10 @@ use crate::{CloseReason, Command, PeerEvent, PeerId, PeerSpec, SfuError, SfuStat
 /// The longest the shard blocks on its socket, bounding how late a control command is seen.
 const MAX_WAIT: Duration = Duration::from_millis(10);
 
+/// Most video sizes kept for tracks whose subscription has not started (a client cannot grow
+/// the list by naming tracks that do not exist).
+const MAX_EARLY_VIEWS: usize = 16;
+
 /// The longest a video frame's packets wait for its last packet before they are sent anyway.
 const FRAME_HOLD: Duration = Duration::from_millis(5);
 
@@ -319,13 +323,17 @@ impl Shard {
             };
             let mut subscription = Subscription::new(id, mid);
             let camera = route.track.kind == MediaKind::Video && !route.track.screen;
-            if camera
-                && self
-                    .peers
-                    .get(&id)
-                    .is_some_and(|p| p.video_off || p.audio_only)
-            {
-                subscription.set_paused(true);
+            if let Some(peer) = self.peers.get_mut(&id) {
+                if camera && (peer.video_off || peer.audio_only) {
+                    subscription.set_paused(true);
+                }
+                if let Some(i) = peer
+                    .views
+                    .iter()
+                    .position(|(t, _)| *t == route.track.track_id)
+                {
+                    subscription.view = peer.views.swap_remove(i).1;
+                }
             }
             route.subscribers.push(subscription);
             if route.track.kind == MediaKind::Video {
@@ -874,6 +882,15 @@ impl Shard {
             return;
         };
         let Some(sub) = route.subscribers.iter_mut().find(|s| s.peer == peer) else {
+            // Said while the track was still being negotiated (a browser lays the video out
+            // before its answer arrives): kept for when the subscription starts.
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.views.retain(|(t, _)| t != track_id);
+                if p.views.len() >= MAX_EARLY_VIEWS {
+                    p.views.remove(0);
+                }
+                p.views.push((track_id.to_owned(), view));
+            }
             return;
         };
         sub.view = view;

@@ -641,11 +641,18 @@ test("a phone gets the teacher's camera small, a big screen large (simulcast)", 
   const open = async (identity, viewport) => {
     const context = await browser.newContext({ viewport });
     const page = await context.newPage();
+    page.on("pageerror", (e) => console.error(`${identity} page error:`, e.message));
     await page.goto(await link(identity, "学员", "student"));
     return page;
   };
   const phone = await open("phone", { width: 360, height: 740 });
   const hall = await open("hall", { width: 1600, height: 1000 });
+  // What a page shows and how its connection stands, for a failure message.
+  const state = (page) =>
+    page.evaluate(() => ({
+      pc: window.jinkePc?.connectionState ?? "none",
+      text: document.body.innerText.slice(0, 300),
+    }));
   // The sender ramps its layers up as its bandwidth estimate grows: wait for each size.
   const receives = async (page, width) => {
     const deadline = Date.now() + 30_000;
@@ -655,7 +662,9 @@ test("a phone gets the teacher's camera small, a big screen large (simulcast)", 
       if (last.video.width === width) return;
       await page.waitForTimeout(250);
     }
-    assert.fail(`expected ${width}-pixel-wide frames, got ${JSON.stringify(last)}`);
+    assert.fail(
+      `expected ${width}-pixel-wide frames, got ${JSON.stringify(last)}; page: ${JSON.stringify(await state(page))}`,
+    );
   };
   await receives(phone, 640);
   await receives(hall, 1280);

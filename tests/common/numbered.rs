@@ -113,6 +113,21 @@ pub async fn assert_numbered(receiver: &TestClient, track: &str, tag: u8, len: u
     );
 }
 
+/// Every receiver asks for keyframes of the video it gets, every 20 ms for 1 s (150 requests
+/// from three receivers): at most one per 500 ms window may reach the publisher, at least one.
+pub async fn assert_keyframe_requests_coalesced(server: &TestServer, receivers: &[TestClient]) {
+    // Joining subscribers asked for keyframes too; measure from after their window.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = server.stats().await.keyframe_requests;
+    ask_for_keyframes(receivers, Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let sent = server.stats().await.keyframe_requests - before;
+    assert!(
+        (1..=4).contains(&sent),
+        "{sent} keyframe requests reached the publisher"
+    );
+}
+
 /// Every receiver sends a picture loss indication for each video track it receives, every
 /// 20 ms, for `span`.
 pub async fn ask_for_keyframes(receivers: &[TestClient], span: Duration) {
@@ -134,5 +149,63 @@ pub async fn ask_for_keyframes(receivers: &[TestClient], span: Duration) {
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A lecture under way: a teacher publishing audio and video, students receiving, media
+/// flowing to every one of them.
+pub struct Lecture {
+    pub teacher: TestClient,
+    pub students: Vec<TestClient>,
+    /// The teacher's track ids.
+    pub audio: String,
+    pub video: String,
+}
+
+impl Lecture {
+    /// Creates a lecture on `server`: the teacher joins and publishes, then `students`
+    /// students (`student-0`, ...) join and receive; returns once media reaches them all.
+    pub async fn start(server: &TestServer, students: usize) -> Lecture {
+        let lesson = server.create_lesson("lecture").await;
+        let t = server.token(&lesson, "teacher", "teacher").await;
+        let mut teacher = TestClient::join(server, &t, "teacher", Publish::AudioVideo).await;
+        teacher.wait_connected().await;
+        server
+            .wait_stats("the teacher's two tracks", |s| s.routes == 2)
+            .await;
+        let mut joined = Vec::new();
+        for i in 0..students {
+            let id = format!("student-{i}");
+            let token = server.token(&lesson, &id, "student").await;
+            let mut s = TestClient::join(server, &token, &id, Publish::Nothing).await;
+            s.wait_connected().await;
+            joined.push(s);
+        }
+        server
+            .wait_stats("every student on both tracks", |s| {
+                s.subscriptions == 2 * students
+            })
+            .await;
+        let tracks = tracks_of(&joined[0].joined);
+        let audio = track_id(&tracks, "teacher", MediaKind::Audio);
+        let video = track_id(&tracks, "teacher", MediaKind::Video);
+        let receivers: Vec<&TestClient> = joined.iter().collect();
+        warm_up(&teacher, &receivers, &audio, &video).await;
+        Lecture {
+            teacher,
+            students: joined,
+            audio,
+            video,
+        }
+    }
+
+    /// Sends `n` numbered packets on each of the teacher's tracks and checks that every
+    /// student gets them all, byte-exact and in order.
+    pub async fn assert_delivery(&self, n: u32) {
+        send_numbered(&self.teacher, n).await;
+        for s in &self.students {
+            assert_numbered(s, &self.audio, AUDIO_TAG, AUDIO_LEN, n).await;
+            assert_numbered(s, &self.video, VIDEO_TAG, VIDEO_LEN, n).await;
+        }
     }
 }

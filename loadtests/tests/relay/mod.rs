@@ -44,6 +44,60 @@ impl Counts {
     }
 }
 
+/// The address a [`RelayedServer`] announces, where its relays listen.
+pub const RELAY_IP: &str = "127.0.0.9";
+
+/// A Jinke server whose media goes through relays, one in front of each media thread's socket
+/// (the server announces the relays' address): the flows of clients bound to one address are
+/// impaired.
+pub struct RelayedServer {
+    pub server: jinke::server::Server,
+    pub relays: Vec<Relay>,
+    dir: std::path::PathBuf,
+}
+
+impl RelayedServer {
+    /// Starts a server (API key `key`, data under a temporary folder named after `name`) and
+    /// its relays; flows from `impaired` get `impairment`.
+    pub async fn start(
+        name: &str,
+        key: &str,
+        impaired: IpAddr,
+        impairment: Impairment,
+    ) -> RelayedServer {
+        let dir = std::env::temp_dir().join(format!("jinke-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut config = jinke::config::ServeConfig::loopback(dir.clone());
+        config.api_key = Some(key.into());
+        config.announce_ip = Some(RELAY_IP.parse().unwrap());
+        let server = jinke::server::Server::start(config).await.unwrap();
+        let mut relays = Vec::new();
+        for (i, &media) in server.media_addrs().iter().enumerate() {
+            let front = SocketAddr::new(RELAY_IP.parse().unwrap(), media.port());
+            let seed = 0x5eed + i as u64;
+            relays.push(Relay::start(front, media, impaired, impairment, seed).await);
+        }
+        RelayedServer {
+            server,
+            relays,
+            dir,
+        }
+    }
+
+    /// What all relays together sent (`sent`) or dropped towards impaired clients, by payload
+    /// type.
+    pub fn total(&self, count: impl Fn(&Counts) -> u64) -> u64 {
+        self.relays.iter().map(|r| count(r.counts())).sum()
+    }
+
+    /// Stops the relays and the server and removes its data.
+    pub async fn stop(self) {
+        drop(self.relays);
+        self.server.shutdown().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The most a capped link queues before it drops, as time to send what waits.
 const MAX_QUEUE: Duration = Duration::from_millis(100);
 
