@@ -1,9 +1,10 @@
 //! How much video one subscriber's link carries, judged from the loss its receiver reports.
 //!
 //! A village hall's uplink may carry far less than a teacher's video. When a subscriber keeps
-//! losing packets the server steps it down a simulcast layer at a time, and below the lowest
-//! layer to audio only (a lesson must stay audible); when the link stays clean it tries one
-//! step up again, waiting twice as long after each step up that failed. Loss from the RTCP
+//! losing packets the server steps it down a simulcast layer at a time (at once, and two layers
+//! when it loses more than half), and below the lowest layer to audio only (a lesson must stay
+//! audible); when the link stays clean it tries one step up again, waiting twice as long after
+//! each step up that failed. Loss from the RTCP
 //! receiver reports is used rather than str0m's bandwidth estimator: that one paces every
 //! packet of every subscriber and cost 30-45% more CPU per forwarded packet (BENCHMARKS.md).
 //! Sans-IO: time is passed in.
@@ -16,6 +17,10 @@ const BAD_LOSS: f32 = 0.10;
 const GOOD_LOSS: f32 = 0.02;
 /// Bad reports in a row before a step down (about one a second each).
 const BAD_REPORTS: u32 = 2;
+/// Loss above this acts on the first report: the link is far too thin, every second counts.
+const HEAVY_LOSS: f32 = 0.25;
+/// Loss above this (more than half of what was sent) steps down two layers at once.
+const SEVERE_LOSS: f32 = 0.5;
 /// Clean time before the first try of a step up; doubled after each failed try, up to the max.
 /// Browsers report on audio only every 5 s, so while audio only this is two clean reports.
 const FIRST_TRY: Duration = Duration::from_secs(5);
@@ -78,7 +83,7 @@ impl LinkController {
         if loss > BAD_LOSS {
             self.clean_since = None;
             self.bad += 1;
-            if self.bad < BAD_REPORTS {
+            if self.bad < BAD_REPORTS && loss <= HEAVY_LOSS {
                 return None;
             }
             self.bad = 0;
@@ -86,7 +91,11 @@ impl LinkController {
                 self.wait = (self.wait * 2).min(LONGEST_WAIT);
             }
             self.stepped_up = false;
-            return self.set(self.step_down());
+            let mut down = self.step_down(self.allowance);
+            if loss > SEVERE_LOSS {
+                down = self.step_down(down);
+            }
+            return self.set(down);
         }
         self.bad = 0;
         if loss >= GOOD_LOSS {
@@ -102,9 +111,9 @@ impl LinkController {
         self.set(up)
     }
 
-    fn step_down(&self) -> Allowance {
+    fn step_down(&self, from: Allowance) -> Allowance {
         let top = self.layers - 1;
-        match self.allowance {
+        match from {
             Allowance::Any if top > 0 => Allowance::UpToLayer(top - 1),
             Allowance::UpToLayer(n) if n > 0 => Allowance::UpToLayer(n.min(top) - 1),
             _ => Allowance::AudioOnly,
@@ -142,16 +151,16 @@ mod tests {
         let mut c = LinkController::default();
         c.set_layers(3);
         assert_eq!(
-            c.report(0.3, at(t0, 1)),
+            c.report(0.2, at(t0, 1)),
             None,
             "one bad report is not enough"
         );
-        assert_eq!(c.report(0.3, at(t0, 2)), Some(Allowance::UpToLayer(1)));
-        assert_eq!(c.report(0.3, at(t0, 3)), None);
-        assert_eq!(c.report(0.3, at(t0, 4)), Some(Allowance::UpToLayer(0)));
-        c.report(0.3, at(t0, 5));
-        assert_eq!(c.report(0.3, at(t0, 6)), Some(Allowance::AudioOnly));
-        assert_eq!(c.report(0.3, at(t0, 8)), None, "nothing lower than audio");
+        assert_eq!(c.report(0.2, at(t0, 2)), Some(Allowance::UpToLayer(1)));
+        assert_eq!(c.report(0.2, at(t0, 3)), None);
+        assert_eq!(c.report(0.2, at(t0, 4)), Some(Allowance::UpToLayer(0)));
+        c.report(0.2, at(t0, 5));
+        assert_eq!(c.report(0.2, at(t0, 6)), Some(Allowance::AudioOnly));
+        assert_eq!(c.report(0.2, at(t0, 8)), None, "nothing lower than audio");
         // Clean for a while: one step up at a time.
         assert_eq!(c.report(0.0, at(t0, 9)), None);
         assert_eq!(c.report(0.0, at(t0, 13)), None);
@@ -165,19 +174,32 @@ mod tests {
     fn a_failed_step_up_waits_twice_as_long_before_the_next() {
         let t0 = Instant::now();
         let mut c = LinkController::default();
-        c.report(0.5, at(t0, 0));
-        assert_eq!(c.report(0.5, at(t0, 1)), Some(Allowance::AudioOnly));
+        c.report(0.2, at(t0, 0));
+        assert_eq!(c.report(0.2, at(t0, 1)), Some(Allowance::AudioOnly));
         c.report(0.0, at(t0, 2));
         assert_eq!(
             c.report(0.0, at(t0, 7)),
             Some(Allowance::Any),
             "video again"
         );
-        c.report(0.4, at(t0, 8));
-        assert_eq!(c.report(0.4, at(t0, 9)), Some(Allowance::AudioOnly));
+        c.report(0.2, at(t0, 8));
+        assert_eq!(c.report(0.2, at(t0, 9)), Some(Allowance::AudioOnly));
         c.report(0.0, at(t0, 10));
         assert_eq!(c.report(0.0, at(t0, 15)), None, "5 s no longer do");
         assert_eq!(c.report(0.0, at(t0, 20)), Some(Allowance::Any));
+    }
+
+    #[test]
+    fn heavy_loss_acts_at_once_and_severe_loss_skips_a_layer() {
+        let t0 = Instant::now();
+        let mut c = LinkController::default();
+        c.set_layers(3);
+        // A 300 kbps link under a 1.2 Mbps top layer loses three quarters of it.
+        assert_eq!(c.report(0.75, at(t0, 1)), Some(Allowance::UpToLayer(0)));
+        let mut c = LinkController::default();
+        c.set_layers(3);
+        assert_eq!(c.report(0.4, at(t0, 1)), Some(Allowance::UpToLayer(1)));
+        assert_eq!(c.report(0.6, at(t0, 2)), Some(Allowance::AudioOnly));
     }
 
     #[test]
