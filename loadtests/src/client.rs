@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
-use jinke_sfu::udp::{RecvBatch, enable_gro};
+use jinke_sfu::udp::{RecvBatch, enable_gro, grow_buffer};
 use jinke_signaling::{ClientMessage, PROTOCOL_VERSION, ServerMessage};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
@@ -123,7 +123,9 @@ pub async fn media_session(
 ) -> anyhow::Result<()> {
     let socket = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
     socket.set_nonblocking(true)?;
-    grow_receive_buffer(&socket, 1 << 20);
+    // Thousands of clients in one thread fall behind in bursts: 1 MiB of kernel buffer each
+    // (past `net.core.rmem_max` when privileged) lets a burst wait instead of being dropped.
+    grow_buffer(&socket, true, 1 << 20);
     if shared.udp_gro && !enable_gro(&socket) {
         tracing::debug!("UDP GRO unavailable; receiving datagrams one by one");
     }
@@ -550,25 +552,4 @@ fn rand_u32() -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     (t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16)).wrapping_mul(2_654_435_761)
-}
-
-/// Thousands of clients in one thread fall behind in bursts: give each socket 1 MiB of kernel
-/// buffer (past `net.core.rmem_max` when privileged) so a burst waits instead of being dropped.
-fn grow_receive_buffer(socket: &std::net::UdpSocket, bytes: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: setsockopt with a valid int option on the socket's own fd.
-        let r = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&bytes as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r == 0 {
-            return;
-        }
-    }
 }

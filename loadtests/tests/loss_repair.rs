@@ -8,13 +8,12 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use jinke_load::{LoadConfig, Scenario};
-use relay::{Impairment, RelayedServer};
+use relay::{Impairment, RelayedServer, VP8_PT};
 
 const KEY: &str = "loss-repair-key-0123456789";
 /// The students' media sockets bind here; the relay impairs their flows only.
 const STUDENT_IP: &str = "127.0.0.5";
-/// str0m's default payload types for VP8 and its RTX, as the SFU offers them to students.
-const VP8_PT: u8 = 96;
+/// str0m's default payload type for VP8's RTX, as the SFU offers it to students.
 const VP8_RTX_PT: u8 = 97;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,15 +9,16 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use jinke_load::{LoadConfig, Scenario};
-use relay::{Impairment, RelayedServer};
+use relay::{Impairment, RelayedServer, VP8_PT};
 
 const KEY: &str = "weak-link-key-0123456789";
 /// The student's media socket binds here; the relay caps its flows only.
 const STUDENT_IP: &str = "127.0.0.6";
 /// The lesson's video is ~570 kbps and its audio ~32 kbps.
 const CAP_BPS: u64 = 200_000;
-/// When the link gets its bandwidth back, from the start of the run.
-const LIFTED_AFTER: Duration = Duration::from_secs(7);
+/// The link gets its bandwidth back once no video has come towards the student for this long
+/// (the server held it back).
+const QUIET: Duration = Duration::from_secs(1);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_starved_student_drops_to_audio_and_gets_video_back_when_the_link_recovers() {
@@ -46,7 +47,20 @@ async fn a_starved_student_drops_to_audio_and_gets_video_back_when_the_link_reco
         )
     };
     let run = std::thread::spawn(move || jinke_load::run_blocking(load));
-    tokio::time::sleep(LIFTED_AFTER).await;
+    // Lift the cap once the server stopped sending video: from then on the link is clean, and
+    // the server must notice and give the video back.
+    let video = || relayed.total(|c| c.sent(VP8_PT) + c.dropped(VP8_PT));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let (mut last, mut since) = (0, tokio::time::Instant::now());
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = video();
+        if now != last {
+            (last, since) = (now, tokio::time::Instant::now());
+        } else if last > 0 && since.elapsed() >= QUIET {
+            break;
+        }
+    }
     for r in &relayed.relays {
         r.set_rate(None);
     }

@@ -136,6 +136,9 @@ pub enum SfuError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A media thread, or what wakes it, could not be created.
+    #[error("cannot start the media threads: {0}")]
+    Threads(std::io::Error),
     /// The SDP could not be parsed or negotiated.
     #[error("unusable SDP: {0}")]
     BadSdp(String),
@@ -277,19 +280,21 @@ impl Sfu {
             sockets.push(bind_media_socket(addr)?);
         }
         let local_addrs: Vec<SocketAddr> = sockets.iter().map(|(_, a)| *a).collect();
-        let spawn_err = |source| SfuError::Socket {
-            addr: config.bind,
-            source,
-        };
         let mut mailboxes = Vec::with_capacity(count);
         let mut inboxes = Vec::with_capacity(count);
         for _ in 0..count {
-            let (mailbox, inbox) = mailbox::channel().map_err(spawn_err)?;
+            let (mailbox, inbox) = mailbox::channel().map_err(SfuError::Threads)?;
             mailboxes.push(mailbox);
             inboxes.push(inbox);
         }
         let peers: Arc<[mailbox::Mailbox]> = mailboxes.clone().into();
-        let mut threads = Vec::with_capacity(count);
+        // Built first, so that a thread that fails to start stops those already running (the
+        // handle's drop tells them to).
+        let sfu = Sfu {
+            shards: mailboxes,
+            local_addrs,
+            threads: Mutex::new(Vec::with_capacity(count)),
+        };
         for (index, ((socket, local_addr), inbox)) in sockets.into_iter().zip(inboxes).enumerate() {
             let announce = SocketAddr::new(
                 config.announce_ip.unwrap_or(local_addr.ip()),
@@ -306,20 +311,13 @@ impl Sfu {
             let thread = std::thread::Builder::new()
                 .name(format!("jinke-shard-{index}"))
                 .spawn(move || shard.run())
-                .map_err(spawn_err)?;
-            threads.push(thread);
+                .map_err(SfuError::Threads)?;
+            if let Ok(mut threads) = sfu.threads.lock() {
+                threads.push(thread);
+            }
             tracing::info!(%local_addr, %announce, index, "media shard started");
         }
-        Ok(Sfu {
-            shards: mailboxes,
-            local_addrs,
-            threads: Mutex::new(threads),
-        })
-    }
-
-    /// The address the first shard's socket is bound to (the others follow it, one port each).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addrs[0]
+        Ok(sfu)
     }
 
     /// The addresses of every shard's socket, in shard order.

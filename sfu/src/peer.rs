@@ -10,6 +10,7 @@ use str0m::media::{Direction, Mid, Rid};
 use str0m::rtp::Ssrc;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::link::Allowance;
 use crate::{PeerEvent, PeerId, PeerSpec, SfuError};
 
 /// Identifies a route: the publishing peer and the mid its track arrives on.
@@ -52,8 +53,6 @@ pub(crate) struct Peer {
     pub video_off: bool,
     /// Judges its link from the loss it reports; below the smallest layer, audio only.
     pub link: crate::link::LinkController,
-    /// Its link carries audio only for now (the SFU decided, from its loss).
-    pub audio_only: bool,
     /// Sizes it shows tracks at that it said before their subscriptions started.
     pub views: Vec<(String, Option<(u16, u16)>)>,
     /// A moderator muted this peer: its audio is not forwarded.
@@ -89,7 +88,6 @@ impl Peer {
             moderator: spec.moderator,
             video_off: false,
             link: Default::default(),
-            audio_only: false,
             views: Vec::new(),
             audio_muted: false,
             rtc,
@@ -108,6 +106,25 @@ impl Peer {
     /// and will remove this peer; nothing to do here.
     pub fn report(&self, event: PeerEvent) {
         let _ = self.events.send(event);
+    }
+
+    /// Whether its link carries audio only for now (the SFU decided, from its loss).
+    pub fn audio_only(&self) -> bool {
+        self.link.allowance() == Allowance::AudioOnly
+    }
+
+    /// Whether the camera videos forwarded to it are held back: it asked, or its link is too
+    /// weak.
+    pub fn camera_paused(&self) -> bool {
+        self.video_off || self.audio_only()
+    }
+
+    /// The most simulcast layers (from the smallest) its link carries, if it is limited.
+    pub fn layer_cap(&self) -> Option<u8> {
+        match self.link.allowance() {
+            Allowance::UpToLayer(n) => Some(n),
+            _ => None,
+        }
     }
 
     /// The mid (and simulcast rid, if any) an incoming SSRC belongs to.

@@ -292,41 +292,39 @@ impl Subscription {
             },
         };
         let mut timestamp = packet.timestamp;
-        let mut vp8_patch = None;
+        let mut switched = false;
         if let Some((layer, _)) = packet.layer {
             // Without a readable VP8 descriptor, any packet may start a layer (the decoder
             // recovers at the keyframe that the switch asks for).
             let keyframe = packet.vp8.is_none_or(|v| v.keyframe);
-            let switched = match self.layers.step(layer, keyframe, packet.timestamp, now) {
+            match self.layers.step(layer, keyframe, packet.timestamp, now) {
                 Step::Drop => return false,
                 Step::Forward {
                     timestamp: ts,
-                    switched,
-                } => {
-                    timestamp = ts;
-                    switched
-                }
-            };
+                    switched: s,
+                } => (timestamp, switched) = (ts, s),
+            }
             if switched {
                 self.seq.resume();
-            }
-            if let Some(vp8) = &packet.vp8 {
-                let (pid, tl0) = self
-                    .layers
-                    .vp8_ids(vp8.picture_id, vp8.tl0_pic_idx, switched);
-                let mut patch = vp8.descriptor.patch();
-                if let Some(pid) = pid {
-                    patch = patch.picture_id(pid);
-                }
-                if let Some(tl0) = tl0 {
-                    patch = patch.tl0_pic_idx(tl0);
-                }
-                vp8_patch = patch.build().ok();
             }
         }
         let Some(seq) = self.seq.rewrite(packet.seq) else {
             return false;
         };
+        // Picture ids advance only for packets that go out.
+        let vp8_patch = packet.layer.and(packet.vp8.as_ref()).and_then(|vp8| {
+            let (pid, tl0) = self
+                .layers
+                .vp8_ids(vp8.picture_id, vp8.tl0_pic_idx, switched);
+            let mut patch = vp8.descriptor.patch();
+            if let Some(pid) = pid {
+                patch = patch.picture_id(pid);
+            }
+            if let Some(tl0) = tl0 {
+                patch = patch.tl0_pic_idx(tl0);
+            }
+            patch.build().ok()
+        });
         let mut api = rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(self.mid, None) else {
             return false;

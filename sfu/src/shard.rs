@@ -14,7 +14,6 @@ use str0m::media::{Direction, KeyframeRequestKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
-use crate::link::Allowance;
 use crate::mailbox::{Inbox, Mailbox};
 use crate::peer::{OutState, OutTrack, Peer, TrackKey};
 use crate::route::{MediaPacket, Route, Subscription};
@@ -324,8 +323,9 @@ impl Shard {
             let mut subscription = Subscription::new(id, mid);
             let camera = route.track.kind == MediaKind::Video && !route.track.screen;
             if let Some(peer) = self.peers.get_mut(&id) {
-                if camera && (peer.video_off || peer.audio_only) {
-                    subscription.set_paused(true);
+                if camera {
+                    subscription.set_paused(peer.camera_paused());
+                    subscription.layer_cap = peer.layer_cap();
                 }
                 if let Some(i) = peer
                     .views
@@ -772,81 +772,22 @@ impl Shard {
         tracing::debug!(?id, identity = %peer.identity, "peer removed");
     }
 
-    /// Pauses or resumes the camera videos forwarded to `peer`; resumed ones need a keyframe.
+    /// Turns the camera videos forwarded to `peer` off or on, as it asked.
     fn receive_video(&mut self, peer: PeerId, enabled: bool) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
         p.video_off = !enabled;
-        let audio_only = p.audio_only;
-        let now = Instant::now();
-        let mut keyframes = Vec::new();
-        for (key, route) in &mut self.routes {
-            if route.track.kind != MediaKind::Video || route.track.screen {
-                continue;
-            }
-            for sub in route.subscribers.iter_mut().filter(|s| s.peer == peer) {
-                sub.set_paused(!enabled || audio_only);
-            }
-            if enabled && !audio_only {
-                keyframes.push((*key, route.layer_for(peer)));
-            }
-        }
-        for (key, layer) in keyframes {
-            self.ask_keyframes(key, &[layer], now);
-        }
+        self.refresh_cameras(peer);
     }
 
-    /// A receiver report of one of a subscriber's streams: its link may carry more or less.
-    /// Judged by the camera video while it flows, by the audio while it does not.
-    fn judge_link(&mut self, id: PeerId, stats: &str0m::stats::MediaEgressStats) {
-        let Some(loss) = stats.loss else {
+    /// Applies a subscriber's state (its own choice, what its link carries) to the camera
+    /// videos forwarded to it; those that go on, or change layer, wait for a keyframe.
+    fn refresh_cameras(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get(&id) else {
             return;
         };
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let Some(route) = peer.source_of(stats.mid).and_then(|s| self.routes.get(&s)) else {
-            return;
-        };
-        let camera = route.track.kind == MediaKind::Video && !route.track.screen;
-        let counts = if peer.audio_only {
-            route.track.kind == MediaKind::Audio
-        } else {
-            camera
-        };
-        if !counts || peer.video_off {
-            return;
-        }
-        if camera {
-            peer.link.set_layers(route.layers.len() as u8);
-        }
-        if let Some(allowance) = peer.link.report(loss, Instant::now()) {
-            self.apply_allowance(id, allowance);
-        }
-    }
-
-    /// Holds back or lets through a subscriber's camera videos, and caps their layers, as its
-    /// link allows; tells it when audio-only starts and ends.
-    fn apply_allowance(&mut self, id: PeerId, allowance: Allowance) {
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let audio_only = allowance == Allowance::AudioOnly;
-        let cap = match allowance {
-            Allowance::UpToLayer(n) => Some(n),
-            _ => None,
-        };
-        if peer.audio_only != audio_only {
-            peer.audio_only = audio_only;
-            peer.report(PeerEvent::AudioOnly { active: audio_only });
-            tracing::debug!(
-                ?id,
-                audio_only,
-                "a subscriber's link changed what it carries"
-            );
-        }
-        let paused = audio_only || peer.video_off;
+        let (paused, cap) = (peer.camera_paused(), peer.layer_cap());
         let mut wanted = Vec::new();
         for (key, route) in &mut self.routes {
             if route.track.kind != MediaKind::Video || route.track.screen {
@@ -870,6 +811,54 @@ impl Shard {
         for (key, layers) in wanted {
             self.ask_keyframes(key, &layers, now);
         }
+    }
+
+    /// A receiver report of one of a subscriber's streams: its link may carry more or less.
+    /// Judged by the camera video while it flows, by the audio while it does not.
+    fn judge_link(&mut self, id: PeerId, stats: &str0m::stats::MediaEgressStats) {
+        let Some(loss) = stats.loss else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(route) = peer.source_of(stats.mid).and_then(|s| self.routes.get(&s)) else {
+            return;
+        };
+        let camera = route.track.kind == MediaKind::Video && !route.track.screen;
+        let was_audio_only = peer.audio_only();
+        let counts = if was_audio_only {
+            route.track.kind == MediaKind::Audio
+        } else {
+            camera
+        };
+        if !counts || peer.video_off {
+            return;
+        }
+        if camera {
+            peer.link.set_layers(route.layers.len() as u8);
+        }
+        if peer.link.report(loss, Instant::now()).is_some() {
+            self.apply_allowance(id, was_audio_only);
+        }
+    }
+
+    /// Holds back or lets through a subscriber's camera videos, and caps their layers, as its
+    /// link allows; tells it when audio-only starts and ends.
+    fn apply_allowance(&mut self, id: PeerId, was_audio_only: bool) {
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        let audio_only = peer.audio_only();
+        if audio_only != was_audio_only {
+            peer.report(PeerEvent::AudioOnly { active: audio_only });
+            tracing::debug!(
+                ?id,
+                audio_only,
+                "a subscriber's link changed what it carries"
+            );
+        }
+        self.refresh_cameras(id);
     }
 
     /// A subscriber shows a video at a new size: it may need another simulcast layer.

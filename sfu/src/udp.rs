@@ -18,7 +18,7 @@ const MMSG_BATCH: usize = 64;
 /// Asks for `bytes` of kernel buffer in `direction` (`SO_RCVBUF` or `SO_SNDBUF`); with privileges
 /// past `net.core.rmem_max`/`wmem_max` (the `FORCE` variants), else up to them. Returns the size
 /// the kernel granted.
-pub(crate) fn grow_buffer(socket: &UdpSocket, receive: bool, bytes: usize) -> usize {
+pub fn grow_buffer(socket: &UdpSocket, receive: bool, bytes: usize) -> usize {
     let (force, plain) = if receive {
         (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)
     } else {

@@ -690,11 +690,7 @@ mod tests {
     #[test]
     fn hands_queue_in_order_and_only_moderators_lower_others() {
         let rooms = Rooms::default();
-        let teacher = Participant {
-            identity: "t".into(),
-            name: "t".into(),
-            role: Role::Teacher,
-        };
+        let teacher = super::test_util::person("t", Role::Teacher);
         let (tt, mut rt) = unbounded_channel();
         let (ta, _ra) = unbounded_channel();
         let (tb, _rb) = unbounded_channel();
@@ -727,11 +723,7 @@ mod tests {
     #[test]
     fn chat_is_bounded_rate_limited_switchable_and_replayed() {
         let rooms = Rooms::default();
-        let teacher = Participant {
-            identity: "t".into(),
-            name: "t".into(),
-            role: Role::Teacher,
-        };
+        let teacher = super::test_util::person("t", Role::Teacher);
         let (tt, mut rt) = unbounded_channel();
         let (ta, _ra) = unbounded_channel();
         let t = rooms.join("l", lecture(9), teacher, tt).unwrap();

@@ -618,9 +618,10 @@ fn sfu_error(e: SfuError) -> ServerMessage {
         SfuError::BadSdp(_) => ErrorCode::BadSdp,
         SfuError::NoPendingOffer => ErrorCode::UnexpectedMessage,
         SfuError::Stopped => ErrorCode::ShuttingDown,
-        SfuError::Socket { .. } | SfuError::UnknownPeer | SfuError::DuplicatePeer => {
-            ErrorCode::Internal
-        }
+        SfuError::Socket { .. }
+        | SfuError::Threads(_)
+        | SfuError::UnknownPeer
+        | SfuError::DuplicatePeer => ErrorCode::Internal,
     };
     ServerMessage::Error {
         code,

@@ -534,6 +534,14 @@ fn codec(kind: RtpCodecKind) -> RTCRtpCodecParameters {
     }
 }
 
+/// Asserts that the server refused something with an error of `code`.
+pub fn assert_refused(got: Option<ServerMessage>, code: jinke_signaling::ErrorCode) {
+    assert!(
+        matches!(&got, Some(ServerMessage::Error { code: c, .. }) if *c == code),
+        "expected a {code:?} error, got {got:?}"
+    );
+}
+
 /// Opens the signaling socket; `Err` carries the HTTP status of a refused upgrade.
 pub async fn open_ws(
     http: SocketAddr,

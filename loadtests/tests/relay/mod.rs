@@ -44,6 +44,9 @@ impl Counts {
     }
 }
 
+/// str0m's default payload type for VP8, as the SFU offers it to students.
+pub const VP8_PT: u8 = 96;
+
 /// The address a [`RelayedServer`] announces, where its relays listen.
 pub const RELAY_IP: &str = "127.0.0.9";
 
