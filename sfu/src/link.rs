@@ -1,13 +1,15 @@
 //! How much video one subscriber's link carries, judged from the loss its receiver reports.
 //!
-//! A village hall's uplink may carry far less than a teacher's video. When a subscriber keeps
-//! losing packets the server steps it down a simulcast layer at a time (at once, and two layers
+//! A village hall's uplink may carry far less than a teacher's video. A new subscriber starts
+//! on the smallest simulcast layer and climbs a layer at a time while its reports stay clean
+//! (a picture at once, sharp after a few seconds, and nothing frozen on a thin link). When it
+//! keeps losing packets the server steps it down a layer at a time (at once, and two layers
 //! when it loses more than half), and below the lowest layer to audio only (a lesson must stay
-//! audible); when the link stays clean it tries one step up again, waiting twice as long after
-//! each step up that failed. Loss from the RTCP
-//! receiver reports is used rather than str0m's bandwidth estimator: that one paces every
-//! packet of every subscriber and cost 30-45% more CPU per forwarded packet (BENCHMARKS.md).
-//! Sans-IO: time is passed in.
+//! audible). A step up that brings loss is undone at the first lossy report, and the next try
+//! waits twice as long. Reports that arrive just after a step down still speak of the layer
+//! before it and are not held against the new one. Loss from the RTCP receiver reports is used
+//! rather than str0m's bandwidth estimator: that one paces every packet of every subscriber
+//! and cost 30-45% more CPU per forwarded packet (BENCHMARKS.md). Sans-IO: time is passed in.
 
 use std::time::{Duration, Instant};
 
@@ -21,11 +23,18 @@ const BAD_REPORTS: u32 = 2;
 const HEAVY_LOSS: f32 = 0.25;
 /// Loss above this (more than half of what was sent) steps down two layers at once.
 const SEVERE_LOSS: f32 = 0.5;
-/// Clean time before the first try of a step up; doubled after each failed try, up to the max.
-/// Browsers report on audio only about every 5 s, so while audio only this is two clean
-/// reports (a wait of exactly 5 s would miss a report that came a little early).
+/// For this long after a step, reports may still describe the time before it took effect (the
+/// switch waits for a keyframe; a report covers the second before it was sent): bad ones after
+/// a step down and clean ones after a step up do not count.
+const SETTLE: Duration = Duration::from_secs(2);
+/// Clean time before the first try of a step up after the link lost packets; doubled after
+/// each failed try, up to the max. Browsers report on audio only about every 5 s, so while
+/// audio only this is two clean reports (a wait of exactly 5 s would miss a report that came
+/// a little early).
 const FIRST_TRY: Duration = Duration::from_secs(4);
 const LONGEST_WAIT: Duration = Duration::from_secs(60);
+/// Clean time after a step up that proves it: a later loss is the link changing, not the step.
+const PROVEN: Duration = Duration::from_secs(3);
 
 /// The most a subscriber's link carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -49,19 +58,32 @@ pub(crate) struct LinkController {
     clean_since: Option<Instant>,
     /// How long the link must stay clean before the next step up.
     wait: Duration,
-    /// Whether the last change was a step up (a step down right after it means it failed).
-    stepped_up: bool,
+    /// Still on the first climb: no loss seen yet.
+    climbing: bool,
+    /// The allowance before a step up not yet proven, and when that step was taken.
+    tried_from: Option<(Allowance, Instant)>,
+    /// The last step, and until when reports may speak of the time before it.
+    settling: Option<(Step, Instant)>,
+}
+
+/// Which way the allowance last moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Down,
+    Up,
 }
 
 impl Default for LinkController {
     fn default() -> LinkController {
         LinkController {
-            allowance: Allowance::Any,
+            allowance: Allowance::UpToLayer(0),
             layers: 1,
             bad: 0,
             clean_since: None,
             wait: FIRST_TRY,
-            stepped_up: false,
+            climbing: true,
+            tried_from: None,
+            settling: None,
         }
     }
 }
@@ -80,35 +102,64 @@ impl LinkController {
     /// A receiver report said `loss` (fraction lost) at `now`. Returns the new allowance when
     /// it changed.
     pub fn report(&mut self, loss: f32, now: Instant) -> Option<Allowance> {
+        if let Some((_, at)) = self.tried_from
+            && now.saturating_duration_since(at) >= PROVEN
+            && loss <= BAD_LOSS
+        {
+            self.tried_from = None;
+        }
         if loss > BAD_LOSS {
             self.clean_since = None;
-            self.bad += 1;
-            if self.bad < BAD_REPORTS && loss <= HEAVY_LOSS {
+            if self.settling_after(Step::Down, now) {
                 return None;
             }
+            self.bad += 1;
+            let down = if let Some((before, _)) = self.tried_from.take() {
+                // The step up did not fit: back to where the link was clean, and the next try
+                // waits (twice as long as the last, unless this was the first climb).
+                if !std::mem::take(&mut self.climbing) {
+                    self.wait = (self.wait * 2).min(LONGEST_WAIT);
+                }
+                before
+            } else if self.bad < BAD_REPORTS && loss <= HEAVY_LOSS {
+                return None;
+            } else {
+                self.climbing = false;
+                let down = self.step_down(self.allowance);
+                if loss > SEVERE_LOSS {
+                    self.step_down(down)
+                } else {
+                    down
+                }
+            };
             self.bad = 0;
-            if self.stepped_up {
-                self.wait = (self.wait * 2).min(LONGEST_WAIT);
-            }
-            self.stepped_up = false;
-            let mut down = self.step_down(self.allowance);
-            if loss > SEVERE_LOSS {
-                down = self.step_down(down);
-            }
-            return self.set(down);
+            return self.set(down, Step::Down, now);
         }
         self.bad = 0;
-        if loss >= GOOD_LOSS {
+        if loss >= GOOD_LOSS || self.settling_after(Step::Up, now) {
             return None;
         }
         let since = *self.clean_since.get_or_insert(now);
-        if self.allowance == Allowance::Any || now.saturating_duration_since(since) < self.wait {
+        // The first climb takes a step at each clean report that speaks of the layer reached.
+        let wait = if self.climbing {
+            Duration::ZERO
+        } else {
+            self.wait
+        };
+        if self.allowance == Allowance::Any || now.saturating_duration_since(since) < wait {
             return None;
         }
         self.clean_since = Some(now);
-        self.stepped_up = true;
+        self.tried_from = Some((self.allowance, now));
         let up = self.step_up();
-        self.set(up)
+        self.set(up, Step::Up, now)
+    }
+
+    /// Whether reports at `now` may still describe the time before the last step, taken
+    /// `which` way.
+    fn settling_after(&self, which: Step, now: Instant) -> bool {
+        self.settling
+            .is_some_and(|(step, until)| step == which && now < until)
     }
 
     fn step_down(&self, from: Allowance) -> Allowance {
@@ -129,9 +180,10 @@ impl LinkController {
         }
     }
 
-    fn set(&mut self, allowance: Allowance) -> Option<Allowance> {
+    fn set(&mut self, allowance: Allowance, step: Step, now: Instant) -> Option<Allowance> {
         (allowance != self.allowance).then(|| {
             self.allowance = allowance;
+            self.settling = Some((step, now + SETTLE));
             allowance
         })
     }
@@ -141,75 +193,134 @@ impl LinkController {
 mod tests {
     use super::*;
 
-    fn at(t0: Instant, s: u64) -> Instant {
-        t0 + Duration::from_secs(s)
+    /// `ms` milliseconds after `t0`.
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    /// A three-layer subscriber that climbed to the top on clean reports, and stayed clean
+    /// there long enough for later loss to be the link's, not the last step's (`t0 + 7 s`).
+    fn at_the_top(t0: Instant) -> LinkController {
+        let mut c = LinkController::default();
+        c.set_layers(3);
+        c.report(0.0, at(t0, 1000));
+        c.report(0.0, at(t0, 3000));
+        assert_eq!(c.allowance(), Allowance::Any);
+        c.report(0.0, at(t0, 7000));
+        c
     }
 
     #[test]
-    fn loss_steps_a_simulcast_subscriber_down_to_audio_and_clean_time_back_up() {
+    fn a_new_subscriber_climbs_from_the_smallest_layer_while_reports_stay_clean() {
         let t0 = Instant::now();
         let mut c = LinkController::default();
         c.set_layers(3);
+        assert_eq!(c.allowance(), Allowance::UpToLayer(0), "starts small");
+        assert_eq!(c.report(0.0, at(t0, 1000)), Some(Allowance::UpToLayer(1)));
         assert_eq!(
-            c.report(0.2, at(t0, 1)),
+            c.report(0.0, at(t0, 2000)),
             None,
-            "one bad report is not enough"
+            "a report right after the step may speak of the layer before"
         );
-        assert_eq!(c.report(0.2, at(t0, 2)), Some(Allowance::UpToLayer(1)));
-        assert_eq!(c.report(0.2, at(t0, 3)), None);
-        assert_eq!(c.report(0.2, at(t0, 4)), Some(Allowance::UpToLayer(0)));
-        c.report(0.2, at(t0, 5));
-        assert_eq!(c.report(0.2, at(t0, 6)), Some(Allowance::AudioOnly));
-        assert_eq!(c.report(0.2, at(t0, 8)), None, "nothing lower than audio");
-        // Clean for a while: one step up at a time.
-        assert_eq!(c.report(0.0, at(t0, 9)), None);
-        assert_eq!(c.report(0.0, at(t0, 12)), None);
-        assert_eq!(c.report(0.0, at(t0, 13)), Some(Allowance::UpToLayer(0)));
-        assert_eq!(c.report(0.01, at(t0, 17)), Some(Allowance::UpToLayer(1)));
-        assert_eq!(c.report(0.0, at(t0, 21)), Some(Allowance::Any));
-        assert_eq!(c.report(0.0, at(t0, 60)), None);
+        assert_eq!(c.report(0.0, at(t0, 3000)), Some(Allowance::Any));
+        assert_eq!(c.report(0.0, at(t0, 60_000)), None);
     }
 
     #[test]
-    fn a_failed_step_up_waits_twice_as_long_before_the_next() {
+    fn a_step_up_that_brings_loss_is_undone_at_once_and_tried_later() {
         let t0 = Instant::now();
         let mut c = LinkController::default();
-        c.report(0.2, at(t0, 0));
-        assert_eq!(c.report(0.2, at(t0, 1)), Some(Allowance::AudioOnly));
-        c.report(0.0, at(t0, 2));
+        c.set_layers(3);
+        assert_eq!(c.report(0.0, at(t0, 1000)), Some(Allowance::UpToLayer(1)));
         assert_eq!(
-            c.report(0.0, at(t0, 7)),
-            Some(Allowance::Any),
-            "video again"
+            c.report(0.15, at(t0, 2000)),
+            Some(Allowance::UpToLayer(0)),
+            "one lossy report undoes the step"
         );
-        c.report(0.2, at(t0, 8));
-        assert_eq!(c.report(0.2, at(t0, 9)), Some(Allowance::AudioOnly));
-        c.report(0.0, at(t0, 10));
-        assert_eq!(c.report(0.0, at(t0, 14)), None, "4 s no longer do");
-        assert_eq!(c.report(0.0, at(t0, 18)), Some(Allowance::Any));
+        // The next try after 4 s clean...
+        c.report(0.0, at(t0, 3000));
+        assert_eq!(c.report(0.0, at(t0, 6000)), None);
+        assert_eq!(c.report(0.0, at(t0, 7000)), Some(Allowance::UpToLayer(1)));
+        assert_eq!(c.report(0.3, at(t0, 8000)), Some(Allowance::UpToLayer(0)));
+        // ...and after it failed too, 8 s.
+        c.report(0.0, at(t0, 9000));
+        assert_eq!(c.report(0.0, at(t0, 16_000)), None);
+        assert_eq!(c.report(0.0, at(t0, 17_000)), Some(Allowance::UpToLayer(1)));
+    }
+
+    #[test]
+    fn loss_steps_down_to_audio_and_clean_time_brings_video_back() {
+        let t0 = Instant::now();
+        let mut c = at_the_top(t0);
+        assert_eq!(
+            c.report(0.2, at(t0, 10_000)),
+            None,
+            "one bad report is not enough"
+        );
+        assert_eq!(c.report(0.2, at(t0, 11_000)), Some(Allowance::UpToLayer(1)));
+        c.report(0.2, at(t0, 13_100));
+        assert_eq!(c.report(0.2, at(t0, 14_000)), Some(Allowance::UpToLayer(0)));
+        c.report(0.2, at(t0, 16_100));
+        assert_eq!(c.report(0.2, at(t0, 17_000)), Some(Allowance::AudioOnly));
+        assert_eq!(
+            c.report(0.2, at(t0, 20_000)),
+            None,
+            "nothing lower than audio"
+        );
+        assert_eq!(c.report(0.2, at(t0, 21_000)), None);
+        // Clean for 4 s: video again, one layer at a time.
+        assert_eq!(c.report(0.0, at(t0, 22_000)), None);
+        assert_eq!(
+            c.report(0.01, at(t0, 26_000)),
+            Some(Allowance::UpToLayer(0))
+        );
+        assert_eq!(c.report(0.0, at(t0, 30_000)), Some(Allowance::UpToLayer(1)));
+    }
+
+    #[test]
+    fn reports_just_after_a_step_down_do_not_count_against_the_new_layer() {
+        let t0 = Instant::now();
+        let mut c = at_the_top(t0);
+        // A 300 kbps link under a 1.2 Mbps top layer loses three quarters of it: two layers
+        // down at once.
+        assert_eq!(
+            c.report(0.75, at(t0, 10_000)),
+            Some(Allowance::UpToLayer(0))
+        );
+        assert_eq!(
+            c.report(0.8, at(t0, 11_000)),
+            None,
+            "still the top layer's loss"
+        );
+        assert_eq!(c.report(0.0, at(t0, 12_500)), None);
+        // Still losing once settled: audio only.
+        assert_eq!(c.report(0.3, at(t0, 13_000)), Some(Allowance::AudioOnly));
     }
 
     #[test]
     fn heavy_loss_acts_at_once_and_severe_loss_skips_a_layer() {
         let t0 = Instant::now();
-        let mut c = LinkController::default();
-        c.set_layers(3);
-        // A 300 kbps link under a 1.2 Mbps top layer loses three quarters of it.
-        assert_eq!(c.report(0.75, at(t0, 1)), Some(Allowance::UpToLayer(0)));
-        let mut c = LinkController::default();
-        c.set_layers(3);
-        assert_eq!(c.report(0.4, at(t0, 1)), Some(Allowance::UpToLayer(1)));
-        assert_eq!(c.report(0.6, at(t0, 2)), Some(Allowance::AudioOnly));
+        let mut c = at_the_top(t0);
+        assert_eq!(c.report(0.4, at(t0, 10_000)), Some(Allowance::UpToLayer(1)));
+        assert_eq!(c.report(0.6, at(t0, 12_000)), Some(Allowance::AudioOnly));
     }
 
     #[test]
     fn middling_loss_holds_still() {
         let t0 = Instant::now();
-        let mut c = LinkController::default();
-        c.set_layers(2);
-        for s in 0..30 {
-            assert_eq!(c.report(0.05, at(t0, s)), None);
+        let mut c = at_the_top(t0);
+        for s in 10..40 {
+            assert_eq!(c.report(0.05, at(t0, s * 1000)), None);
         }
         assert_eq!(c.allowance(), Allowance::Any);
+    }
+
+    #[test]
+    fn one_layer_goes_straight_between_video_and_audio_only() {
+        let t0 = Instant::now();
+        let mut c = LinkController::default();
+        assert_eq!(c.report(0.0, at(t0, 1000)), Some(Allowance::Any));
+        c.report(0.0, at(t0, 5000));
+        assert_eq!(c.report(0.3, at(t0, 6000)), Some(Allowance::AudioOnly));
     }
 }

@@ -274,8 +274,10 @@ impl Shard {
             .enable_opus(true, false)
             .enable_vp8(true)
             .enable_h264(true)
-            // Loss reports once a second judge a receiver's link (see `link.rs`).
-            .set_stats_interval(spec.receives.then_some(Duration::from_secs(1)))
+            // Receiver reports judge a receiver's link (see `link.rs`). They come about once a
+            // second; stats this often carry each one's loss soon after it arrives (and none
+            // when no report came), so a step up that does not fit is undone quickly.
+            .set_stats_interval(spec.receives.then_some(Duration::from_millis(200)))
             .build(now);
         let candidate = Candidate::host(self.announce, "udp")
             .map_err(|e| SfuError::BadSdp(format!("announce address: {e}")))?;

@@ -4,11 +4,11 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use jinke::config::ServeConfig;
@@ -35,6 +35,7 @@ use webrtc::peer_connection::{
     RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
+pub mod netns;
 pub mod numbered;
 pub mod ws;
 
@@ -45,6 +46,9 @@ pub const OPUS_PT: u8 = 111;
 pub const VP8_PT: u8 = 96;
 
 /// Generous bound for anything a test waits for.
+/// Where test clients' media sockets bind unless a test says otherwise.
+pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
 pub const WAIT: Duration = Duration::from_secs(15);
 
 static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
@@ -202,6 +206,8 @@ pub struct Received {
     pub seq: u16,
     pub ssrc: u32,
     pub payload: Vec<u8>,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 /// Media a client received, by the server's track id.
@@ -242,6 +248,7 @@ impl PeerConnectionEventHandler for Handler {
                             seq: p.header.sequence_number,
                             ssrc: p.header.ssrc,
                             payload: p.payload.to_vec(),
+                            at: Instant::now(),
                         });
                 }
             }
@@ -267,27 +274,33 @@ impl LocalTrack {
         self.send_marked(payload, true).await;
     }
 
-    /// Sends one RTP packet with this payload and marker bit (set on a frame's last packet).
+    /// Sends one RTP packet with this payload and marker bit (set on a frame's last packet),
+    /// its timestamp advanced by a frame's worth from the previous packet's.
     pub async fn send_marked(&self, payload: Vec<u8>, marker: bool) {
+        self.send_rtp(payload, marker, None).await;
+    }
+
+    /// Sends one RTP packet; `timestamp` for packets of one frame (else one per packet).
+    pub async fn send_rtp(&self, payload: Vec<u8>, marker: bool, timestamp: Option<u32>) {
         let seq = {
             let mut s = self.seq.lock().unwrap();
             *s = s.wrapping_add(1);
             *s
         };
-        let mut packet = rtc::rtp::Packet {
+        let per_packet = if self.rid.is_some() { 3000 } else { 960 };
+        let packet = rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 version: 2,
                 marker,
                 payload_type: self.pt,
                 sequence_number: seq,
-                timestamp: u32::from(seq).wrapping_mul(960),
+                timestamp: timestamp.unwrap_or(u32::from(seq).wrapping_mul(per_packet)),
                 ssrc: self.ssrc,
                 ..Default::default()
             },
             payload: payload.into(),
         };
         if let Some(rid) = self.rid {
-            packet.header.timestamp = u32::from(seq).wrapping_mul(3000);
             let mid = self
                 .mid
                 .lock()
@@ -356,6 +369,11 @@ pub struct Peer {
 impl Peer {
     /// A peer connection on loopback: audio and video tracks to publish, or a data channel.
     pub async fn new(identity: &str, publish: Publish) -> Peer {
+        Self::new_at(identity, publish, LOOPBACK).await
+    }
+
+    /// A peer connection whose candidates are on `ip`.
+    pub async fn new_at(identity: &str, publish: Publish, ip: IpAddr) -> Peer {
         let mut media = MediaEngine::default();
         media
             .register_codec(codec(RtpCodecKind::Audio), RtpCodecKind::Audio)
@@ -389,7 +407,7 @@ impl Peer {
                 .with_interceptor_registry(registry)
                 .with_setting_engine(settings)
                 .with_handler(handler)
-                .with_udp_addrs(vec!["127.0.0.1:0"])
+                .with_udp_addrs(vec![SocketAddr::new(ip, 0).to_string()])
                 .build()
                 .await
                 .expect("peer connection"),
@@ -562,7 +580,18 @@ impl TestClient {
     /// Joins with `token`: a publisher offers its tracks and waits for the answer; a receiver
     /// asks the server to offer (`receive`).
     pub async fn join(server: &TestServer, token: &str, identity: &str, publish: Publish) -> Self {
-        let mut client = Self::join_signaling(server, token, identity, publish).await;
+        Self::join_at(server.http, token, identity, publish, LOOPBACK).await
+    }
+
+    /// As [`TestClient::join`], to the server at `http`, with media candidates on `ip`.
+    pub async fn join_at(
+        http: SocketAddr,
+        token: &str,
+        identity: &str,
+        publish: Publish,
+        ip: IpAddr,
+    ) -> Self {
+        let mut client = Self::join_signaling_at(http, token, identity, publish, ip).await;
         match publish {
             Publish::AudioVideo | Publish::Simulcast => client
                 .offer()
@@ -580,7 +609,18 @@ impl TestClient {
         identity: &str,
         publish: Publish,
     ) -> Self {
-        let ws = open_ws(server.http, &format!("token={token}"))
+        Self::join_signaling_at(server.http, token, identity, publish, LOOPBACK).await
+    }
+
+    /// As [`TestClient::join_signaling`], to the server at `http`, with media candidates on `ip`.
+    async fn join_signaling_at(
+        http: SocketAddr,
+        token: &str,
+        identity: &str,
+        publish: Publish,
+        ip: IpAddr,
+    ) -> Self {
+        let ws = open_ws(http, &format!("token={token}"))
             .await
             .expect("upgrade accepted");
         let (mut sink, mut stream) = ws.split();
@@ -613,7 +653,7 @@ impl TestClient {
             remote_tracks,
             state,
             gathered,
-        } = Peer::new(identity, publish).await;
+        } = Peer::new_at(identity, publish, ip).await;
 
         let (outgoing, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
         let writer = tokio::spawn(async move {

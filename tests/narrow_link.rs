@@ -1,0 +1,299 @@
+//! A student behind a 300 kbps link (a village hall's uplink shared by everyone in it) while the
+//! teacher sends its camera in three layers of ~120 kbps, ~500 kbps and ~1.2 Mbps: the student
+//! must end up on the low layer, and the video it can decode must never stop for more than 2 s,
+//! including the moments the server tries a higher layer again.
+//!
+//! The link is real: the server and teacher are in one network namespace, the student in
+//! another, joined by a veth whose server end has a token bucket (`tc ... tbf rate 300kbit
+//! burst 16kb latency 50ms`): packets over the rate queue for at most 50 ms and are then
+//! dropped, as a narrow link's router does. The student is webrtc-rs, sending its receiver
+//! reports and NACKs as browsers do.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::netns::{A_IP, B_IP, run_linked, sh};
+use common::numbered::{track_id, tracks_of};
+use common::*;
+use jinke_signaling::MediaKind;
+
+/// Frame sizes the layers announce in their keyframes, lowest first.
+const SIZES: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
+/// Packets per frame and payload bytes per packet of each layer: at 25 frames a second,
+/// ~120 kbps, ~500 kbps and ~1.2 Mbps.
+const PACKETS: [(u8, usize); 3] = [(1, 600), (2, 1250), (5, 1200)];
+/// A frame every 40 ms, an Opus packet every 20 ms.
+const TICK: Duration = Duration::from_millis(20);
+/// Every layer sends a keyframe this often (in frames), about twice a second: a browser would
+/// answer the server's keyframe requests within a few frames; this publisher ignores them.
+const KEYFRAME_EVERY: u32 = 12;
+/// How long the teacher sends once the student is connected.
+const RUN: Duration = Duration::from_secs(20);
+/// The longest the student's decodable video may stop.
+const MAX_STALL: Duration = Duration::from_secs(2);
+
+/// Packet `idx` of frame `n` of `layer`: a VP8 descriptor (15-bit PictureID, TL0PICIDX), on
+/// the first packet a keyframe header with the layer's size or a delta frame's tag, then the
+/// layer, frame number, packet index and packet count, then filler.
+fn packet(layer: usize, n: u32, idx: u8) -> Vec<u8> {
+    let (count, len) = PACKETS[layer];
+    let pid = (1000 * layer as u32 + n) as u16 & 0x7fff;
+    let start = if idx == 0 { 0x10 } else { 0x00 };
+    let mut p = vec![
+        0x80 | start,
+        0xe0,
+        0x80 | (pid >> 8) as u8,
+        pid as u8,
+        n as u8,
+        0x00,
+    ];
+    if idx == 0 {
+        if n.is_multiple_of(KEYFRAME_EVERY) {
+            let (w, h) = SIZES[layer];
+            p.extend([0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a]);
+            p.extend(w.to_le_bytes());
+            p.extend(h.to_le_bytes());
+        } else {
+            p.extend([0x01, 0x00, 0x00]);
+        }
+    }
+    p.push(layer as u8);
+    p.extend(n.to_be_bytes());
+    p.extend([idx, count]);
+    p.resize(len, 0x55);
+    p
+}
+
+/// What a received packet says of its frame: layer, frame number, keyframe, index, count.
+fn parse(payload: &[u8]) -> (usize, u32, bool, u8, u8) {
+    let first = payload[0] & 0x10 != 0;
+    let key = first && payload[6] & 0x01 == 0;
+    let at = match (first, key) {
+        (false, _) => 6,
+        (true, true) => 16,
+        (true, false) => 9,
+    };
+    let n = u32::from_be_bytes(payload[at + 1..at + 5].try_into().unwrap());
+    (
+        payload[at] as usize,
+        n,
+        key,
+        payload[at + 5],
+        payload[at + 6],
+    )
+}
+
+/// When each frame the student could decode was ready, with its layer: a frame decodes when
+/// all its packets arrived and it is a keyframe or follows a decoded frame of its layer.
+fn decoded(received: &[Received]) -> Vec<(Instant, usize)> {
+    struct Frame {
+        layer: usize,
+        n: u32,
+        key: bool,
+        count: u8,
+        got: HashSet<u8>,
+        done_at: Instant,
+    }
+    // Frames in the order the server sent them: by sequence number, unwrapped.
+    let mut frames: BTreeMap<i64, Frame> = BTreeMap::new();
+    let mut first_seq_of: BTreeMap<(usize, u32), i64> = BTreeMap::new();
+    let mut last: Option<i64> = None;
+    for r in received {
+        let ext = match last {
+            None => i64::from(r.seq),
+            Some(l) => l + i64::from(r.seq.wrapping_sub(l as u16) as i16),
+        };
+        last = Some(last.map_or(ext, |l| l.max(ext)));
+        let (layer, n, key, idx, count) = parse(&r.payload);
+        let at = *first_seq_of
+            .entry((layer, n))
+            .and_modify(|s| *s = (*s).min(ext))
+            .or_insert(ext);
+        let f = frames.entry(at).or_insert(Frame {
+            layer,
+            n,
+            key: false,
+            count,
+            got: HashSet::new(),
+            done_at: r.at,
+        });
+        f.key |= key;
+        f.got.insert(idx);
+        f.done_at = f.done_at.max(r.at);
+    }
+    // A frame first seen through a retransmission may sit under two keys: keep the earliest.
+    let mut seen = HashSet::new();
+    let mut out: Vec<(Instant, usize)> = Vec::new();
+    let mut prev: Option<(usize, u32, bool)> = None;
+    for f in frames.values() {
+        if !seen.insert((f.layer, f.n)) {
+            continue;
+        }
+        let follows = prev == Some((f.layer, f.n.wrapping_sub(1), true));
+        let ok = f.got.len() == usize::from(f.count) && (f.key || follows);
+        if ok {
+            let ready = out.last().map_or(f.done_at, |&(t, _)| t.max(f.done_at));
+            out.push((ready, f.layer));
+        }
+        prev = Some((f.layer, f.n, ok));
+    }
+    out
+}
+
+/// What the student's side reports: the teacher's video as received, when it connected and
+/// when the teacher stopped.
+struct StudentRun {
+    video: Vec<Received>,
+    connected_at: Instant,
+    stopped_at: Instant,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn at_300_kbps_a_student_gets_the_low_layer_and_its_video_never_stalls() {
+    let (join_tx, join_rx) = mpsc::channel::<(SocketAddr, String)>();
+    let (connected_tx, connected_rx) = mpsc::channel::<()>();
+    let (stop_tx, stop_rx) = mpsc::channel::<Instant>();
+    let shape = |dev: &str| {
+        sh(&[
+            "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", "300kbit", "burst", "16kb",
+            "latency", "50ms",
+        ])
+    };
+    let server_side = move || {
+        runtime().block_on(async move {
+            let server = TestServer::start_with(fresh_dir(), |c| {
+                c.http = SocketAddr::new(A_IP, 0);
+                c.udp = SocketAddr::new(A_IP, 0);
+            })
+            .await;
+            let lesson = server.create_lesson("lecture").await;
+            let t = server.token(&lesson, "teacher", "teacher").await;
+            let mut teacher =
+                TestClient::join_at(server.http, &t, "teacher", Publish::Simulcast, A_IP).await;
+            teacher.wait_connected().await;
+            server
+                .wait_stats("the teacher's tracks", |s| s.routes == 2)
+                .await;
+            let s = server.token(&lesson, "student", "student").await;
+            join_tx.send((server.http, s)).unwrap();
+
+            let audio = teacher.audio.as_ref().expect("teacher audio");
+            let layers: Vec<&LocalTrack> = teacher.layers.iter().chain(&teacher.video).collect();
+            let mut tick = tokio::time::interval(TICK);
+            let mut sending_until: Option<Instant> = None;
+            for k in 0u32.. {
+                tick.tick().await;
+                if sending_until.is_none() && connected_rx.try_recv().is_ok() {
+                    sending_until = Some(Instant::now() + RUN);
+                }
+                if sending_until.is_some_and(|end| Instant::now() >= end) {
+                    break;
+                }
+                assert!(k < 5_000, "the student never connected");
+                audio.send(payload(0xA0, k, 60)).await;
+                if k % 2 == 1 {
+                    continue;
+                }
+                let n = k / 2;
+                for (layer, track) in layers.iter().enumerate() {
+                    let count = PACKETS[layer].0;
+                    for idx in 0..count {
+                        track
+                            .send_rtp(packet(layer, n, idx), idx + 1 == count, Some(n * 3600))
+                            .await;
+                    }
+                }
+            }
+            stop_tx.send(Instant::now()).unwrap();
+            server.stop().await;
+        })
+    };
+    let student_side = move || {
+        let (http, token) = join_rx.recv().expect("the server side got going");
+        runtime().block_on(async move {
+            let mut student =
+                TestClient::join_at(http, &token, "student", Publish::Nothing, B_IP).await;
+            student.wait_connected().await;
+            let connected_at = Instant::now();
+            connected_tx.send(()).unwrap();
+            let video = track_id(&tracks_of(&student.joined), "teacher", MediaKind::Video);
+            let stopped_at = tokio::task::spawn_blocking(move || stop_rx.recv())
+                .await
+                .unwrap()
+                .expect("the teacher finished");
+            // Whatever was still queued on the link.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            StudentRun {
+                video: student.received(&video),
+                connected_at,
+                stopped_at,
+            }
+        })
+    };
+    let ((), run) = run_linked(shape, server_side, student_side);
+
+    let frames = decoded(&run.video);
+    let mut timeline = BTreeMap::<u64, [usize; 3]>::new();
+    for r in &run.video {
+        let second = r.at.saturating_duration_since(run.connected_at).as_secs();
+        timeline.entry(second).or_default()[parse(&r.payload).0] += 1;
+    }
+    eprintln!("packets per second per layer: {timeline:?}");
+    let mut per_layer = [0usize; 3];
+    let settled = run.connected_at + Duration::from_secs(5);
+    for &(t, layer) in &frames {
+        if t >= settled {
+            per_layer[layer] += 1;
+        }
+    }
+    let first = frames.first().expect("the student decoded some video").0;
+    let mut stall = (Duration::ZERO, first);
+    for w in frames.windows(2) {
+        let gap = w[1].0 - w[0].0;
+        if gap > stall.0 {
+            stall = (gap, w[0].0);
+        }
+    }
+    let tail = run
+        .stopped_at
+        .saturating_duration_since(frames.last().unwrap().0);
+    eprintln!(
+        "narrow link: {} packets, {} frames decoded; first after {:?}; longest stall {:?} \
+         from {:?} in; at the end {:?} since the last; after 5 s, frames per layer {per_layer:?}",
+        run.video.len(),
+        frames.len(),
+        first - run.connected_at,
+        stall.0,
+        stall.1 - run.connected_at,
+        tail,
+    );
+    assert!(
+        first - run.connected_at < Duration::from_secs(5),
+        "the first decodable frame took too long"
+    );
+    assert!(
+        stall.0 <= MAX_STALL && tail <= MAX_STALL,
+        "the video stalled for longer than {MAX_STALL:?}"
+    );
+    let total: usize = per_layer.iter().sum();
+    assert!(
+        per_layer[0] * 4 >= total * 3,
+        "mostly the low layer once settled: {per_layer:?}"
+    );
+    assert!(
+        per_layer[2] * 20 <= total,
+        "next to nothing of the high layer: {per_layer:?}"
+    );
+}
