@@ -1,5 +1,6 @@
 //! A lecture spread over several media threads (shards): the teacher's packets are decrypted
-//! once on its shard and fanned out by every shard to its own students. Alone in its test binary,
+//! once on its shard and fanned out by every shard to its own students; shards without
+//! subscribers of a track never get its packets. Alone in its test binary,
 //! so that the peers' ids (which place them) are handed out in turn to this test only.
 
 mod common;
@@ -32,5 +33,18 @@ async fn a_lecture_crosses_shards_byte_exact_with_keyframes_coalesced_and_cleane
             s.peers == STUDENTS && s.routes == 0 && s.subscriptions == 0
         })
         .await;
+
+    // A pair in another lesson: the tutor's and the pupil's ids follow each other, so they are
+    // on two different shards, and the third holds only students of the ended lecture. The
+    // tutor's packets are handed to the pupil's shard only, once each.
+    let pair = Lecture::start(&server, 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = server.stats().await.handoffs;
+    pair.assert_delivery(100).await;
+    assert_eq!(
+        server.stats().await.handoffs - before,
+        200,
+        "each of the tutor's 200 packets goes to one other shard"
+    );
     server.stop().await;
 }

@@ -219,6 +219,12 @@ enum Command {
     },
     /// From another shard: a packet of a track published there, for this shard's subscribers.
     Media(Arc<route::MediaPacket>),
+    /// From another shard: it has subscribers of this track (published here) now, or no more.
+    ShardSubscribes {
+        key: peer::TrackKey,
+        shard: usize,
+        subscribes: bool,
+    },
     /// From another shard: its subscribers of this track (published here) need a keyframe.
     KeyframeRequest {
         key: peer::TrackKey,
@@ -248,6 +254,9 @@ pub struct SfuStats {
     /// Video frames sent on without their last packet, which never came (loss on the
     /// publisher's uplink).
     pub incomplete_frames: u64,
+    /// Packets handed to another shard since start, counted once per shard they went to (only
+    /// shards with subscribers of the track get them).
+    pub handoffs: u64,
 }
 
 /// Handle to the running SFU. Cheap to share behind an `Arc`. [`Sfu::shutdown`] closes every
@@ -440,6 +449,7 @@ impl Sfu {
             total.keyframe_requests += s.keyframe_requests;
             total.shards_in_use += s.shards_in_use;
             total.incomplete_frames += s.incomplete_frames;
+            total.handoffs += s.handoffs;
         }
         Ok(total)
     }

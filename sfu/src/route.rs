@@ -61,6 +61,8 @@ pub(crate) struct Route {
     pub layers: Vec<Layer>,
     /// Everyone this track is forwarded to.
     pub subscribers: Vec<Subscription>,
+    /// Of a local track: the other shards with subscribers of it, which get its packets.
+    pub shards: Vec<usize>,
     /// For a local audio track: whether it carries speech.
     pub speaker: Option<SpeakerDetector>,
     /// While a video frame's first packets wait for its last: when they are sent anyway.
@@ -77,6 +79,7 @@ impl Route {
             local,
             layers: vec![Layer::new(None)],
             subscribers: Vec::new(),
+            shards: Vec::new(),
             speaker,
             frame_deadline: None,
         }

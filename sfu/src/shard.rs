@@ -61,6 +61,8 @@ pub(crate) struct Shard {
     next_track: u64,
     keyframe_requests: u64,
     incomplete_frames: u64,
+    /// Packets handed to other shards (see [`SfuStats::handoffs`]).
+    handoffs: u64,
 }
 
 impl Shard {
@@ -89,6 +91,7 @@ impl Shard {
             next_track: 1,
             keyframe_requests: 0,
             incomplete_frames: 0,
+            handoffs: 0,
         }
     }
 
@@ -225,6 +228,18 @@ impl Shard {
                 self.fan_out(&packet, Instant::now());
                 self.poll_dirty();
             }
+            Command::ShardSubscribes {
+                key,
+                shard,
+                subscribes,
+            } => {
+                if let Some(route) = self.routes.get_mut(&key) {
+                    route.shards.retain(|&s| s != shard);
+                    if subscribes {
+                        route.shards.push(shard);
+                    }
+                }
+            }
             Command::KeyframeRequest { key, layer, kind } => {
                 if self
                     .routes
@@ -248,6 +263,7 @@ impl Shard {
                     keyframe_requests: self.keyframe_requests,
                     shards_in_use: usize::from(!self.peers.is_empty()),
                     incomplete_frames: self.incomplete_frames,
+                    handoffs: self.handoffs,
                 });
             }
             Command::Shutdown => unreachable!("handled by the run loop"),
@@ -338,6 +354,13 @@ impl Shard {
                 }
             }
             route.subscribers.push(subscription);
+            if route.subscribers.len() == 1 && !route.local {
+                // Before any keyframe request, so the publisher's shard sends what it asks for.
+                self.tell_publisher_shard(source, true);
+            }
+            let Some(route) = self.routes.get_mut(&source) else {
+                continue;
+            };
             if route.track.kind == MediaKind::Video {
                 // A new subscriber needs a keyframe (of its layer) to start decoding.
                 let mut wanted = route.retarget();
@@ -656,10 +679,28 @@ impl Shard {
         };
         let packet = MediaPacket::new((id, mid), params, layer, packet);
         self.fan_out(&packet, now);
-        if self.shards.len() > 1 {
+        let Some(route) = self.routes.get(&(id, mid)) else {
+            return;
+        };
+        if !route.shards.is_empty() {
             let packet = Arc::new(packet);
-            self.broadcast(|| Command::Media(packet.clone()));
+            for &shard in &route.shards {
+                // A shard that stopped (shutting down) needs nothing more.
+                let _ = self.shards[shard].send(Command::Media(packet.clone()));
+            }
+            self.handoffs += route.shards.len() as u64;
         }
+    }
+
+    /// Tells the shard of a track's publisher that this shard has subscribers of it now (its
+    /// packets should come here), or no more.
+    fn tell_publisher_shard(&self, key: TrackKey, subscribes: bool) {
+        let shard = key.0.shard(self.shards.len());
+        let _ = self.shards[shard].send(Command::ShardSubscribes {
+            key,
+            shard: self.index,
+            subscribes,
+        });
     }
 
     /// Writes a packet into the session of each of this shard's subscribers of its track.
@@ -767,8 +808,16 @@ impl Shard {
         if let Some(reason) = reason {
             peer.report(PeerEvent::Closed { reason });
         }
-        for route in self.routes.values_mut() {
+        let mut deserted = Vec::new();
+        for (key, route) in &mut self.routes {
+            let had = !route.subscribers.is_empty();
             route.subscribers.retain(|s| s.peer != id);
+            if had && route.subscribers.is_empty() && !route.local {
+                deserted.push(*key);
+            }
+        }
+        for key in deserted {
+            self.tell_publisher_shard(key, false);
         }
         self.end_routes_of(id);
         tracing::debug!(?id, identity = %peer.identity, "peer removed");
