@@ -654,3 +654,33 @@ async fn video_whose_frame_end_never_comes_is_still_forwarded() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_publishers_negotiate_transport_wide_sequence_numbers() {
+    const TWCC: &str = "transport-wide-cc-extensions";
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("lecture").await;
+    let t = server.token(&lesson, "teacher", "teacher").await;
+    let teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
+    let answer = teacher.pc.remote_description().await.expect("answer");
+    assert!(
+        answer.sdp.contains(TWCC),
+        "a publisher's browser estimates its uplink from our feedback"
+    );
+    let s = server.token(&lesson, "student", "student").await;
+    let mut student = TestClient::join(&server, &s, "student", Publish::Nothing).await;
+    let offer = student
+        .expect_event("the server's offer", |m| {
+            matches!(m, ServerMessage::Offer { .. })
+        })
+        .await;
+    let ServerMessage::Offer { sdp, .. } = offer else {
+        unreachable!()
+    };
+    assert!(sdp.contains("a=extmap:"), "other extensions stay: {sdp}");
+    assert!(
+        !sdp.contains(TWCC),
+        "a student who only receives needs none: {sdp}"
+    );
+    server.stop().await;
+}

@@ -12,6 +12,7 @@ use jinke_signaling::{MediaKind, TrackInfo};
 use str0m::change::SdpOffer;
 use str0m::media::{Direction, KeyframeRequestKind, Mid};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::mailbox::{Inbox, Mailbox};
@@ -294,6 +295,7 @@ impl Shard {
             // second; stats this often carry each one's loss soon after it arrives (and none
             // when no report came), so a step up that does not fit is undone quickly.
             .set_stats_interval(spec.receives.then_some(Duration::from_millis(200)))
+            .set_extension_map(extensions(spec.may_publish))
             .build(now);
         let candidate = Candidate::host(self.announce, "udp")
             .map_err(|e| SfuError::BadSdp(format!("announce address: {e}")))?;
@@ -1011,4 +1013,19 @@ impl Shard {
             self.remove_peer(id, Some(CloseReason::Shutdown));
         }
     }
+}
+
+/// The RTP header extensions a peer's session negotiates: str0m's standard set, without
+/// transport-wide sequence numbers for a peer that only receives. Those feed a bandwidth
+/// estimator, which Jinke does not run for subscribers (`link.rs` judges their links from
+/// loss), and they cost a feedback report to parse and a send record per packet per
+/// subscriber. A publisher keeps them: its browser estimates its uplink from our feedback.
+fn extensions(may_publish: bool) -> ExtensionMap {
+    let mut exts = ExtensionMap::empty();
+    for (id, ext) in ExtensionMap::standard().iter() {
+        if may_publish || *ext != Extension::TransportSequenceNumber {
+            exts.set(id, ext.clone());
+        }
+    }
+    exts
 }
