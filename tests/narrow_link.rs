@@ -1,7 +1,9 @@
-//! A student behind a 300 kbps link (a village hall's uplink shared by everyone in it) while the
-//! teacher sends its camera in three layers of ~120 kbps, ~500 kbps and ~1.2 Mbps: the student
-//! must end up on the low layer, and the video it can decode must never stop for more than 2 s,
-//! including the moments the server tries a higher layer again.
+//! A student behind a thin link (a village hall's uplink shared by everyone in it) while the
+//! teacher sends its camera in three layers of ~120 kbps, ~500 kbps and ~1.2 Mbps. At 300 kbps
+//! the student must end up on the low layer, and the video it can decode must never stop for
+//! more than 2 s, including the moments the server tries a higher layer again. A link that
+//! narrows to 60 kbps must carry the teacher's voice alone (the student told so), and video
+//! must come back when it widens.
 //!
 //! The link is real: the server and teacher are in one network namespace, the student in
 //! another, joined by a veth whose server end has a token bucket (`tc ... tbf rate 300kbit
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 use common::netns::{A_IP, B_IP, run_linked, sh};
 use common::numbered::{track_id, tracks_of};
 use common::*;
-use jinke_signaling::MediaKind;
+use jinke_signaling::{MediaKind, ServerMessage};
 
 /// Frame sizes the layers announce in their keyframes, lowest first.
 const SIZES: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
@@ -31,8 +33,10 @@ const TICK: Duration = Duration::from_millis(20);
 /// Every layer sends a keyframe this often (in frames), about twice a second: a browser would
 /// answer the server's keyframe requests within a few frames; this publisher ignores them.
 const KEYFRAME_EVERY: u32 = 12;
-/// How long the teacher sends once the student is connected.
+/// How long the teacher sends once the student is connected (each test, in parallel).
 const RUN: Duration = Duration::from_secs(20);
+/// The server's end of the veth, which the shaping acts on.
+const LINK: &str = "jk-a";
 /// The longest the student's decodable video may stop.
 const MAX_STALL: Duration = Duration::from_secs(2);
 
@@ -144,12 +148,23 @@ fn decoded(received: &[Received]) -> Vec<(Instant, usize)> {
     out
 }
 
-/// What the student's side reports: the teacher's video as received, when it connected and
-/// when the teacher stopped.
+/// What the student's side reports: the teacher's media as received, the weak-link notices
+/// it was sent, when it connected and when the teacher stopped.
 struct StudentRun {
     video: Vec<Received>,
+    audio: Vec<Received>,
+    /// `audio_only` of each `weak_link` message, with when it came.
+    weak_link: Vec<(Instant, bool)>,
     connected_at: Instant,
     stopped_at: Instant,
+}
+
+impl StudentRun {
+    /// Packets of `track` that arrived between `from` and `to` after the student connected.
+    fn between(&self, track: &[Received], from: Duration, to: Duration) -> usize {
+        let (from, to) = (self.connected_at + from, self.connected_at + to);
+        track.iter().filter(|r| r.at >= from && r.at < to).count()
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -160,16 +175,24 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-#[test]
-fn at_300_kbps_a_student_gets_the_low_layer_and_its_video_never_stalls() {
-    let (join_tx, join_rx) = mpsc::channel::<(SocketAddr, String)>();
-    let (connected_tx, connected_rx) = mpsc::channel::<()>();
-    let (stop_tx, stop_rx) = mpsc::channel::<Instant>();
-    let shape = |dev: &str| {
+/// The shape of the link to the student: a `tbf` rate, burst and queue (as `tc` spells them).
+type Shape = (&'static str, &'static str, &'static str);
+
+/// Runs a lecture for [`RUN`] with the student behind a link of shape `start`, which becomes
+/// each of `changes` when that long has passed since the student connected.
+fn lesson_over(start: Shape, changes: &'static [(Duration, Shape)]) -> StudentRun {
+    let tbf = |verb: &str, (rate, burst, latency): Shape| {
         sh(&[
-            "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", "300kbit", "burst", "16kb",
-            "latency", "50ms",
+            "tc", "qdisc", verb, "dev", LINK, "root", "tbf", "rate", rate, "burst", burst,
+            "latency", latency,
         ])
+    };
+    let (join_tx, join_rx) = mpsc::channel::<(SocketAddr, String)>();
+    let (connected_tx, connected_rx) = mpsc::channel::<Instant>();
+    let (stop_tx, stop_rx) = mpsc::channel::<Instant>();
+    let shape = move |dev: &str| {
+        assert_eq!(dev, LINK);
+        tbf("add", start);
     };
     let server_side = move || {
         runtime().block_on(async move {
@@ -192,14 +215,20 @@ fn at_300_kbps_a_student_gets_the_low_layer_and_its_video_never_stalls() {
             let audio = teacher.audio.as_ref().expect("teacher audio");
             let layers: Vec<&LocalTrack> = teacher.layers.iter().chain(&teacher.video).collect();
             let mut tick = tokio::time::interval(TICK);
-            let mut sending_until: Option<Instant> = None;
+            let mut connected_at: Option<Instant> = None;
+            let mut changes = changes.iter().peekable();
             for k in 0u32.. {
                 tick.tick().await;
-                if sending_until.is_none() && connected_rx.try_recv().is_ok() {
-                    sending_until = Some(Instant::now() + RUN);
+                if connected_at.is_none() {
+                    connected_at = connected_rx.try_recv().ok();
                 }
-                if sending_until.is_some_and(|end| Instant::now() >= end) {
-                    break;
+                if let Some(at) = connected_at {
+                    if at.elapsed() >= RUN {
+                        break;
+                    }
+                    if let Some((_, shape)) = changes.next_if(|(after, _)| at.elapsed() >= *after) {
+                        tbf("change", *shape);
+                    }
                 }
                 assert!(k < 5_000, "the student never connected");
                 audio.send(payload(0xA0, k, 60)).await;
@@ -227,30 +256,53 @@ fn at_300_kbps_a_student_gets_the_low_layer_and_its_video_never_stalls() {
                 TestClient::join_at(http, &token, "student", Publish::Nothing, B_IP).await;
             student.wait_connected().await;
             let connected_at = Instant::now();
-            connected_tx.send(()).unwrap();
-            let video = track_id(&tracks_of(&student.joined), "teacher", MediaKind::Video);
-            let stopped_at = tokio::task::spawn_blocking(move || stop_rx.recv())
-                .await
-                .unwrap()
-                .expect("the teacher finished");
+            connected_tx.send(connected_at).unwrap();
+            let tracks = tracks_of(&student.joined);
+            let video = track_id(&tracks, "teacher", MediaKind::Video);
+            let audio = track_id(&tracks, "teacher", MediaKind::Audio);
+            let mut stop = tokio::task::spawn_blocking(move || stop_rx.recv());
+            let mut weak_link = Vec::new();
+            let stopped_at = loop {
+                tokio::select! {
+                    stopped = &mut stop => break stopped.unwrap().expect("the teacher finished"),
+                    Some(msg) = student.events.recv() => {
+                        if let ServerMessage::WeakLink { audio_only } = msg {
+                            weak_link.push((Instant::now(), audio_only));
+                        }
+                    }
+                }
+            };
             // Whatever was still queued on the link.
             tokio::time::sleep(Duration::from_millis(300)).await;
             StudentRun {
                 video: student.received(&video),
+                audio: student.received(&audio),
+                weak_link,
                 connected_at,
                 stopped_at,
             }
         })
     };
-    let ((), run) = run_linked(shape, server_side, student_side);
+    run_linked(shape, server_side, student_side).1
+}
 
-    let frames = decoded(&run.video);
+/// Packets per second of each layer, by second since the student connected: what a failure
+/// message shows.
+fn timeline(run: &StudentRun) -> BTreeMap<u64, [usize; 3]> {
     let mut timeline = BTreeMap::<u64, [usize; 3]>::new();
     for r in &run.video {
         let second = r.at.saturating_duration_since(run.connected_at).as_secs();
         timeline.entry(second).or_default()[parse(&r.payload).0] += 1;
     }
-    eprintln!("packets per second per layer: {timeline:?}");
+    timeline
+}
+
+#[test]
+fn at_300_kbps_a_student_gets_the_low_layer_and_its_video_never_stalls() {
+    let run = lesson_over(("300kbit", "16kb", "50ms"), &[]);
+
+    let frames = decoded(&run.video);
+    eprintln!("packets per second per layer: {:?}", timeline(&run));
     let mut per_layer = [0usize; 3];
     let settled = run.connected_at + Duration::from_secs(5);
     for &(t, layer) in &frames {
@@ -295,5 +347,58 @@ fn at_300_kbps_a_student_gets_the_low_layer_and_its_video_never_stalls() {
     assert!(
         per_layer[2] * 20 <= total,
         "next to nothing of the high layer: {per_layer:?}"
+    );
+}
+
+#[test]
+fn a_link_that_narrows_to_60_kbps_carries_sound_only_and_video_returns_when_it_widens() {
+    const WIDE: Shape = ("10mbit", "64kb", "50ms");
+    const NARROW: Shape = ("60kbit", "4kb", "50ms");
+    const NARROWS: Duration = Duration::from_secs(4);
+    const WIDENS: Duration = Duration::from_secs(11);
+    let run = lesson_over(WIDE, &[(NARROWS, NARROW), (WIDENS, WIDE)]);
+    let since = |t: Instant| t.saturating_duration_since(run.connected_at);
+    let notices: Vec<(Duration, bool)> =
+        run.weak_link.iter().map(|&(t, a)| (since(t), a)).collect();
+    eprintln!(
+        "narrowing link: weak_link notices {notices:?}; packets per second per layer: {:?}",
+        timeline(&run)
+    );
+    let told_audio_only = notices
+        .iter()
+        .find(|(_, audio_only)| *audio_only)
+        .expect("the student was told it gets sound only")
+        .0;
+    assert!(
+        told_audio_only > NARROWS && told_audio_only < NARROWS + Duration::from_secs(5),
+        "told soon after the link narrowed: {told_audio_only:?}"
+    );
+    assert_eq!(
+        notices.last().map(|n| n.1),
+        Some(false),
+        "and told when video is back: {notices:?}"
+    );
+    // 60 kbps carries the teacher's voice (~45 kbps with headers): most of its 50 packets a
+    // second arrive while the video is held back.
+    let quiet = (told_audio_only + Duration::from_secs(1), WIDENS);
+    let audio = run.between(&run.audio, quiet.0, quiet.1);
+    let expected = (quiet.1 - quiet.0).as_millis() as usize / 20;
+    assert!(
+        audio * 10 >= expected * 8,
+        "audio goes on: {audio} of {expected} packets"
+    );
+    assert!(
+        run.between(&run.video, quiet.0 + Duration::from_secs(1), quiet.1) <= 5,
+        "no video over the narrow link"
+    );
+    // Wide again: video decodes again within 5 s, every frame from then on.
+    let back = decoded(&run.video)
+        .into_iter()
+        .filter(|&(t, _)| since(t) > WIDENS)
+        .count();
+    let possible = (RUN - WIDENS - Duration::from_secs(5)).as_millis() as usize / 40;
+    assert!(
+        back >= possible,
+        "video decodes again after the link widens: {back} frames"
     );
 }

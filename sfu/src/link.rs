@@ -27,6 +27,9 @@ const SEVERE_LOSS: f32 = 0.5;
 /// switch waits for a keyframe; a report covers the second before it was sent): bad ones after
 /// a step down and clean ones after a step up do not count.
 const SETTLE: Duration = Duration::from_secs(2);
+/// As [`SETTLE`], after video resumes: the first report on it may come a report interval after
+/// the keyframe it waits for.
+const RESUME_SETTLE: Duration = Duration::from_secs(3);
 /// Clean time before the first try of a step up after the link lost packets; doubled after
 /// each failed try, up to the max. Browsers report on audio only about every 5 s, so while
 /// audio only this is two clean reports (a wait of exactly 5 s would miss a report that came
@@ -71,6 +74,9 @@ pub(crate) struct LinkController {
 enum Step {
     Down,
     Up,
+    /// Up from audio only: the video's first reports also count the packets lost before it
+    /// was held back, so neither bad nor clean ones tell anything yet.
+    Resume,
 }
 
 impl Default for LinkController {
@@ -110,7 +116,7 @@ impl LinkController {
         }
         if loss > BAD_LOSS {
             self.clean_since = None;
-            if self.settling_after(Step::Down, now) {
+            if self.settling(Step::Down, now) {
                 return None;
             }
             self.bad += 1;
@@ -136,7 +142,7 @@ impl LinkController {
             return self.set(down, Step::Down, now);
         }
         self.bad = 0;
-        if loss >= GOOD_LOSS || self.settling_after(Step::Up, now) {
+        if loss >= GOOD_LOSS || self.settling(Step::Up, now) {
             return None;
         }
         let since = *self.clean_since.get_or_insert(now);
@@ -152,14 +158,19 @@ impl LinkController {
         self.clean_since = Some(now);
         self.tried_from = Some((self.allowance, now));
         let up = self.step_up();
-        self.set(up, Step::Up, now)
+        let step = if self.allowance == Allowance::AudioOnly {
+            Step::Resume
+        } else {
+            Step::Up
+        };
+        self.set(up, step, now)
     }
 
-    /// Whether reports at `now` may still describe the time before the last step, taken
-    /// `which` way.
-    fn settling_after(&self, which: Step, now: Instant) -> bool {
+    /// Whether reports at `now` may still describe the time before the last step, if it was
+    /// taken `which` way (or resumed video).
+    fn settling(&self, which: Step, now: Instant) -> bool {
         self.settling
-            .is_some_and(|(step, until)| step == which && now < until)
+            .is_some_and(|(step, until)| (step == which || step == Step::Resume) && now < until)
     }
 
     fn step_down(&self, from: Allowance) -> Allowance {
@@ -183,7 +194,12 @@ impl LinkController {
     fn set(&mut self, allowance: Allowance, step: Step, now: Instant) -> Option<Allowance> {
         (allowance != self.allowance).then(|| {
             self.allowance = allowance;
-            self.settling = Some((step, now + SETTLE));
+            let settle = if step == Step::Resume {
+                RESUME_SETTLE
+            } else {
+                SETTLE
+            };
+            self.settling = Some((step, now + settle));
             allowance
         })
     }
@@ -295,6 +311,28 @@ mod tests {
         assert_eq!(c.report(0.0, at(t0, 12_500)), None);
         // Still losing once settled: audio only.
         assert_eq!(c.report(0.3, at(t0, 13_000)), Some(Allowance::AudioOnly));
+    }
+
+    #[test]
+    fn the_first_reports_after_video_resumes_count_neither_way() {
+        let t0 = Instant::now();
+        let mut c = LinkController::default();
+        c.set_layers(3);
+        assert_eq!(c.report(0.6, at(t0, 1000)), Some(Allowance::AudioOnly));
+        c.report(0.0, at(t0, 4000));
+        assert_eq!(c.report(0.0, at(t0, 8000)), Some(Allowance::UpToLayer(0)));
+        assert_eq!(
+            c.report(0.3, at(t0, 9000)),
+            None,
+            "this report also counts what was lost before the video was held back"
+        );
+        assert_eq!(c.report(0.0, at(t0, 9500)), None, "and so may a clean one");
+        assert_eq!(c.report(0.3, at(t0, 10_500)), None);
+        assert_eq!(
+            c.report(0.3, at(t0, 11_500)),
+            Some(Allowance::AudioOnly),
+            "once settled, loss undoes the step"
+        );
     }
 
     #[test]

@@ -8,11 +8,12 @@
 // themselves; a student whose browser refuses the camera still watches (receive-only); a page
 // whose server dies shows "connection lost" with a way back in; the teacher's console mutes
 // (the teacher's browser stops receiving that audio), locks, removes and ends; a lecture student
-// invited on stage is seen by the teacher and the class until taken off.
+// invited on stage is seen by the teacher and the class until taken off; a student whose link is
+// narrowed (tc on loopback, to its media port only) is told it gets sound only and gets video back.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -675,6 +676,79 @@ test("a phone gets the teacher's camera small, a big screen large (simulcast)", 
   await phone.waitForTimeout(2000);
   assert.ok((await inbound(phone)).video.frames > first.video.frames + 20, "and keeps decoding");
   for (const page of [teacher, phone, hall]) await page.context().close();
+});
+
+/** The UDP port a page's media connection receives on (its selected ICE candidate's). */
+async function mediaPort(page) {
+  return page.evaluate(async () => {
+    const stats = await window.jinkePc.getStats();
+    let port;
+    stats.forEach((s) => {
+      if (s.type === "transport" && s.selectedCandidatePairId) {
+        port = stats.get(stats.get(s.selectedCandidatePairId).localCandidateId).port;
+      }
+    });
+    return port;
+  });
+}
+
+/**
+ * Narrows what loopback carries to UDP `port` to `kbit` kbit/s, with half a second of queue: a
+ * thin village link for the page receiving there. Returns the undo.
+ */
+function narrowMediaLink(port, kbit) {
+  const tc = (...args) => execFileSync("tc", args, { stdio: ["ignore", "ignore", "inherit"] });
+  tc("qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "1");
+  tc("class", "add", "dev", "lo", "parent", "1:", "classid", "1:1", "htb", "rate", "10gbit");
+  tc("class", "add", "dev", "lo", "parent", "1:", "classid", "1:2", "htb", "rate", `${kbit}kbit`);
+  tc("qdisc", "add", "dev", "lo", "parent", "1:2", "bfifo", "limit", `${(kbit * 1000) / 16}`);
+  tc(
+    "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "u32",
+    "match", "ip", "protocol", "17", "0xff", "match", "ip", "dport", `${port}`, "0xffff",
+    "flowid", "1:2",
+  );
+  return () => tc("qdisc", "del", "dev", "lo", "root");
+}
+
+test("a student on a thin link is told it gets sound only, and video comes back", async () => {
+  const lesson = await api("/api/v1/lessons", { title: "乡村课堂", mode: "lecture" });
+  const link = async (identity, name, role) =>
+    `${(await api(`/api/v1/lessons/${lesson.id}/tokens`, { identity, name, role })).join_url}&autojoin=1`;
+  const teacher = await newPage();
+  await teacher.goto(await link("tweak", "赵老师", "teacher"));
+  await teacher.waitForFunction(() => window.jinkePc?.connectionState === "connected", null, {
+    timeout: 15_000,
+  });
+  const student = await newPage();
+  await student.goto(await link("village", "村民", "student"));
+  await student.waitForFunction(
+    () => document.querySelector(".stage video")?.videoWidth > 0,
+    null,
+    { timeout: 20_000, polling: 100 },
+  );
+  const notice = student.locator('[data-code="weak_link"]');
+  // 96 kbit/s: the teacher's voice fits, no camera layer does.
+  const widen = narrowMediaLink(await mediaPort(student), 96);
+  try {
+    await notice.waitFor({ timeout: 20_000 });
+    assert.match(await notice.innerText(), /只播放声音/);
+    const before = await inbound(student);
+    await student.waitForTimeout(2000);
+    const after = await inbound(student);
+    assert.ok(after.audio.packets > before.audio.packets + 40, `the lesson stays audible: ${JSON.stringify([before, after])}`);
+  } finally {
+    widen();
+  }
+  // The link is wide again: after clean reports the camera comes back and the notice goes.
+  await notice.waitFor({ state: "detached", timeout: 40_000 });
+  const first = await inbound(student);
+  let last = first;
+  for (let i = 0; i < 50 && last.video.frames <= first.video.frames + 20; i++) {
+    await student.waitForTimeout(200);
+    last = await inbound(student);
+  }
+  assert.ok(last.video.frames > first.video.frames + 20, `video decodes again: ${JSON.stringify([first, last])}`);
+  for (const page of [teacher, student]) await page.context().close();
 });
 
 test("a 360-pixel-wide phone shows the lesson without sideways scrolling", async () => {
