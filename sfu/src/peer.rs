@@ -72,7 +72,8 @@ pub(crate) struct Peer {
     pub events: UnboundedSender<PeerEvent>,
     /// When str0m next needs a timeout input.
     pub next_timeout: Instant,
-    /// Once negotiation started and until connected: when the peer is given up on.
+    /// When the peer is given up on: from the start of negotiation until it connects, and
+    /// while its ICE is disconnected after that.
     pub connect_deadline: Option<Instant>,
     /// Whether ICE and DTLS have come up.
     pub connected: bool,

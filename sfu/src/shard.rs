@@ -30,6 +30,9 @@ const MAX_EARLY_VIEWS: usize = 16;
 
 /// The longest a video frame's packets wait for its last packet before they are sent anyway.
 const FRAME_HOLD: Duration = Duration::from_millis(5);
+/// How long a connected peer whose ICE went disconnected may take to come back before it is
+/// closed (its client is told the connection was lost).
+const ICE_RECONNECT_GRACE: Duration = Duration::from_secs(5);
 
 /// Most datagrams taken from the socket before the peers they touched are polled.
 const RECV_BATCH: usize = 64;
@@ -549,9 +552,29 @@ impl Shard {
                     peer.report(PeerEvent::Connected);
                 }
             }
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
+            Event::Closed => {
                 if let Some(peer) = self.peers.get_mut(&id) {
                     peer.rtc.disconnect();
+                }
+            }
+            // ICE may come back from disconnected (a late check, a new nomination): a slow
+            // phone's first checks can come after str0m gave up on its candidates. A peer that
+            // has not connected yet has its connect deadline already; one that was connected
+            // gets a grace period to come back.
+            Event::IceConnectionStateChange(state) => {
+                if let Some(peer) = self.peers.get_mut(&id)
+                    && peer.connected
+                {
+                    match state {
+                        IceConnectionState::Disconnected => {
+                            peer.connect_deadline
+                                .get_or_insert(Instant::now() + ICE_RECONNECT_GRACE);
+                        }
+                        IceConnectionState::Connected | IceConnectionState::Completed => {
+                            peer.connect_deadline = None;
+                        }
+                        _ => {}
+                    }
                 }
             }
             Event::MediaAdded(m)

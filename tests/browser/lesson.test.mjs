@@ -75,7 +75,7 @@ before(async () => {
   server = spawn(
     BIN,
     ["serve", "--http", HTTP, "--udp", UDP, "--data-dir", dataDir, "--api-key", API_KEY],
-    { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, RUST_LOG: "warn" } },
+    { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, RUST_LOG: process.env.JINKE_LOG ?? "warn" } },
   );
   serverExit = new Promise((resolve) => server.on("exit", (code, signal) => resolve({ code, signal })));
   await waitForServer();
@@ -139,6 +139,23 @@ async function inbound(page) {
     });
     return out;
   });
+}
+
+/** What a page shows and how its connection stands, for a failure message. */
+function pageState(page) {
+  return page.evaluate(() => ({
+    pc: window.jinkePc?.connectionState ?? "none",
+    text: document.body.innerText.slice(0, 400),
+  }));
+}
+
+/** Clicks the element with this test id; a failure says what the page showed instead. */
+async function clickTestId(page, id) {
+  try {
+    await page.getByTestId(id).click({ timeout: 15_000 });
+  } catch (e) {
+    throw new Error(`${e.message}\npage: ${JSON.stringify(await pageState(page))}`);
+  }
 }
 
 /** Clicks join and returns milliseconds until the first teacher video frame is decoded. */
@@ -337,7 +354,7 @@ test("a lecture student invited on stage is seen by the teacher and the class", 
 
   // The student raises a hand; the teacher sees it, invites; the student accepts and appears
   // to everyone.
-  await asker.getByTestId("raise-hand").click();
+  await clickTestId(asker, "raise-hand");
   await teacher
     .locator('[data-testid="hand-queue"] li[data-identity="s1"]')
     .waitFor({ timeout: 10_000 });
@@ -648,12 +665,6 @@ test("a phone gets the teacher's camera small, a big screen large (simulcast)", 
   };
   const phone = await open("phone", { width: 360, height: 740 });
   const hall = await open("hall", { width: 1600, height: 1000 });
-  // What a page shows and how its connection stands, for a failure message.
-  const state = (page) =>
-    page.evaluate(() => ({
-      pc: window.jinkePc?.connectionState ?? "none",
-      text: document.body.innerText.slice(0, 300),
-    }));
   // The sender ramps its layers up as its bandwidth estimate grows: wait for each size.
   const receives = async (page, width) => {
     const deadline = Date.now() + 30_000;
@@ -664,7 +675,7 @@ test("a phone gets the teacher's camera small, a big screen large (simulcast)", 
       await page.waitForTimeout(250);
     }
     assert.fail(
-      `expected ${width}-pixel-wide frames, got ${JSON.stringify(last)}; page: ${JSON.stringify(await state(page))}`,
+      `expected ${width}-pixel-wide frames, got ${JSON.stringify(last)}; page: ${JSON.stringify(await pageState(page))}`,
     );
   };
   await receives(phone, 640);
@@ -791,7 +802,7 @@ test("a lost connection says so instead of going blank", async () => {
   const doomed = spawn(
     BIN,
     ["serve", "--http", http, "--udp", "127.0.0.1:18097", "--data-dir", dir, "--api-key", API_KEY],
-    { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, RUST_LOG: "warn" } },
+    { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, RUST_LOG: process.env.JINKE_LOG ?? "warn" } },
   );
   const gone = new Promise((resolve) => doomed.on("exit", resolve));
   try {
