@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::netns::{A_IP, B_IP, run_linked, sh};
 use common::numbered::{track_id, tracks_of};
+use common::vp8::{Vp8Part, vp8_start};
 use common::*;
 use jinke_signaling::{MediaKind, ServerMessage};
 
@@ -45,26 +46,13 @@ const MAX_STALL: Duration = Duration::from_secs(2);
 /// layer, frame number, packet index and packet count, then filler.
 fn packet(layer: usize, n: u32, idx: u8) -> Vec<u8> {
     let (count, len) = PACKETS[layer];
-    let pid = (1000 * layer as u32 + n) as u16 & 0x7fff;
-    let start = if idx == 0 { 0x10 } else { 0x00 };
-    let mut p = vec![
-        0x80 | start,
-        0xe0,
-        0x80 | (pid >> 8) as u8,
-        pid as u8,
-        n as u8,
-        0x00,
-    ];
-    if idx == 0 {
-        if n.is_multiple_of(KEYFRAME_EVERY) {
-            let (w, h) = SIZES[layer];
-            p.extend([0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a]);
-            p.extend(w.to_le_bytes());
-            p.extend(h.to_le_bytes());
-        } else {
-            p.extend([0x01, 0x00, 0x00]);
-        }
-    }
+    let pid = (1000 * layer as u32 + n) as u16;
+    let part = match idx {
+        0 if n.is_multiple_of(KEYFRAME_EVERY) => Vp8Part::Keyframe(SIZES[layer].0, SIZES[layer].1),
+        0 => Vp8Part::Delta,
+        _ => Vp8Part::Continuation,
+    };
+    let mut p = vp8_start(pid, n as u8, part);
     p.push(layer as u8);
     p.extend(n.to_be_bytes());
     p.extend([idx, count]);

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::numbered::*;
+use common::vp8::{Vp8Part, vp8_start};
 use common::*;
 use jinke_signaling::{ClientMessage, MediaKind};
 
@@ -21,23 +22,13 @@ const KEYFRAME_EVERY: u32 = 8;
 /// number so the test can tell what arrived.
 fn frame(layer: usize, n: u32, keyframe: bool) -> Vec<u8> {
     // Each layer numbers its pictures from its own starting point, as encoders do.
-    let pid = (1000 * layer as u32 + n) as u16 & 0x7fff;
-    let mut p = vec![
-        0x90,
-        0xe0,
-        0x80 | (pid >> 8) as u8,
-        pid as u8,
-        n as u8,
-        0x00,
-    ];
-    if keyframe {
-        let (w, h) = SIZES[layer];
-        p.extend([0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a]);
-        p.extend(w.to_le_bytes());
-        p.extend(h.to_le_bytes());
+    let pid = (1000 * layer as u32 + n) as u16;
+    let part = if keyframe {
+        Vp8Part::Keyframe(SIZES[layer].0, SIZES[layer].1)
     } else {
-        p.extend([0x01, 0x00, 0x00]);
-    }
+        Vp8Part::Delta
+    };
+    let mut p = vp8_start(pid, n as u8, part);
     p.push(0xC0 | layer as u8);
     p.extend(n.to_be_bytes());
     p.extend([0x55; 200]);

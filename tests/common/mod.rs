@@ -37,6 +37,7 @@ use webrtc::peer_connection::{
 
 pub mod netns;
 pub mod numbered;
+pub mod vp8;
 pub mod ws;
 
 /// The API key test servers use.
