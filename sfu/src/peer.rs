@@ -81,6 +81,9 @@ pub(crate) struct Peer {
     pub dirty: bool,
     /// Tracks forwarded to this peer.
     pub out: Vec<OutTrack>,
+    /// Whether `out` has tracks to open or stop in the next offer. A flag rather than a scan
+    /// of `out`: checked at every poll, and `out`'s entries are a cache miss away.
+    to_negotiate: bool,
     /// The offer this peer has not answered yet.
     pending: Option<SdpPendingOffer>,
     /// Incoming SSRC to mid and rid, learned on the first packet of each stream.
@@ -109,6 +112,7 @@ impl Peer {
             connected: false,
             dirty: false,
             out: Vec::new(),
+            to_negotiate: false,
             pending: None,
             ssrc_mids: Vec::new(),
         }
@@ -162,14 +166,10 @@ impl Peer {
     /// If forwarded tracks were added or ended and no offer is outstanding, makes the next offer
     /// and reports it. Returns whether it made one.
     pub fn negotiate_if_needed(&mut self) -> bool {
-        if self.pending.is_some()
-            || !self
-                .out
-                .iter()
-                .any(|t| matches!(t.state, OutState::ToOpen | OutState::ToStop(_)))
-        {
+        if self.pending.is_some() || !self.to_negotiate {
             return false;
         }
+        self.to_negotiate = false;
         let mut change = self.rtc.sdp_api();
         let mut added = Vec::new();
         let mut removed = Vec::new();
@@ -239,8 +239,19 @@ impl Peer {
         Ok(opened)
     }
 
+    /// Starts forwarding a track to this peer: its m-line is added in the next offer.
+    pub fn open_track(&mut self, source: TrackKey, track: TrackInfo) {
+        self.out.push(OutTrack {
+            source,
+            track,
+            state: OutState::ToOpen,
+        });
+        self.to_negotiate = true;
+    }
+
     /// The track fed by `source` ended: its m-line is stopped in the next offer.
     pub fn unsubscribe(&mut self, source: TrackKey) {
+        let to_negotiate = &mut self.to_negotiate;
         self.out.retain_mut(|t| {
             if t.source != source {
                 return true;
@@ -249,6 +260,7 @@ impl Peer {
                 OutState::ToOpen => false,
                 OutState::Negotiating(mid) | OutState::Open(mid) => {
                     t.state = OutState::ToStop(mid);
+                    *to_negotiate = true;
                     true
                 }
                 OutState::ToStop(_) | OutState::Stopping(_) => true,

@@ -16,7 +16,7 @@ use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::mailbox::{Inbox, Mailbox};
-use crate::peer::{OutState, OutTrack, Peer, TrackKey};
+use crate::peer::{Peer, TrackKey};
 use crate::route::{MediaPacket, Route, Subscription};
 use crate::udp::{Outbox, RecvBatch, wait_readable};
 use crate::{CloseReason, Command, PeerEvent, PeerId, PeerSpec, SfuError, SfuStats};
@@ -318,11 +318,7 @@ impl Shard {
                 && route.room == peer.room
                 && route.track.identity != peer.identity
             {
-                peer.out.push(OutTrack {
-                    source: *key,
-                    track: route.track.clone(),
-                    state: OutState::ToOpen,
-                });
+                peer.open_track(*key, route.track.clone());
             }
         }
         tracing::debug!(?id, identity = %peer.identity, room = %peer.room, "peer added");
@@ -646,11 +642,7 @@ impl Shard {
                     && p.identity != track.identity
             })
             .map(|p| {
-                p.out.push(OutTrack {
-                    source,
-                    track: track.clone(),
-                    state: OutState::ToOpen,
-                });
+                p.open_track(source, track.clone());
                 p.id
             })
             .collect();
@@ -985,11 +977,7 @@ impl Shard {
             for (key, track) in &routes {
                 let own = track.identity == peer.identity;
                 if !own && !peer.out.iter().any(|t| t.source == *key) {
-                    peer.out.push(OutTrack {
-                        source: *key,
-                        track: track.clone(),
-                        state: OutState::ToOpen,
-                    });
+                    peer.open_track(*key, track.clone());
                 }
             }
             waiting.push(peer.id);
