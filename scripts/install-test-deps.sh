@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs what the tests need on a fresh Debian machine (as root): the wasm32 target, Debian's
-# chromium, Node.js with npm, iproute2 and util-linux (for the loopback-only namespace), Janus (the
+# chromium, Node.js with npm, iproute2 and util-linux (namespaces, and `tc` for shaped links), Janus (the
 # bench's comparison server), libopus and pkg-config (the load generator's audio), curl and python3
 # (the bench script), and the browser tests' npm packages. Quick when everything is already there.
 set -eu

@@ -16,7 +16,7 @@ use crate::{PeerEvent, PeerId, PeerSpec, SfuError};
 /// How long each forwarded stream keeps its packets for answering NACKs. str0m keeps 3 s per
 /// stream per subscriber; a packet repaired later than a second is of no use to a live
 /// picture (the receiver has asked for a keyframe by then), and a lecture keeps one cache
-/// per student. Janus keeps 500 ms.
+/// per student. (Janus keeps at least 500 ms, longer on long round trips: `min_nack_queue`.)
 const RTX_CACHE_AGE: Duration = Duration::from_secs(1);
 /// At most this many packets (a second of a 4 Mbps video).
 const RTX_CACHE_PACKETS: usize = 400;

@@ -418,7 +418,7 @@ impl Shard {
         let mut expired = Vec::new();
         for peer in self.peers.values_mut() {
             if peer.connect_deadline.is_some_and(|d| d <= now) {
-                tracing::debug!(id = ?peer.id, "peer did not connect in time; closing it");
+                tracing::debug!(id = ?peer.id, "peer did not (re)connect in time; closing it");
                 peer.rtc.disconnect();
                 expired.push(peer.id);
             } else if peer.next_timeout <= now {

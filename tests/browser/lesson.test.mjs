@@ -141,6 +141,12 @@ async function inbound(page) {
   });
 }
 
+/** A join link for `lesson` that joins as soon as the page opens. */
+async function autojoinLink(lesson, identity, name, role) {
+  const { join_url } = await api(`/api/v1/lessons/${lesson.id}/tokens`, { identity, name, role });
+  return `${join_url}&autojoin=1`;
+}
+
 /** What a page shows and how its connection stands, for a failure message. */
 function pageState(page) {
   return page.evaluate(() => ({
@@ -329,8 +335,7 @@ test("a refused camera still lets a student watch", async () => {
 
 test("a lecture student invited on stage is seen by the teacher and the class", async () => {
   const lesson = await api("/api/v1/lessons", { title: "健康讲座", mode: "lecture" });
-  const link = async (identity, name, role) =>
-    `${(await api(`/api/v1/lessons/${lesson.id}/tokens`, { identity, name, role })).join_url}&autojoin=1`;
+  const link = (identity, name, role) => autojoinLink(lesson, identity, name, role);
   const teacher = await newPage();
   await teacher.goto(await link("t", "陈医生", "teacher"));
   await teacher.waitForFunction(() => window.jinkePc?.connectionState === "connected", null, {
@@ -412,8 +417,7 @@ test("a lecture student invited on stage is seen by the teacher and the class", 
 
 test("the teacher mutes, locks, removes and ends from the console", async () => {
   const lesson = await api("/api/v1/lessons", { title: "老年合唱班", mode: "small_class" });
-  const link = async (identity, name, role) =>
-    `${(await api(`/api/v1/lessons/${lesson.id}/tokens`, { identity, name, role })).join_url}&autojoin=1`;
+  const link = (identity, name, role) => autojoinLink(lesson, identity, name, role);
   const teacher = await newPage();
   teacher.on("dialog", (d) => d.accept()); // "Remove this participant?", "End the lesson?"
   await teacher.goto(await link("t", "王老师", "teacher"));
@@ -611,8 +615,7 @@ test("a school's own page embeds a lesson and hears its events", async () => {
 
 test("the teacher shares a screen and students see it large", async () => {
   const lesson = await api("/api/v1/lessons", { title: "电脑入门", mode: "lecture" });
-  const link = async (identity, name, role) =>
-    `${(await api(`/api/v1/lessons/${lesson.id}/tokens`, { identity, name, role })).join_url}&autojoin=1`;
+  const link = (identity, name, role) => autojoinLink(lesson, identity, name, role);
   const teacher = await newPage();
   await teacher.goto(await link("t", "刘老师", "teacher"));
   await teacher.waitForFunction(() => window.jinkePc?.connectionState === "connected", null, {
@@ -649,8 +652,7 @@ test("the teacher shares a screen and students see it large", async () => {
 
 test("a phone gets the teacher's camera small, a big screen large (simulcast)", async () => {
   const lesson = await api("/api/v1/lessons", { title: "太极拳", mode: "lecture" });
-  const link = async (identity, name, role) =>
-    `${(await api(`/api/v1/lessons/${lesson.id}/tokens`, { identity, name, role })).join_url}&autojoin=1`;
+  const link = (identity, name, role) => autojoinLink(lesson, identity, name, role);
   const teacher = await newPage();
   await teacher.goto(await link("tsim", "王老师", "teacher"));
   await teacher.waitForFunction(() => window.jinkePc?.connectionState === "connected", null, {
@@ -723,8 +725,7 @@ function narrowMediaLink(port, kbit) {
 
 test("a student on a thin link is told it gets sound only, and video comes back", async () => {
   const lesson = await api("/api/v1/lessons", { title: "乡村课堂", mode: "lecture" });
-  const link = async (identity, name, role) =>
-    `${(await api(`/api/v1/lessons/${lesson.id}/tokens`, { identity, name, role })).join_url}&autojoin=1`;
+  const link = (identity, name, role) => autojoinLink(lesson, identity, name, role);
   const teacher = await newPage();
   await teacher.goto(await link("tweak", "赵老师", "teacher"));
   await teacher.waitForFunction(() => window.jinkePc?.connectionState === "connected", null, {
