@@ -4,10 +4,10 @@
 use std::time::{Duration, Instant};
 
 use jinke_signaling::{MediaKind, TrackInfo, TrackMapping};
-use str0m::Rtc;
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::media::{Direction, Mid, Rid};
 use str0m::rtp::Ssrc;
+use str0m::{Input, Rtc};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::link::Allowance;
@@ -79,6 +79,9 @@ pub(crate) struct Peer {
     pub connected: bool,
     /// Whether this peer is queued for polling.
     pub dirty: bool,
+    /// Whether media was written to it since its last poll. str0m sends a written packet only
+    /// after a timeout input has stamped it, so such a peer gets one before its poll.
+    pub written: bool,
     /// Tracks forwarded to this peer.
     pub out: Vec<OutTrack>,
     /// Whether `out` has tracks to open or stop in the next offer. A flag rather than a scan
@@ -111,10 +114,27 @@ impl Peer {
             connect_deadline,
             connected: false,
             dirty: false,
+            written: false,
             out: Vec::new(),
             to_negotiate: false,
             pending: None,
             ssrc_mids: Vec::new(),
+        }
+    }
+
+    /// Media was written to this peer: it gets a timeout input before its next poll. Returns
+    /// whether it must be queued for polling (it was not yet).
+    pub fn written_to(&mut self) -> bool {
+        self.written = true;
+        !std::mem::replace(&mut self.dirty, true)
+    }
+
+    /// Moves str0m's clock to `now` (sends what is due, stamps written packets); a session
+    /// that fails on it is closed.
+    pub fn advance(&mut self, now: Instant) {
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            tracing::debug!(id = ?self.id, error = %e, "peer timeout failed; closing it");
+            self.rtc.disconnect();
         }
     }
 

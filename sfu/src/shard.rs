@@ -422,10 +422,7 @@ impl Shard {
                 peer.rtc.disconnect();
                 expired.push(peer.id);
             } else if peer.next_timeout <= now {
-                if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
-                    tracing::debug!(id = ?peer.id, error = %e, "peer timeout failed; closing it");
-                    peer.rtc.disconnect();
-                }
+                peer.advance(now);
                 expired.push(peer.id);
             }
         }
@@ -513,6 +510,11 @@ impl Shard {
             && peer.connect_deadline.is_none()
         {
             peer.connect_deadline = Some(Instant::now() + self.connect_timeout);
+        }
+        if let Some(peer) = self.peers.get_mut(&id)
+            && std::mem::take(&mut peer.written)
+        {
+            peer.advance(Instant::now());
         }
         while let Some(peer) = self.peers.get_mut(&id) {
             if !peer.rtc.is_alive() {
@@ -749,8 +751,7 @@ impl Shard {
             let Some(peer) = self.peers.get_mut(&sub.peer) else {
                 continue;
             };
-            if sub.forward(&mut peer.rtc, packet, now) && !hold && !peer.dirty {
-                peer.dirty = true;
+            if sub.forward(&mut peer.rtc, packet, now) && !hold && peer.written_to() {
                 self.dirty.push(sub.peer);
             }
         }
@@ -764,9 +765,8 @@ impl Shard {
         route.frame_deadline = None;
         for sub in &route.subscribers {
             if let Some(peer) = self.peers.get_mut(&sub.peer)
-                && !peer.dirty
+                && peer.written_to()
             {
-                peer.dirty = true;
                 self.dirty.push(sub.peer);
             }
         }
