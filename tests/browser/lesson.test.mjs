@@ -9,7 +9,8 @@
 // whose server dies shows "connection lost" with a way back in; the teacher's console mutes
 // (the teacher's browser stops receiving that audio), locks, removes and ends; a lecture student
 // invited on stage is seen by the teacher and the class until taken off; a student whose link is
-// narrowed (tc on loopback, to its media port only) is told it gets sound only and gets video back.
+// narrowed (tc on loopback, to its media port only) is told it gets sound only and gets video back;
+// a student whose link is dead for 10 s carries on when it comes back.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -706,21 +707,33 @@ async function mediaPort(page) {
 }
 
 /**
- * Narrows what loopback carries to UDP `port` to `kbit` kbit/s, with half a second of queue: a
- * thin village link for the page receiving there. Returns the undo.
+ * Holds what loopback carries over UDP from or to `port` (as `matches` say: "dport", "sport")
+ * to `kbit` kbit/s with a queue of `queue` bytes (a larger packet is dropped). Returns the undo.
  */
-function narrowMediaLink(port, kbit) {
+function limitLoopbackPort(matches, port, kbit, queue) {
   const tc = (...args) => execFileSync("tc", args, { stdio: ["ignore", "ignore", "inherit"] });
   tc("qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "1");
   tc("class", "add", "dev", "lo", "parent", "1:", "classid", "1:1", "htb", "rate", "10gbit");
   tc("class", "add", "dev", "lo", "parent", "1:", "classid", "1:2", "htb", "rate", `${kbit}kbit`);
-  tc("qdisc", "add", "dev", "lo", "parent", "1:2", "bfifo", "limit", `${(kbit * 1000) / 16}`);
-  tc(
-    "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "u32",
-    "match", "ip", "protocol", "17", "0xff", "match", "ip", "dport", `${port}`, "0xffff",
-    "flowid", "1:2",
-  );
+  tc("qdisc", "add", "dev", "lo", "parent", "1:2", "bfifo", "limit", `${queue}`);
+  for (const match of matches) {
+    tc(
+      "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "u32",
+      "match", "ip", "protocol", "17", "0xff", "match", "ip", match, `${port}`, "0xffff",
+      "flowid", "1:2",
+    );
+  }
   return () => tc("qdisc", "del", "dev", "lo", "root");
+}
+
+/** A thin village link for the page receiving on UDP `port`: `kbit` kbit/s, half a second of queue. */
+function narrowMediaLink(port, kbit) {
+  return limitLoopbackPort(["dport"], port, kbit, (kbit * 1000) / 16);
+}
+
+/** The page using UDP `port` loses its media connection: nothing gets through either way. */
+function cutMediaLink(port) {
+  return limitLoopbackPort(["dport", "sport"], port, 1, 1);
 }
 
 test("a student on a thin link is told it gets sound only, and video comes back", async () => {
@@ -760,6 +773,50 @@ test("a student on a thin link is told it gets sound only, and video comes back"
     last = await inbound(student);
   }
   assert.ok(last.video.frames > first.video.frames + 20, `video decodes again: ${JSON.stringify([first, last])}`);
+  for (const page of [teacher, student]) await page.context().close();
+});
+
+test("a student whose link drops for 10 seconds carries on when it comes back", async () => {
+  const lesson = await api("/api/v1/lessons", { title: "掉线又回来", mode: "lecture" });
+  const link = (identity, name, role) => autojoinLink(lesson, identity, name, role);
+  const teacher = await newPage();
+  await teacher.goto(await link("steady", "钱老师", "teacher"));
+  await teacher.waitForFunction(() => window.jinkePc?.connectionState === "connected", null, {
+    timeout: 15_000,
+  });
+  const student = await newPage();
+  await student.goto(await link("hiccup", "孙阿姨", "student"));
+  await student.waitForFunction(
+    () => document.querySelector(".stage video")?.videoWidth > 0,
+    null,
+    { timeout: 20_000, polling: 100 },
+  );
+  // A village hall's link goes dead, then comes back: no media, no ICE checks, no receiver
+  // reports either way for 10 s (both ends give a silent pair up after about 15 s).
+  const restore = cutMediaLink(await mediaPort(student));
+  let during;
+  try {
+    await student.waitForTimeout(3_000);
+    during = await inbound(student);
+    await student.waitForTimeout(7_000);
+    const cut = await inbound(student);
+    assert.ok(cut.video.frames <= during.video.frames + 5, `the cut holds: ${JSON.stringify([during, cut])}`);
+  } finally {
+    restore();
+  }
+  // The student's browser asks for a keyframe, the server passes the ask on (or the link
+  // controller starts it over on the smallest layer), and the picture moves again.
+  const back = Date.now();
+  const first = await inbound(student);
+  let last = first;
+  while (Date.now() - back < 20_000 && last.video.frames <= first.video.frames + 50) {
+    await student.waitForTimeout(200);
+    last = await inbound(student);
+  }
+  const state = await pageState(student);
+  assert.ok(last.video.frames > first.video.frames + 50, `video goes on: ${JSON.stringify([first, last, state])}`);
+  assert.equal(await student.locator('[data-code="connection_lost"]').count(), 0, JSON.stringify(state));
+  console.log(`video moved again ${Date.now() - back} ms after the link came back (50 frames)`);
   for (const page of [teacher, student]) await page.context().close();
 });
 
