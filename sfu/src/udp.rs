@@ -1,8 +1,8 @@
 //! The UDP calls the shard needs beyond `std`: batched receiving (`recvmmsg`) and batched
 //! sending. The kernel's per-datagram work dominates sending (BENCHMARKS.md: `sendto`
 //! ~3 us, `sendmmsg` ~2.4 us, UDP GSO ~0.55 us per 1200-byte packet), so the shard queues what a
-//! poll round produces and sends it at once: runs of datagrams to one destination (a video frame's
-//! packets to one subscriber) as one GSO send, the rest with `sendmmsg`.
+//! poll round produces and sends it at once with `sendmmsg`: each run of datagrams to one
+//! destination (a video frame's packets to one subscriber) is one GSO message of the batch.
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -329,7 +329,6 @@ pub(crate) struct Outbox {
     queue: Vec<(SocketAddr, Vec<u8>)>,
     /// Whether UDP GSO works here; turned off on the first failure.
     gso_broken: bool,
-    gso_buf: Vec<u8>,
 }
 
 impl Outbox {
@@ -338,106 +337,93 @@ impl Outbox {
         self.queue.push((dest, data));
     }
 
-    /// Sends everything queued. Send failures are logged and the datagrams dropped, as a network
-    /// would drop them.
+    /// Sends everything queued, with as few `sendmmsg` calls as possible: each run of
+    /// datagrams one GSO send can carry is one message of the batch. Send failures are logged
+    /// and the datagrams dropped, as a network would drop them.
     pub fn flush(&mut self, socket: &UdpSocket) {
-        if self.queue.is_empty() {
-            return;
-        }
-        let queue = std::mem::take(&mut self.queue);
-        let mut singles: Vec<usize> = Vec::new();
-        for run in plan_runs(&queue) {
-            if run.len() >= 2 && !self.gso_broken {
-                send_mmsg(socket, &queue, &singles);
-                singles.clear();
-                if let Err(e) = self.send_gso(socket, &queue[run.clone()]) {
+        let mut queue = std::mem::take(&mut self.queue);
+        let mut from = 0;
+        while from < queue.len() {
+            match send_runs(socket, &queue[from..], !self.gso_broken) {
+                Ok(()) => break,
+                Err((at, e)) => {
                     tracing::info!(error = %e, "UDP GSO unavailable; sending datagrams one by one");
                     self.gso_broken = true;
-                    singles.extend(run);
+                    from += at;
                 }
-            } else {
-                singles.extend(run);
             }
         }
-        send_mmsg(socket, &queue, &singles);
         // Keep the allocation for the next round.
+        queue.clear();
         self.queue = queue;
-        self.queue.clear();
-    }
-
-    fn send_gso(&mut self, socket: &UdpSocket, run: &[(SocketAddr, Vec<u8>)]) -> io::Result<()> {
-        let segment = run[0].1.len();
-        self.gso_buf.clear();
-        for (_, d) in run {
-            self.gso_buf.extend_from_slice(d);
-        }
-        let (addr, addr_len) = to_sockaddr(run[0].0);
-        let mut iov = libc::iovec {
-            iov_base: self.gso_buf.as_ptr() as *mut _,
-            iov_len: self.gso_buf.len(),
-        };
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
-        let mut control = [0u8; 64];
-        debug_assert!(space <= control.len());
-        // SAFETY: msghdr is plain data; every pointer set below refers to a live local.
-        let mut msg: libc::msghdr = unsafe { zeroed() };
-        msg.msg_name = (&addr as *const libc::sockaddr_storage) as *mut _;
-        msg.msg_namelen = addr_len;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        // SAFETY: the control buffer holds one cmsg with a u16 (checked above); the fd is ours.
-        let sent = unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_UDP;
-            (*cmsg).cmsg_type = libc::UDP_SEGMENT;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment as u16);
-            libc::sendmsg(socket.as_raw_fd(), &msg, 0)
-        };
-        if sent < 0 {
-            let e = io::Error::last_os_error();
-            // Kernels without GSO (or a device that refuses it) answer EIO/EINVAL/ENOPROTOOPT.
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)
-            ) {
-                return Err(e);
-            }
-            tracing::debug!(error = %e, "media send failed");
-        }
-        Ok(())
     }
 }
 
-/// Sends the datagrams at `indices` of `queue` with as few `sendmmsg` calls as possible.
-fn send_mmsg(socket: &UdpSocket, queue: &[(SocketAddr, Vec<u8>)], indices: &[usize]) {
-    for chunk in indices.chunks(MMSG_BATCH) {
-        let addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
-            chunk.iter().map(|&i| to_sockaddr(queue[i].0)).collect();
+/// Room for one `UDP_SEGMENT` control message (a u16), aligned as `cmsghdr` needs.
+type SegmentControl = [u64; 4];
+
+/// Sends `queue` with `sendmmsg`, one message per run (a GSO send when `gso` and the run has
+/// several datagrams, its datagrams as the message's iovecs: no copying). Returns where a GSO
+/// send was refused (the kernel or device cannot segment), with the error; nothing from there
+/// on was sent.
+fn send_runs(
+    socket: &UdpSocket,
+    queue: &[(SocketAddr, Vec<u8>)],
+    gso: bool,
+) -> Result<(), (usize, io::Error)> {
+    let runs: Vec<Range<usize>> = if gso {
+        plan_runs(queue)
+    } else {
+        (0..queue.len()).map(|i| i..i + 1).collect()
+    };
+    // SAFETY: CMSG_SPACE and CMSG_LEN are pure size computations.
+    let (space, cmsg_len) = unsafe {
+        (
+            libc::CMSG_SPACE(size_of::<u16>() as u32) as usize,
+            libc::CMSG_LEN(size_of::<u16>() as u32),
+        )
+    };
+    debug_assert!(space <= size_of::<SegmentControl>());
+    for chunk in runs.chunks(MMSG_BATCH) {
+        let addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> = chunk
+            .iter()
+            .map(|r| to_sockaddr(queue[r.start].0))
+            .collect();
         let mut iovs: Vec<libc::iovec> = chunk
             .iter()
-            .map(|&i| libc::iovec {
-                iov_base: queue[i].1.as_ptr() as *mut _,
-                iov_len: queue[i].1.len(),
+            .flat_map(|r| &queue[r.clone()])
+            .map(|(_, d)| libc::iovec {
+                iov_base: d.as_ptr() as *mut _,
+                iov_len: d.len(),
             })
             .collect();
-        let mut hdrs: Vec<libc::mmsghdr> = addrs
-            .iter()
-            .zip(iovs.iter_mut())
-            .map(|((addr, len), iov)| {
-                // SAFETY: mmsghdr is plain data; the pointers refer to `addrs` and `iovs`, which
-                // outlive the call below.
-                let mut h: libc::mmsghdr = unsafe { zeroed() };
-                h.msg_hdr.msg_name = (addr as *const libc::sockaddr_storage) as *mut _;
-                h.msg_hdr.msg_namelen = *len;
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
+        let mut controls: Vec<SegmentControl> = vec![[0; 4]; chunk.len()];
+        let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(chunk.len());
+        let mut iov_at = 0;
+        for ((run, (addr, addr_len)), control) in chunk.iter().zip(&addrs).zip(&mut controls) {
+            // SAFETY: mmsghdr is plain data; the pointers refer to `addrs`, `iovs` and
+            // `controls`, which are not resized and outlive the calls below.
+            let mut h: libc::mmsghdr = unsafe { zeroed() };
+            h.msg_hdr.msg_name = (addr as *const libc::sockaddr_storage) as *mut _;
+            h.msg_hdr.msg_namelen = *addr_len;
+            h.msg_hdr.msg_iov = iovs[iov_at..].as_mut_ptr();
+            h.msg_hdr.msg_iovlen = run.len() as _;
+            iov_at += run.len();
+            if run.len() >= 2 {
+                h.msg_hdr.msg_control = control.as_mut_ptr().cast();
+                h.msg_hdr.msg_controllen = space as _;
+                let segment = queue[run.start].1.len() as u16;
+                // SAFETY: the control buffer holds one cmsg with a u16 (checked above).
+                unsafe {
+                    let cmsg = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                    (*cmsg).cmsg_level = libc::SOL_UDP;
+                    (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                    (*cmsg).cmsg_len = cmsg_len as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
+                }
+            }
+            hdrs.push(h);
+        }
         let mut sent = 0;
         while sent < hdrs.len() {
             // SAFETY: hdrs[sent..] are valid headers pointing at live buffers; the fd is ours.
@@ -449,15 +435,26 @@ fn send_mmsg(socket: &UdpSocket, queue: &[(SocketAddr, Vec<u8>)], indices: &[usi
                     0,
                 )
             };
-            if n <= 0 {
-                // Drop the one that failed (as the network would) and go on with the rest.
-                tracing::debug!(error = %io::Error::last_os_error(), "media send failed");
-                sent += 1;
-            } else {
+            if n > 0 {
                 sent += n as usize;
+                continue;
             }
+            let e = io::Error::last_os_error();
+            // Kernels without GSO (or a device that refuses it) answer EIO/EINVAL/ENOPROTOOPT.
+            if chunk[sent].len() >= 2
+                && matches!(
+                    e.raw_os_error(),
+                    Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)
+                )
+            {
+                return Err((chunk[sent].start, e));
+            }
+            // Drop the one that failed (as the network would) and go on with the rest.
+            tracing::debug!(error = %e, "media send failed");
+            sent += 1;
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
