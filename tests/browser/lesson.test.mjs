@@ -736,21 +736,29 @@ function cutMediaLink(port) {
   return limitLoopbackPort(["dport", "sport"], port, 1, 1);
 }
 
-test("a student on a thin link is told it gets sound only, and video comes back", async () => {
-  const lesson = await api("/api/v1/lessons", { title: "乡村课堂", mode: "lecture" });
-  const link = (identity, name, role) => autojoinLink(lesson, identity, name, role);
+let lecturesWatched = 0;
+
+/** A lecture titled `title`: its teacher broadcasting, one student already seeing the video. */
+async function lectureWatched(title, teacherName, studentName) {
+  const lesson = await api("/api/v1/lessons", { title, mode: "lecture" });
+  const n = ++lecturesWatched;
   const teacher = await newPage();
-  await teacher.goto(await link("tweak", "赵老师", "teacher"));
+  await teacher.goto(await autojoinLink(lesson, `teacher${n}`, teacherName, "teacher"));
   await teacher.waitForFunction(() => window.jinkePc?.connectionState === "connected", null, {
     timeout: 15_000,
   });
   const student = await newPage();
-  await student.goto(await link("village", "村民", "student"));
+  await student.goto(await autojoinLink(lesson, `student${n}`, studentName, "student"));
   await student.waitForFunction(
     () => document.querySelector(".stage video")?.videoWidth > 0,
     null,
     { timeout: 20_000, polling: 100 },
   );
+  return { teacher, student };
+}
+
+test("a student on a thin link is told it gets sound only, and video comes back", async () => {
+  const { teacher, student } = await lectureWatched("乡村课堂", "赵老师", "村民");
   const notice = student.locator('[data-code="weak_link"]');
   // 96 kbit/s: the teacher's voice fits, no camera layer does.
   const widen = narrowMediaLink(await mediaPort(student), 96);
@@ -777,20 +785,7 @@ test("a student on a thin link is told it gets sound only, and video comes back"
 });
 
 test("a student whose link drops for 10 seconds carries on when it comes back", async () => {
-  const lesson = await api("/api/v1/lessons", { title: "掉线又回来", mode: "lecture" });
-  const link = (identity, name, role) => autojoinLink(lesson, identity, name, role);
-  const teacher = await newPage();
-  await teacher.goto(await link("steady", "钱老师", "teacher"));
-  await teacher.waitForFunction(() => window.jinkePc?.connectionState === "connected", null, {
-    timeout: 15_000,
-  });
-  const student = await newPage();
-  await student.goto(await link("hiccup", "孙阿姨", "student"));
-  await student.waitForFunction(
-    () => document.querySelector(".stage video")?.videoWidth > 0,
-    null,
-    { timeout: 20_000, polling: 100 },
-  );
+  const { teacher, student } = await lectureWatched("掉线又回来", "钱老师", "孙阿姨");
   // A village hall's link goes dead, then comes back: no media, no ICE checks, no receiver
   // reports either way for 10 s (both ends give a silent pair up after about 15 s).
   const restore = cutMediaLink(await mediaPort(student));
