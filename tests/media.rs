@@ -1,5 +1,6 @@
 //! Media through the real server on loopback, with webrtc-rs clients: byte-exact, in-order
-//! forwarding, both directions, publish permissions, cleanup.
+//! forwarding, both directions, publish permissions, cleanup, and broken datagrams (from anyone,
+//! and forged as coming from a student: raw sockets, so root) that disturb nobody.
 
 mod common;
 
@@ -50,6 +51,99 @@ async fn garbage_at_the_media_port_disturbs_nobody() {
     }
     lecture.assert_delivery(50).await;
     assert_eq!(server.stats().await.peers, 2);
+    server.stop().await;
+}
+
+/// The UDP port of the first loopback host candidate in a session description.
+fn candidate_port(sdp: &str) -> u16 {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=candidate:"))
+        .map(|c| c.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 7 && f[2].eq_ignore_ascii_case("udp") && f[4] == "127.0.0.1")
+        .and_then(|f| f[5].parse().ok())
+        .expect("a loopback UDP candidate")
+}
+
+/// Sends `payload` to `to` as if from `from`: a raw IPv4/UDP datagram with a forged source
+/// (root only; what an off-path attacker who knows a student's address can do, or what a
+/// corrupted datagram looks like when it arrives).
+fn send_spoofed(from: std::net::SocketAddrV4, to: std::net::SocketAddrV4, payload: &[u8]) {
+    let udp_len = 8 + payload.len();
+    let mut packet = Vec::with_capacity(20 + udp_len);
+    // IPv4 header; the kernel fills in the total length, id and checksum of a raw send.
+    packet.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0]);
+    packet.extend_from_slice(&from.ip().octets());
+    packet.extend_from_slice(&to.ip().octets());
+    packet.extend_from_slice(&from.port().to_be_bytes());
+    packet.extend_from_slice(&to.port().to_be_bytes());
+    packet.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    packet.extend_from_slice(&[0, 0]); // no UDP checksum
+    packet.extend_from_slice(payload);
+    // SAFETY: plain socket calls on a socket this function owns; `addr` and `packet` outlive
+    // the send.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+        assert!(
+            fd >= 0,
+            "raw socket (needs root): {}",
+            std::io::Error::last_os_error()
+        );
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as _;
+        addr.sin_port = to.port().to_be();
+        addr.sin_addr.s_addr = u32::from(*to.ip()).to_be();
+        let sent = libc::sendto(
+            fd,
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as _,
+        );
+        assert_eq!(
+            sent,
+            packet.len() as isize,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        libc::close(fd);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_datagrams_from_a_students_own_address_do_not_end_its_session() {
+    let server = TestServer::start().await;
+    let lecture = Lecture::start(&server, 1).await;
+    let student = &lecture.students[0];
+    let sdp = student
+        .pc
+        .local_description()
+        .await
+        .expect("local description")
+        .sdp;
+    let from = std::net::SocketAddrV4::new([127, 0, 0, 1].into(), candidate_port(&sdp));
+    let std::net::SocketAddr::V4(to) = server.server().media_addrs()[0] else {
+        panic!("the test server's media port is IPv4");
+    };
+    let junk: Vec<Vec<u8>> = vec![
+        vec![0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0xff, 0xff], // DTLS record, bad length
+        vec![0x17, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 7, 0, 4, 1, 2, 3, 4], // app data, bad epoch
+        vec![0x15, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 8, 0, 2, 2, 40],   // "alert", unencrypted
+        vec![0x14, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 10, 0, 1, 1],      // change cipher spec
+        vec![0x80, 0x60, 0x00, 0x01, 0, 0, 0, 1, 0, 0, 0, 1, 0xde, 0xad], // RTP, bad SRTP tag
+        vec![0x81, 0xc9, 0x00, 0x07, 0, 0, 0, 1, 9, 9, 9, 9],          // RTCP RR, bad SRTCP
+        vec![
+            0x00, 0x01, 0x00, 0x04, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+            0, 6, 0, 9,
+        ],
+    ];
+    for d in &junk {
+        for _ in 0..3 {
+            send_spoofed(from, to, d);
+        }
+    }
+    lecture.assert_delivery(50).await;
+    assert_eq!(server.stats().await.peers, 2, "both sessions go on");
     server.stop().await;
 }
 
