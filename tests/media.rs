@@ -151,12 +151,12 @@ async fn broken_datagrams_from_a_students_own_address_do_not_end_its_session() {
 async fn one_to_one_tutoring_works_both_ways() {
     let server = TestServer::start().await;
     let lesson = server.create_lesson("one_to_one").await;
-    let t = server.token(&lesson, "tutor", "teacher").await;
-    let mut tutor = TestClient::join(&server, &t, "tutor", Publish::AudioVideo).await;
-    tutor.wait_connected().await;
-    let s = server.token(&lesson, "pupil", "student").await;
-    let mut pupil = TestClient::join(&server, &s, "pupil", Publish::AudioVideo).await;
-    pupil.wait_connected().await;
+    let mut tutor = server
+        .connect(&lesson, "tutor", "teacher", Publish::AudioVideo)
+        .await;
+    let pupil = server
+        .connect(&lesson, "pupil", "student", Publish::AudioVideo)
+        .await;
     server
         .wait_stats("two tracks each way", |s| {
             s.routes == 4 && s.subscriptions == 4
@@ -185,9 +185,9 @@ async fn one_to_one_tutoring_works_both_ways() {
 async fn a_lecture_student_cannot_publish_and_nothing_of_it_is_forwarded() {
     let server = TestServer::start().await;
     let lesson = server.create_lesson("lecture").await;
-    let t = server.token(&lesson, "teacher", "teacher").await;
-    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
-    teacher.wait_connected().await;
+    let _teacher = server
+        .connect(&lesson, "teacher", "teacher", Publish::AudioVideo)
+        .await;
 
     let s = server.token(&lesson, "bold", "student").await;
     let mut bold = TestClient::join_signaling(&server, &s, "bold", Publish::AudioVideo).await;
@@ -212,9 +212,9 @@ async fn a_lecture_student_cannot_publish_and_nothing_of_it_is_forwarded() {
     assert_eq!(server.stats().await.peers, 1, "no peer for a refused offer");
 
     // Another student joins and receives exactly the teacher's two tracks.
-    let o = server.token(&lesson, "other", "student").await;
-    let mut other = TestClient::join(&server, &o, "other", Publish::Nothing).await;
-    other.wait_connected().await;
+    let mut other = server
+        .connect(&lesson, "other", "student", Publish::Nothing)
+        .await;
     let offer = other
         .expect_event("the teacher's tracks", |m| {
             matches!(m, ServerMessage::Offer { .. })
@@ -240,12 +240,12 @@ async fn a_lecture_student_cannot_publish_and_nothing_of_it_is_forwarded() {
 async fn a_student_who_vanishes_is_cleaned_up_for_everyone() {
     let server = TestServer::start().await;
     let lesson = server.create_lesson("small_class").await;
-    let t = server.token(&lesson, "teacher", "teacher").await;
-    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
-    teacher.wait_connected().await;
-    let s = server.token(&lesson, "leaver", "student").await;
-    let mut leaver = TestClient::join(&server, &s, "leaver", Publish::AudioVideo).await;
-    leaver.wait_connected().await;
+    let mut teacher = server
+        .connect(&lesson, "teacher", "teacher", Publish::AudioVideo)
+        .await;
+    let leaver = server
+        .connect(&lesson, "leaver", "student", Publish::AudioVideo)
+        .await;
     server
         .wait_stats("both publishing, both subscribed", |s| {
             s.routes == 4 && s.subscriptions == 4
@@ -272,12 +272,12 @@ async fn a_student_who_vanishes_is_cleaned_up_for_everyone() {
 async fn a_dead_media_connection_ends_the_session() {
     let server = TestServer::start().await;
     let lesson = server.create_lesson("small_class").await;
-    let t = server.token(&lesson, "teacher", "teacher").await;
-    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
-    teacher.wait_connected().await;
-    let s = server.token(&lesson, "flaky", "student").await;
-    let mut flaky = TestClient::join(&server, &s, "flaky", Publish::AudioVideo).await;
-    flaky.wait_connected().await;
+    let mut teacher = server
+        .connect(&lesson, "teacher", "teacher", Publish::AudioVideo)
+        .await;
+    let mut flaky = server
+        .connect(&lesson, "flaky", "student", Publish::AudioVideo)
+        .await;
     server
         .wait_stats("both publishing, both subscribed", |s| {
             s.routes == 4 && s.subscriptions == 4
@@ -314,9 +314,9 @@ async fn a_dead_media_connection_ends_the_session() {
 async fn a_peer_that_never_connects_is_dropped() {
     let server = TestServer::start_with(fresh_dir(), |c| c.connect_timeout = 1).await;
     let lesson = server.create_lesson("small_class").await;
-    let t = server.token(&lesson, "teacher", "teacher").await;
-    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
-    teacher.wait_connected().await;
+    let mut teacher = server
+        .connect(&lesson, "teacher", "teacher", Publish::AudioVideo)
+        .await;
     let s = server.token(&lesson, "ghost", "student").await;
     let mut ghost = TestClient::join_signaling(&server, &s, "ghost", Publish::Nothing).await;
     ghost.offer_and_never_connect().await;
@@ -356,9 +356,9 @@ async fn an_early_student_waits_for_the_teacher_without_a_data_channel() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(server.stats().await.peers, 1, "the waiting student is kept");
 
-    let t = server.token(&lesson, "teacher", "teacher").await;
-    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
-    teacher.wait_connected().await;
+    let teacher = server
+        .connect(&lesson, "teacher", "teacher", Publish::AudioVideo)
+        .await;
     // The teacher's two tracks come in one offer, or two when its shard announced them apart.
     let mut added = Vec::new();
     while added.len() < 2 {
@@ -413,12 +413,12 @@ async fn keyframe_requests_from_many_students_are_coalesced() {
 async fn a_muted_participants_audio_is_not_forwarded_until_unmuted() {
     let server = TestServer::start().await;
     let lesson = server.create_lesson("one_to_one").await;
-    let t = server.token(&lesson, "tutor", "teacher").await;
-    let mut tutor = TestClient::join(&server, &t, "tutor", Publish::AudioVideo).await;
-    tutor.wait_connected().await;
-    let s = server.token(&lesson, "pupil", "student").await;
-    let mut pupil = TestClient::join(&server, &s, "pupil", Publish::AudioVideo).await;
-    pupil.wait_connected().await;
+    let mut tutor = server
+        .connect(&lesson, "tutor", "teacher", Publish::AudioVideo)
+        .await;
+    let mut pupil = server
+        .connect(&lesson, "pupil", "student", Publish::AudioVideo)
+        .await;
     let from_pupil = tutor.published_tracks("the pupil's tracks", 2).await;
     let audio = track_id(&from_pupil, "pupil", MediaKind::Audio);
     let video = track_id(&from_pupil, "pupil", MediaKind::Video);
@@ -469,9 +469,9 @@ async fn a_muted_participants_audio_is_not_forwarded_until_unmuted() {
 async fn a_lecture_student_invited_on_stage_is_seen_and_heard_until_taken_off() {
     let server = TestServer::start().await;
     let lesson = server.create_lesson("lecture").await;
-    let t = server.token(&lesson, "teacher", "teacher").await;
-    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
-    teacher.wait_connected().await;
+    let teacher = server
+        .connect(&lesson, "teacher", "teacher", Publish::AudioVideo)
+        .await;
     let s = server.token(&lesson, "s1", "student").await;
     let mut s1 = TestClient::join(&server, &s, "s1", Publish::Nothing).await;
     let o = server.token(&lesson, "s2", "student").await;
@@ -546,9 +546,9 @@ async fn a_lecture_student_invited_on_stage_is_seen_and_heard_until_taken_off() 
 async fn a_teacher_shares_a_screen_that_everyone_receives_until_it_stops() {
     let server = TestServer::start().await;
     let lesson = server.create_lesson("lecture").await;
-    let t = server.token(&lesson, "teacher", "teacher").await;
-    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
-    teacher.wait_connected().await;
+    let mut teacher = server
+        .connect(&lesson, "teacher", "teacher", Publish::AudioVideo)
+        .await;
     let s = server.token(&lesson, "s1", "student").await;
     let mut student = TestClient::join(&server, &s, "s1", Publish::Nothing).await;
     server
@@ -611,9 +611,9 @@ async fn a_scheduled_lessons_lobby_receives_nothing_until_the_teacher_starts() {
         "{:?}",
         student.joined
     );
-    let t = server.token(&lesson, "teacher", "teacher").await;
-    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
-    teacher.wait_connected().await;
+    let teacher = server
+        .connect(&lesson, "teacher", "teacher", Publish::AudioVideo)
+        .await;
     let tracks = tracks_of(&teacher.joined);
     assert!(tracks.is_empty());
     server
@@ -667,9 +667,9 @@ async fn a_scheduled_lessons_lobby_receives_nothing_until_the_teacher_starts() {
 async fn a_student_on_a_weak_link_turns_camera_video_off_and_back_on() {
     let server = TestServer::start().await;
     let lesson = server.create_lesson("lecture").await;
-    let t = server.token(&lesson, "teacher", "teacher").await;
-    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::AudioVideo).await;
-    teacher.wait_connected().await;
+    let teacher = server
+        .connect(&lesson, "teacher", "teacher", Publish::AudioVideo)
+        .await;
     let s = server.token(&lesson, "s1", "student").await;
     let student = TestClient::join(&server, &s, "s1", Publish::Nothing).await;
     server

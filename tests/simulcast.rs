@@ -95,17 +95,17 @@ async fn send_until(
 async fn a_student_gets_the_layer_that_fits_its_view_and_switches_seamlessly() {
     let server = TestServer::start().await;
     let lesson = server.create_lesson("lecture").await;
-    let t = server.token(&lesson, "teacher", "teacher").await;
-    let mut teacher = TestClient::join(&server, &t, "teacher", Publish::Simulcast).await;
-    teacher.wait_connected().await;
+    let teacher = server
+        .connect(&lesson, "teacher", "teacher", Publish::Simulcast)
+        .await;
     server
         .wait_stats("the teacher's tracks", |s| s.routes == 2)
         .await;
     // The teacher has been sending a while (every layer a keyframe) when the student comes.
     send_frames(&teacher, 0, KEYFRAME_EVERY).await;
-    let s = server.token(&lesson, "student", "student").await;
-    let mut student = TestClient::join(&server, &s, "student", Publish::Nothing).await;
-    student.wait_connected().await;
+    let student = server
+        .connect(&lesson, "student", "student", Publish::Nothing)
+        .await;
     let video = track_id(&tracks_of(&student.joined), "teacher", MediaKind::Video);
 
     // Nothing said about its view: the student starts on the smallest layer and climbs to the

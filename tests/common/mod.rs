@@ -145,6 +145,21 @@ impl TestServer {
         body["token"].as_str().expect("token").to_owned()
     }
 
+    /// `identity` joins `lesson` as `role`, publishing `publish`; returns once its media
+    /// connection is up.
+    pub async fn connect(
+        &self,
+        lesson: &str,
+        identity: &str,
+        role: &str,
+        publish: Publish,
+    ) -> TestClient {
+        let token = self.token(lesson, identity, role).await;
+        let mut client = TestClient::join(self, &token, identity, publish).await;
+        client.wait_connected().await;
+        client
+    }
+
     pub async fn stats(&self) -> jinke_sfu::SfuStats {
         self.server().state.sfu.stats().await.expect("sfu stats")
     }

@@ -167,19 +167,20 @@ impl Lecture {
     /// students (`student-0`, ...) join and receive; returns once media reaches them all.
     pub async fn start(server: &TestServer, students: usize) -> Lecture {
         let lesson = server.create_lesson("lecture").await;
-        let t = server.token(&lesson, "teacher", "teacher").await;
-        let mut teacher = TestClient::join(server, &t, "teacher", Publish::AudioVideo).await;
-        teacher.wait_connected().await;
+        let teacher = server
+            .connect(&lesson, "teacher", "teacher", Publish::AudioVideo)
+            .await;
         server
             .wait_stats("the teacher's two tracks", |s| s.routes == 2)
             .await;
         let mut joined = Vec::new();
         for i in 0..students {
             let id = format!("student-{i}");
-            let token = server.token(&lesson, &id, "student").await;
-            let mut s = TestClient::join(server, &token, &id, Publish::Nothing).await;
-            s.wait_connected().await;
-            joined.push(s);
+            joined.push(
+                server
+                    .connect(&lesson, &id, "student", Publish::Nothing)
+                    .await,
+            );
         }
         server
             .wait_stats("every student on both tracks", |s| {
