@@ -906,7 +906,13 @@ impl Shard {
         if camera {
             peer.link.set_layers(route.layers.len() as u8);
         }
-        if peer.link.report(loss, Instant::now()).is_some() {
+        if let Some(allowance) = peer.link.report(loss, Instant::now()) {
+            tracing::debug!(
+                ?id,
+                ?allowance,
+                loss,
+                "a subscriber's link allowance changed"
+            );
             self.apply_allowance(id, was_audio_only);
         }
     }
