@@ -105,7 +105,7 @@ impl Peer {
             screen: spec.screen,
             moderator: spec.moderator,
             video_off: false,
-            link: Default::default(),
+            link: crate::link::LinkController::new(now),
             views: Vec::new(),
             audio_muted: false,
             rtc,

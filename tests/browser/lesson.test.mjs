@@ -798,13 +798,9 @@ test("a student on a thin link is told it gets sound only, and video comes back"
 
 test("a student whose link drops for 10 seconds carries on when it comes back", async () => {
   const { teacher, student } = await lectureWatched("掉线又回来", "钱老师", "孙阿姨");
-  // The picture's pace before the cut, to compare with after (a loaded machine's browsers
-  // encode and decode fewer frames a second).
-  const start = await inbound(student);
-  await student.waitForTimeout(2_000);
-  const paced = (await inbound(student)).video.frames - start.video.frames;
-  // A village hall's link goes dead, then comes back: no media, no ICE checks, no receiver
-  // reports either way for 10 s (both ends give a silent pair up after about 15 s).
+  // A village hall's link goes dead just after the picture started, then comes back: no
+  // media, no ICE checks, no receiver reports either way for 10 s (both ends give a silent
+  // pair up after about 15 s).
   const restore = cutMediaLink(await mediaPort(student));
   try {
     await student.waitForTimeout(3_000);
@@ -815,23 +811,20 @@ test("a student whose link drops for 10 seconds carries on when it comes back", 
   } finally {
     restore();
   }
-  // The student's browser asks for a keyframe, the server passes the ask on, and the picture
-  // moves again: as many frames as it showed in the 2 s before the cut (at most 10).
-  const want = Math.min(10, Math.max(1, paced));
+  // The first report after the cut counts everything sent into the dead link: that is no
+  // reason to hold the video back. The student's browser asks for a keyframe, the server
+  // passes the ask on, and the picture moves again within seconds.
   const back = Date.now();
   const first = await inbound(student);
   let last = first;
-  while (Date.now() - back < 20_000 && last.video.frames < first.video.frames + want) {
+  while (Date.now() - back < 10_000 && last.video.frames < first.video.frames + 10) {
     await student.waitForTimeout(100);
     last = await inbound(student);
   }
   const state = { ...(await pageState(student)), teacherSent: await framesSent(teacher) };
-  assert.ok(last.video.frames >= first.video.frames + want, `video goes on: ${JSON.stringify([paced, first, last, state])}`);
+  assert.ok(last.video.frames >= first.video.frames + 10, `video goes on: ${JSON.stringify([first, last, state])}`);
   assert.equal(await student.locator('[data-code="connection_lost"]').count(), 0, JSON.stringify(state));
-  console.log(
-    `video moved again (${want} frames) ${Date.now() - back} ms after the link came back; ` +
-      `${paced} frames in the 2 s before the cut; the teacher sent ${JSON.stringify(state.teacherSent)}`,
-  );
+  console.log(`video moved again (10 frames) ${Date.now() - back} ms after the link came back`);
   for (const page of [teacher, student]) await page.context().close();
 });
 
