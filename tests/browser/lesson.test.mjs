@@ -690,7 +690,8 @@ test("a phone gets the teacher's camera small, a big screen large (simulcast)", 
       await page.waitForTimeout(250);
     }
     assert.fail(
-      `expected ${width}-pixel-wide frames, got ${JSON.stringify(last)}; page: ${JSON.stringify(await pageState(page))}`,
+      `expected ${width}-pixel-wide frames, got ${JSON.stringify(last)}; page: ${JSON.stringify(await pageState(page))}; ` +
+        `the teacher sent ${JSON.stringify(await framesSent(teacher))} frames per layer`,
     );
   };
   await receives(phone, 640);
