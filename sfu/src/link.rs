@@ -7,8 +7,7 @@
 //! when it loses more than half), and below the lowest layer to audio only (a lesson must stay
 //! audible). A step up that brings loss is undone at the first lossy report, and the next try
 //! waits twice as long. Reports that arrive just after a step down still speak of the layer
-//! before it and are not held against the new one; nor is a lossy report after a silence (the
-//! link was dead for a while, not thin: it counts what was sent into the dead link). Loss from the RTCP receiver reports is used
+//! before it and are not held against the new one. Loss from the RTCP receiver reports is used
 //! rather than str0m's bandwidth estimator: that one paces every packet of every subscriber
 //! and cost 30-45% more CPU per forwarded packet (BENCHMARKS.md). Sans-IO: time is passed in.
 
@@ -39,11 +38,6 @@ const FIRST_TRY: Duration = Duration::from_secs(4);
 const LONGEST_WAIT: Duration = Duration::from_secs(60);
 /// Clean time after a step up that proves it: a later loss is the link changing, not the step.
 const PROVEN: Duration = Duration::from_secs(3);
-/// No report for longer than this (video is reported on about every second) means the link
-/// was dead or the subscriber's reports could not get through: the next report's loss is
-/// what was sent meanwhile, not the link's width. (While audio only, reports come about every
-/// 5 s, but loss then only delays the video's return, which it does either way.)
-const SILENCE: Duration = Duration::from_secs(3);
 
 /// The most a subscriber's link carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -73,8 +67,6 @@ pub(crate) struct LinkController {
     tried_from: Option<(Allowance, Instant)>,
     /// The last step, and until when reports may speak of the time before it.
     settling: Option<(Step, Instant)>,
-    /// When the last report came.
-    last_report: Option<Instant>,
 }
 
 /// Which way the allowance last moved.
@@ -87,9 +79,8 @@ enum Step {
     Resume,
 }
 
-impl LinkController {
-    /// The controller of a subscriber that joined at `now`: it starts on the smallest layer.
-    pub fn new(now: Instant) -> LinkController {
+impl Default for LinkController {
+    fn default() -> LinkController {
         LinkController {
             allowance: Allowance::UpToLayer(0),
             layers: 1,
@@ -99,11 +90,11 @@ impl LinkController {
             climbing: true,
             tried_from: None,
             settling: None,
-            // Its first report may come after a silence too: a link that died at once.
-            last_report: Some(now),
         }
     }
+}
 
+impl LinkController {
     /// The current allowance.
     pub fn allowance(&self) -> Allowance {
         self.allowance
@@ -117,10 +108,6 @@ impl LinkController {
     /// A receiver report said `loss` (fraction lost) at `now`. Returns the new allowance when
     /// it changed.
     pub fn report(&mut self, loss: f32, now: Instant) -> Option<Allowance> {
-        let after_silence = self
-            .last_report
-            .replace(now)
-            .is_some_and(|last| now.saturating_duration_since(last) > SILENCE);
         if let Some((_, at)) = self.tried_from
             && now.saturating_duration_since(at) >= PROVEN
             && loss <= BAD_LOSS
@@ -129,7 +116,7 @@ impl LinkController {
         }
         if loss > BAD_LOSS {
             self.clean_since = None;
-            if after_silence || self.settling(Step::Down, now) {
+            if self.settling(Step::Down, now) {
                 return None;
             }
             self.bad += 1;
@@ -230,7 +217,7 @@ mod tests {
     /// A three-layer subscriber that climbed to the top on clean reports, and stayed clean
     /// there long enough for later loss to be the link's, not the last step's (`t0 + 7 s`).
     fn at_the_top(t0: Instant) -> LinkController {
-        let mut c = LinkController::new(t0);
+        let mut c = LinkController::default();
         c.set_layers(3);
         c.report(0.0, at(t0, 1000));
         c.report(0.0, at(t0, 3000));
@@ -242,7 +229,7 @@ mod tests {
     #[test]
     fn a_new_subscriber_climbs_from_the_smallest_layer_while_reports_stay_clean() {
         let t0 = Instant::now();
-        let mut c = LinkController::new(t0);
+        let mut c = LinkController::default();
         c.set_layers(3);
         assert_eq!(c.allowance(), Allowance::UpToLayer(0), "starts small");
         assert_eq!(c.report(0.0, at(t0, 1000)), Some(Allowance::UpToLayer(1)));
@@ -258,7 +245,7 @@ mod tests {
     #[test]
     fn a_step_up_that_brings_loss_is_undone_at_once_and_tried_later() {
         let t0 = Instant::now();
-        let mut c = LinkController::new(t0);
+        let mut c = LinkController::default();
         c.set_layers(3);
         assert_eq!(c.report(0.0, at(t0, 1000)), Some(Allowance::UpToLayer(1)));
         assert_eq!(
@@ -307,41 +294,6 @@ mod tests {
     }
 
     #[test]
-    fn loss_reported_after_a_silence_is_the_dead_links_not_held_against_it() {
-        let t0 = Instant::now();
-        let mut c = LinkController::new(t0);
-        c.set_layers(3);
-        assert_eq!(c.report(0.0, at(t0, 1000)), Some(Allowance::UpToLayer(1)));
-        // The link is dead from 1.5 s to 11.5 s: the first report after it counts the packets
-        // sent into it.
-        assert_eq!(c.report(0.98, at(t0, 12_000)), None, "not a thin link");
-        assert_eq!(
-            c.report(0.0, at(t0, 13_000)),
-            Some(Allowance::Any),
-            "the climb goes on"
-        );
-        // A link that died just after the subscriber joined, before its first report.
-        let mut f = LinkController::new(t0);
-        f.set_layers(3);
-        assert_eq!(
-            f.report(0.99, at(t0, 10_900)),
-            None,
-            "the first report, after 10.9 s"
-        );
-        assert_eq!(f.report(0.0, at(t0, 11_900)), Some(Allowance::UpToLayer(1)));
-        // Loss after the usual second between reports counts.
-        let mut d = at_the_top(t0);
-        assert_eq!(d.report(0.6, at(t0, 8000)), Some(Allowance::UpToLayer(0)));
-        let mut e = at_the_top(t0);
-        assert_eq!(
-            e.report(0.6, at(t0, 10_500)),
-            None,
-            "after 3.5 s without a report"
-        );
-        assert_eq!(e.report(0.6, at(t0, 11_500)), Some(Allowance::UpToLayer(0)));
-    }
-
-    #[test]
     fn reports_just_after_a_step_down_do_not_count_against_the_new_layer() {
         let t0 = Instant::now();
         let mut c = at_the_top(t0);
@@ -364,7 +316,7 @@ mod tests {
     #[test]
     fn the_first_reports_after_video_resumes_count_neither_way() {
         let t0 = Instant::now();
-        let mut c = LinkController::new(t0);
+        let mut c = LinkController::default();
         c.set_layers(3);
         assert_eq!(c.report(0.6, at(t0, 1000)), Some(Allowance::AudioOnly));
         c.report(0.0, at(t0, 4000));
@@ -404,7 +356,7 @@ mod tests {
     #[test]
     fn one_layer_goes_straight_between_video_and_audio_only() {
         let t0 = Instant::now();
-        let mut c = LinkController::new(t0);
+        let mut c = LinkController::default();
         assert_eq!(c.report(0.0, at(t0, 1000)), Some(Allowance::Any));
         c.report(0.0, at(t0, 5000));
         assert_eq!(c.report(0.3, at(t0, 6000)), Some(Allowance::AudioOnly));

@@ -105,7 +105,7 @@ impl Peer {
             screen: spec.screen,
             moderator: spec.moderator,
             video_off: false,
-            link: crate::link::LinkController::new(now),
+            link: Default::default(),
             views: Vec::new(),
             audio_muted: false,
             rtc,
