@@ -7,7 +7,7 @@
 //! when it loses more than half), and below the lowest layer to audio only (a lesson must stay
 //! audible). A step up that brings loss is undone at the first lossy report, and the next try
 //! waits twice as long. Reports that arrive just after a step down still speak of the layer
-//! before it and are not held against the new one. Loss from the RTCP receiver reports is used
+//! before it and are not held against the new one, unless they show the link far worse. Loss from the RTCP receiver reports is used
 //! rather than str0m's bandwidth estimator: that one paces every packet of every subscriber
 //! and cost 30-45% more CPU per forwarded packet (BENCHMARKS.md). Sans-IO: time is passed in.
 
@@ -25,7 +25,10 @@ const HEAVY_LOSS: f32 = 0.25;
 const SEVERE_LOSS: f32 = 0.5;
 /// For this long after a step, reports may still describe the time before it took effect (the
 /// switch waits for a keyframe; a report covers the second before it was sent): bad ones after
-/// a step down and clean ones after a step up do not count.
+/// a step down and clean ones after a step up do not count. A bad one that shows the link
+/// carrying less than half of what got through when the step was taken does count: that is
+/// the link getting worse, not the layer before (a link that narrows to 60 kbps must not wait
+/// out the settling on the layer it cannot carry either).
 const SETTLE: Duration = Duration::from_secs(2);
 /// As [`SETTLE`], after video resumes: the first report on it may come a report interval after
 /// the keyframe it waits for.
@@ -70,9 +73,10 @@ pub(crate) struct LinkController {
 }
 
 /// Which way the allowance last moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Step {
-    Down,
+    /// Down, on a report of this much loss.
+    Down(f32),
     Up,
     /// Up from audio only: the video's first reports also count the packets lost before it
     /// was held back, so neither bad nor clean ones tell anything yet.
@@ -116,8 +120,10 @@ impl LinkController {
         }
         if loss > BAD_LOSS {
             self.clean_since = None;
-            if self.settling(Step::Down, now) {
-                return None;
+            match self.settling(now) {
+                Some(Step::Resume) => return None,
+                Some(Step::Down(before)) if 1.0 - loss >= (1.0 - before) / 2.0 => return None,
+                _ => {}
             }
             self.bad += 1;
             let down = if let Some((before, _)) = self.tried_from.take() {
@@ -139,10 +145,10 @@ impl LinkController {
                 }
             };
             self.bad = 0;
-            return self.set(down, Step::Down, now);
+            return self.set(down, Step::Down(loss), now);
         }
         self.bad = 0;
-        if loss >= GOOD_LOSS || self.settling(Step::Up, now) {
+        if loss >= GOOD_LOSS || matches!(self.settling(now), Some(Step::Up | Step::Resume)) {
             return None;
         }
         let since = *self.clean_since.get_or_insert(now);
@@ -166,11 +172,10 @@ impl LinkController {
         self.set(up, step, now)
     }
 
-    /// Whether reports at `now` may still describe the time before the last step, if it was
-    /// taken `which` way (or resumed video).
-    fn settling(&self, which: Step, now: Instant) -> bool {
+    /// The last step, if reports at `now` may still describe the time before it.
+    fn settling(&self, now: Instant) -> Option<Step> {
         self.settling
-            .is_some_and(|(step, until)| (step == which || step == Step::Resume) && now < until)
+            .and_then(|(step, until)| (now < until).then_some(step))
     }
 
     fn step_down(&self, from: Allowance) -> Allowance {
@@ -311,6 +316,20 @@ mod tests {
         assert_eq!(c.report(0.0, at(t0, 12_500)), None);
         // Still losing once settled: audio only.
         assert_eq!(c.report(0.3, at(t0, 13_000)), Some(Allowance::AudioOnly));
+    }
+
+    #[test]
+    fn a_link_that_gets_worse_while_settling_is_stepped_down_at_once() {
+        let t0 = Instant::now();
+        let mut c = at_the_top(t0);
+        assert_eq!(c.report(0.4, at(t0, 10_000)), Some(Allowance::UpToLayer(1)));
+        assert_eq!(
+            c.report(0.6, at(t0, 11_000)),
+            None,
+            "a little worse: may still be the top layer's time"
+        );
+        // 60 % got through when it stepped down; now 3 %: the link narrowed under it.
+        assert_eq!(c.report(0.97, at(t0, 11_500)), Some(Allowance::AudioOnly));
     }
 
     #[test]
