@@ -166,9 +166,20 @@ fn runtime() -> tokio::runtime::Runtime {
 /// The shape of the link to the student: a `tbf` rate, burst and queue (as `tc` spells them).
 type Shape = (&'static str, &'static str, &'static str);
 
-/// Runs a lecture for [`RUN`] with the student behind a link of shape `start`, which becomes
-/// each of `changes` when that long has passed since the student connected.
-fn lesson_over(start: Shape, changes: &'static [(Duration, Shape)]) -> StudentRun {
+/// A change to the link to the student.
+#[derive(Clone, Copy)]
+enum Change {
+    /// Shaped anew.
+    Shape(Shape),
+    /// Dead both ways (the server's end of the veth down: a cable pulled, a radio link lost).
+    Cut,
+    /// Back, shaped as before.
+    Mend,
+}
+
+/// Runs a lecture for [`RUN`] with the student behind a link of shape `start`, which changes
+/// by each of `changes` when that long has passed since the student connected.
+fn lesson_over(start: Shape, changes: &'static [(Duration, Change)]) -> StudentRun {
     let tbf = |verb: &str, (rate, burst, latency): Shape| {
         sh(&[
             "tc", "qdisc", verb, "dev", LINK, "root", "tbf", "rate", rate, "burst", burst,
@@ -214,8 +225,13 @@ fn lesson_over(start: Shape, changes: &'static [(Duration, Shape)]) -> StudentRu
                     if at.elapsed() >= RUN {
                         break;
                     }
-                    if let Some((_, shape)) = changes.next_if(|(after, _)| at.elapsed() >= *after) {
-                        tbf("change", *shape);
+                    if let Some((_, change)) = changes.next_if(|(after, _)| at.elapsed() >= *after)
+                    {
+                        match *change {
+                            Change::Shape(shape) => tbf("change", shape),
+                            Change::Cut => sh(&["ip", "link", "set", LINK, "down"]),
+                            Change::Mend => sh(&["ip", "link", "set", LINK, "up"]),
+                        }
                     }
                 }
                 assert!(k < 5_000, "the student never connected");
@@ -344,7 +360,13 @@ fn a_link_that_narrows_to_60_kbps_carries_sound_only_and_video_returns_when_it_w
     const NARROW: Shape = ("60kbit", "4kb", "50ms");
     const NARROWS: Duration = Duration::from_secs(4);
     const WIDENS: Duration = Duration::from_secs(11);
-    let run = lesson_over(WIDE, &[(NARROWS, NARROW), (WIDENS, WIDE)]);
+    let run = lesson_over(
+        WIDE,
+        &[
+            (NARROWS, Change::Shape(NARROW)),
+            (WIDENS, Change::Shape(WIDE)),
+        ],
+    );
     let since = |t: Instant| t.saturating_duration_since(run.connected_at);
     let notices: Vec<(Duration, bool)> =
         run.weak_link.iter().map(|&(t, a)| (since(t), a)).collect();
@@ -388,5 +410,53 @@ fn a_link_that_narrows_to_60_kbps_carries_sound_only_and_video_returns_when_it_w
     assert!(
         back >= possible,
         "video decodes again after the link widens: {back} frames"
+    );
+}
+
+/// A link that dies before the student's first receiver report: the first report after it
+/// comes back says nearly everything sent was lost (everything sent into the dead link). That
+/// is the outage, not the link: video must go on at once, not go to sound only.
+#[test]
+fn a_link_dead_both_ways_for_a_few_seconds_gets_its_video_back_at_once() {
+    // After the first keyframe reached the student (one comes every 480 ms), before its first
+    // receiver report (about a second in).
+    const CUT: Duration = Duration::from_millis(700);
+    const MENDED: Duration = Duration::from_secs(8);
+    let run = lesson_over(
+        ("10mbit", "64kb", "50ms"),
+        &[(CUT, Change::Cut), (MENDED, Change::Mend)],
+    );
+    let since = |t: Instant| t.saturating_duration_since(run.connected_at);
+    let frames: Vec<Duration> = decoded(&run.video)
+        .into_iter()
+        .map(|(t, _)| since(t))
+        .collect();
+    let first_back = frames.iter().find(|&&t| t > MENDED);
+    eprintln!(
+        "dead link: weak_link notices {:?}; first frame after it {first_back:?}; packets per \
+         second per layer: {:?}",
+        run.weak_link
+            .iter()
+            .map(|&(t, a)| (since(t), a))
+            .collect::<Vec<_>>(),
+        timeline(&run)
+    );
+    assert!(
+        run.between(&run.video, CUT + Duration::from_millis(200), MENDED) == 0,
+        "the link was dead"
+    );
+    assert!(
+        run.weak_link.is_empty(),
+        "the student was never sent to sound only"
+    );
+    // From 2 s after it came back, every frame.
+    let back = frames
+        .iter()
+        .filter(|&&t| t > MENDED + Duration::from_secs(2))
+        .count();
+    let possible = (RUN - MENDED - Duration::from_secs(3)).as_millis() as usize / 40;
+    assert!(
+        back >= possible,
+        "video decodes again soon after the link comes back: {back} of {possible} frames"
     );
 }

@@ -7,7 +7,9 @@
 //! when it loses more than half), and below the lowest layer to audio only (a lesson must stay
 //! audible). A step up that brings loss is undone at the first lossy report, and the next try
 //! waits twice as long. Reports that arrive just after a step down still speak of the layer
-//! before it and are not held against the new one, unless they show the link far worse. Loss from the RTCP receiver reports is used
+//! before it and are not held against the new one, unless they show the link far worse.
+//! Nor are the lossy reports that come just after a link that was dead both ways comes back:
+//! they count everything sent into it. Loss from the RTCP receiver reports is used
 //! rather than str0m's bandwidth estimator: that one paces every packet of every subscriber
 //! and cost 30-45% more CPU per forwarded packet (BENCHMARKS.md). Sans-IO: time is passed in.
 
@@ -41,6 +43,11 @@ const FIRST_TRY: Duration = Duration::from_secs(4);
 const LONGEST_WAIT: Duration = Duration::from_secs(60);
 /// Clean time after a step up that proves it: a later loss is the link changing, not the step.
 const PROVEN: Duration = Duration::from_secs(3);
+/// Nothing heard from a subscriber for longer than this (browsers send receiver reports about
+/// every second and ICE checks every few) means its link was dead both ways. The first reports
+/// after it count everything sent into the dead link as lost: they say nothing of what the
+/// link carries now, so for [`SETTLE`] after it comes back lossy reports do not count.
+const OUTAGE: Duration = Duration::from_secs(3);
 
 /// The most a subscriber's link carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,8 +75,10 @@ pub(crate) struct LinkController {
     climbing: bool,
     /// The allowance before a step up not yet proven, and when that step was taken.
     tried_from: Option<(Allowance, Instant)>,
-    /// The last step, and until when reports may speak of the time before it.
+    /// The last step (or outage), and until when reports may speak of the time before it.
     settling: Option<(Step, Instant)>,
+    /// When the last datagram came from the subscriber.
+    heard: Option<Instant>,
 }
 
 /// Which way the allowance last moved.
@@ -81,6 +90,8 @@ enum Step {
     /// Up from audio only: the video's first reports also count the packets lost before it
     /// was held back, so neither bad nor clean ones tell anything yet.
     Resume,
+    /// Not a step: the link came back from an [`OUTAGE`]. Lossy reports tell nothing yet.
+    Outage,
 }
 
 impl Default for LinkController {
@@ -94,6 +105,7 @@ impl Default for LinkController {
             climbing: true,
             tried_from: None,
             settling: None,
+            heard: None,
         }
     }
 }
@@ -109,6 +121,18 @@ impl LinkController {
         self.layers = layers.max(1);
     }
 
+    /// A datagram came from the subscriber at `now` (called for each: one compare and store).
+    pub fn heard(&mut self, now: Instant) {
+        if self
+            .heard
+            .is_some_and(|last| now.saturating_duration_since(last) > OUTAGE)
+        {
+            self.bad = 0;
+            self.settling = Some((Step::Outage, now + SETTLE));
+        }
+        self.heard = Some(now);
+    }
+
     /// A receiver report said `loss` (fraction lost) at `now`. Returns the new allowance when
     /// it changed.
     pub fn report(&mut self, loss: f32, now: Instant) -> Option<Allowance> {
@@ -121,7 +145,7 @@ impl LinkController {
         if loss > BAD_LOSS {
             self.clean_since = None;
             match self.settling(now) {
-                Some(Step::Resume) => return None,
+                Some(Step::Resume | Step::Outage) => return None,
                 Some(Step::Down(before)) if 1.0 - loss >= (1.0 - before) / 2.0 => return None,
                 _ => {}
             }
@@ -330,6 +354,30 @@ mod tests {
         );
         // 60 % got through when it stepped down; now 3 %: the link narrowed under it.
         assert_eq!(c.report(0.97, at(t0, 11_500)), Some(Allowance::AudioOnly));
+    }
+
+    #[test]
+    fn lossy_reports_just_after_an_outage_do_not_count() {
+        let t0 = Instant::now();
+        let mut c = LinkController::default();
+        c.set_layers(3);
+        c.heard(at(t0, 500));
+        assert_eq!(c.report(0.0, at(t0, 1000)), Some(Allowance::UpToLayer(1)));
+        c.heard(at(t0, 1000));
+        c.heard(at(t0, 2500));
+        // Dead both ways for 10 s: the first report after it counts all that was sent into it.
+        c.heard(at(t0, 12_500));
+        assert_eq!(
+            c.report(0.99, at(t0, 12_500)),
+            None,
+            "the outage, not the link"
+        );
+        assert_eq!(c.report(0.99, at(t0, 14_000)), None);
+        assert_eq!(c.report(0.0, at(t0, 15_000)), Some(Allowance::Any));
+        // Heard all along: a silence of 3 s is no outage.
+        c.heard(at(t0, 18_000));
+        c.heard(at(t0, 21_000));
+        assert_eq!(c.report(0.6, at(t0, 21_000)), Some(Allowance::UpToLayer(1)));
     }
 
     #[test]

@@ -377,8 +377,9 @@ impl Shard {
         let Ok(contents) = data.try_into() else {
             return; // Neither STUN, DTLS, RTP nor RTCP.
         };
+        let now = Instant::now();
         let input = Input::Receive(
-            Instant::now(),
+            now,
             Receive {
                 proto: Protocol::Udp,
                 source,
@@ -403,6 +404,7 @@ impl Shard {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        peer.link.heard(now);
         if let Err(e) = peer.rtc.handle_input(input) {
             tracing::debug!(?id, error = %e, "peer input failed; closing it");
             peer.rtc.disconnect();
