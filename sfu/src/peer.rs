@@ -74,7 +74,7 @@ pub(crate) struct Peer {
     pub next_timeout: Instant,
     /// When the peer is given up on: from the start of negotiation until it connects, and
     /// while its ICE is disconnected after that.
-    pub connect_deadline: Option<Instant>,
+    pub give_up_at: Option<Instant>,
     /// Whether ICE and DTLS have come up.
     pub connected: bool,
     /// Whether this peer is queued for polling.
@@ -95,7 +95,7 @@ pub(crate) struct Peer {
 
 impl Peer {
     /// A peer for `spec`, around its negotiated `rtc`.
-    pub fn new(spec: PeerSpec, rtc: Rtc, now: Instant, connect_deadline: Option<Instant>) -> Peer {
+    pub fn new(spec: PeerSpec, rtc: Rtc, now: Instant, give_up_at: Option<Instant>) -> Peer {
         Peer {
             id: spec.id,
             room: spec.room,
@@ -111,7 +111,7 @@ impl Peer {
             rtc,
             events: spec.events,
             next_timeout: now,
-            connect_deadline,
+            give_up_at,
             connected: false,
             dirty: false,
             written: false,
@@ -122,11 +122,17 @@ impl Peer {
         }
     }
 
+    /// Marks the peer for polling. Returns whether it must be put in the shard's queue (it was
+    /// not there yet).
+    pub fn queue(&mut self) -> bool {
+        !std::mem::replace(&mut self.dirty, true)
+    }
+
     /// Media was written to this peer: it gets a timeout input before its next poll. Returns
-    /// whether it must be queued for polling (it was not yet).
+    /// whether it must be put in the shard's queue, as [`Peer::queue`].
     pub fn written_to(&mut self) -> bool {
         self.written = true;
-        !std::mem::replace(&mut self.dirty, true)
+        self.queue()
     }
 
     /// Moves str0m's clock to `now` (sends what is due, stamps written packets); a session

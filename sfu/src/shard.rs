@@ -419,7 +419,7 @@ impl Shard {
     fn drive_time(&mut self, now: Instant) {
         let mut expired = Vec::new();
         for peer in self.peers.values_mut() {
-            if peer.connect_deadline.is_some_and(|d| d <= now) {
+            if peer.give_up_at.is_some_and(|d| d <= now) {
                 tracing::debug!(id = ?peer.id, "peer did not (re)connect in time; closing it");
                 peer.rtc.disconnect();
                 expired.push(peer.id);
@@ -482,10 +482,7 @@ impl Shard {
     }
 
     fn mark_dirty(&mut self, id: PeerId) {
-        if let Some(peer) = self.peers.get_mut(&id)
-            && !peer.dirty
-        {
-            peer.dirty = true;
+        if self.peers.get_mut(&id).is_some_and(Peer::queue) {
             self.dirty.push(id);
         }
     }
@@ -509,9 +506,9 @@ impl Shard {
             && peer.rtc.is_alive()
             && peer.negotiate_if_needed()
             && !peer.connected
-            && peer.connect_deadline.is_none()
+            && peer.give_up_at.is_none()
         {
-            peer.connect_deadline = Some(Instant::now() + self.connect_timeout);
+            peer.give_up_at = Some(Instant::now() + self.connect_timeout);
         }
         if let Some(peer) = self.peers.get_mut(&id)
             && std::mem::take(&mut peer.written)
@@ -547,7 +544,7 @@ impl Shard {
             Event::Connected => {
                 if let Some(peer) = self.peers.get_mut(&id) {
                     tracing::debug!(?id, "peer connected");
-                    peer.connect_deadline = None;
+                    peer.give_up_at = None;
                     peer.connected = true;
                     peer.report(PeerEvent::Connected);
                 }
@@ -567,11 +564,11 @@ impl Shard {
                 {
                     match state {
                         IceConnectionState::Disconnected => {
-                            peer.connect_deadline
+                            peer.give_up_at
                                 .get_or_insert(Instant::now() + ICE_RECONNECT_GRACE);
                         }
                         IceConnectionState::Connected | IceConnectionState::Completed => {
-                            peer.connect_deadline = None;
+                            peer.give_up_at = None;
                         }
                         _ => {}
                     }
