@@ -150,17 +150,8 @@ async fn broken_datagrams_from_a_students_own_address_do_not_end_its_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_to_one_tutoring_works_both_ways() {
     let server = TestServer::start().await;
-    let lesson = server.create_lesson("one_to_one").await;
-    let mut tutor = server
-        .connect(&lesson, "tutor", "teacher", Publish::AudioVideo)
-        .await;
-    let pupil = server
-        .connect(&lesson, "pupil", "student", Publish::AudioVideo)
-        .await;
-    server
-        .wait_stats("two tracks each way", |s| {
-            s.routes == 4 && s.subscriptions == 4
-        })
+    let (mut tutor, pupil) = server
+        .teacher_and_student("one_to_one", "tutor", "pupil")
         .await;
 
     let from_tutor = tracks_of(&pupil.joined);
@@ -239,17 +230,8 @@ async fn a_lecture_student_cannot_publish_and_nothing_of_it_is_forwarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_student_who_vanishes_is_cleaned_up_for_everyone() {
     let server = TestServer::start().await;
-    let lesson = server.create_lesson("small_class").await;
-    let mut teacher = server
-        .connect(&lesson, "teacher", "teacher", Publish::AudioVideo)
-        .await;
-    let leaver = server
-        .connect(&lesson, "leaver", "student", Publish::AudioVideo)
-        .await;
-    server
-        .wait_stats("both publishing, both subscribed", |s| {
-            s.routes == 4 && s.subscriptions == 4
-        })
+    let (mut teacher, leaver) = server
+        .teacher_and_student("small_class", "teacher", "leaver")
         .await;
 
     leaver.vanish();
@@ -271,17 +253,8 @@ async fn a_student_who_vanishes_is_cleaned_up_for_everyone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_media_connection_ends_the_session() {
     let server = TestServer::start().await;
-    let lesson = server.create_lesson("small_class").await;
-    let mut teacher = server
-        .connect(&lesson, "teacher", "teacher", Publish::AudioVideo)
-        .await;
-    let mut flaky = server
-        .connect(&lesson, "flaky", "student", Publish::AudioVideo)
-        .await;
-    server
-        .wait_stats("both publishing, both subscribed", |s| {
-            s.routes == 4 && s.subscriptions == 4
-        })
+    let (mut teacher, mut flaky) = server
+        .teacher_and_student("small_class", "teacher", "flaky")
         .await;
 
     // Media dies while signaling stays up: the SFU notices and the session ends.

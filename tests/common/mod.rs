@@ -160,6 +160,28 @@ impl TestServer {
         client
     }
 
+    /// A `mode` lesson where `teacher` and `student` both send camera and microphone; returns
+    /// them once each is subscribed to the other's two tracks.
+    pub async fn teacher_and_student(
+        &self,
+        mode: &str,
+        teacher: &str,
+        student: &str,
+    ) -> (TestClient, TestClient) {
+        let lesson = self.create_lesson(mode).await;
+        let t = self
+            .connect(&lesson, teacher, "teacher", Publish::AudioVideo)
+            .await;
+        let s = self
+            .connect(&lesson, student, "student", Publish::AudioVideo)
+            .await;
+        self.wait_stats("both publishing, both subscribed", |s| {
+            s.routes == 4 && s.subscriptions == 4
+        })
+        .await;
+        (t, s)
+    }
+
     pub async fn stats(&self) -> jinke_sfu::SfuStats {
         self.server().state.sfu.stats().await.expect("sfu stats")
     }
