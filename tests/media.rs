@@ -751,3 +751,61 @@ async fn only_publishers_negotiate_transport_wide_sequence_numbers() {
     );
     server.stop().await;
 }
+
+/// Opus in-band FEC and DTX: publishers are asked for both (a browser's encoder uses them only
+/// when the other side's SDP asks), and a DTX stream (a packet per 400 ms of silence, its
+/// timestamp jumping over the silence) reaches students untouched: the same payloads in the
+/// same order, the same timestamp gaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opus_fec_and_dtx_are_asked_for_and_pass_through_untouched() {
+    let server = TestServer::start().await;
+    let lecture = Lecture::start(&server, 1).await;
+    let answer = lecture
+        .teacher
+        .pc
+        .remote_description()
+        .await
+        .expect("answer");
+    let opus = answer
+        .sdp
+        .lines()
+        .find(|l| l.starts_with("a=fmtp:111 "))
+        .expect("Opus parameters in the answer");
+    assert!(
+        opus.contains("useinbandfec=1") && opus.contains("usedtx=1"),
+        "{opus}"
+    );
+
+    let (audio, _) = lecture.teacher.tracks();
+    // Speech (a packet per 20 ms), silence (DTX), speech again (its first packet marked).
+    const PACKETS: u32 = 30;
+    let silent = 10..20;
+    let mut timestamp = 1_000_000u32;
+    let mut sent = Vec::new();
+    for i in 0..PACKETS {
+        let (step, pause) = if silent.contains(&i) {
+            (19_200, 400)
+        } else {
+            (960, 20)
+        };
+        timestamp = timestamp.wrapping_add(step);
+        let payload = payload(AUDIO_TAG, i, AUDIO_LEN);
+        audio
+            .send_rtp(payload, i == silent.end, Some(timestamp))
+            .await;
+        sent.push(timestamp);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    let student = &lecture.students[0];
+    assert_numbered(student, &lecture.audio, AUDIO_TAG, AUDIO_LEN, PACKETS).await;
+    let got: Vec<u32> = student
+        .received(&lecture.audio)
+        .iter()
+        .filter(|r| r.payload.get(1) == Some(&AUDIO_TAG))
+        .map(|r| r.timestamp)
+        .collect();
+    let gaps =
+        |ts: &[u32]| -> Vec<u32> { ts.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect() };
+    assert_eq!(gaps(&got), gaps(&sent), "timestamp gaps as sent");
+    server.stop().await;
+}

@@ -844,6 +844,40 @@ test("a student whose link drops for 10 seconds carries on when it comes back", 
   for (const page of [teacher, student]) await page.context().close();
 });
 
+test("a microphone turned off sends a few packets a second, not fifty (Opus DTX)", async () => {
+  const { teacher, student } = await lectureWatched("关麦克风", "周老师", "吴大爷");
+  // The server's answer asks for DTX: a muted (silent) microphone's encoder then sends a
+  // packet every 400 ms or so instead of every 20 ms, and the SFU forwards just those. A
+  // hall of students with their microphones off costs next to nothing.
+  const audioSent = () =>
+    teacher.evaluate(async () => {
+      let n = 0;
+      (await window.jinkePc.getStats()).forEach((s) => {
+        if (s.type === "outbound-rtp" && s.kind === "audio") n += s.packetsSent ?? 0;
+      });
+      return n;
+    });
+  const twoSeconds = async () => {
+    const [sent, got] = [await audioSent(), (await inbound(student)).audio.packets];
+    await teacher.waitForTimeout(2000);
+    return { sent: (await audioSent()) - sent, received: (await inbound(student)).audio.packets - got };
+  };
+  const speaking = await twoSeconds();
+  const mic = teacher.getByTestId("toggle-mic");
+  await mic.click();
+  assert.equal(await mic.getAttribute("aria-pressed"), "false");
+  await teacher.waitForTimeout(1000);
+  const off = await twoSeconds();
+  await mic.click();
+  await teacher.waitForTimeout(500);
+  const on = await twoSeconds();
+  const all = JSON.stringify({ speaking, off, on });
+  assert.ok(speaking.sent >= 80 && on.sent >= 80, `a live microphone sends 50 a second: ${all}`);
+  assert.ok(off.sent <= 20, `a muted one only DTX's few: ${all}`);
+  assert.ok(off.received <= 20 && on.received >= 60, `the student gets what was sent: ${all}`);
+  for (const page of [teacher, student]) await page.context().close();
+});
+
 test("a 360-pixel-wide phone shows the lesson without sideways scrolling", async () => {
   const lesson = await api("/api/v1/lessons", { title: "手机上的课", mode: "small_class" });
   for (const [identity, role] of [["t360", "teacher"], ["s360", "student"]]) {

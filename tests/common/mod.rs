@@ -243,6 +243,7 @@ impl rtc::shared::marshal::Marshal for SdesValue {
 pub struct Received {
     pub seq: u16,
     pub ssrc: u32,
+    pub timestamp: u32,
     pub payload: Vec<u8>,
     /// When it arrived.
     pub at: Instant,
@@ -285,6 +286,7 @@ impl PeerConnectionEventHandler for Handler {
                         .push(Received {
                             seq: p.header.sequence_number,
                             ssrc: p.header.ssrc,
+                            timestamp: p.header.timestamp,
                             payload: p.payload.to_vec(),
                             at: Instant::now(),
                         });
