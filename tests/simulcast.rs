@@ -1,46 +1,58 @@
-//! Simulcast through the real server: a teacher sends its video in three layers (rids l, m, h);
-//! a student gets one layer, chosen by the size it shows the video at (starting from the
-//! smallest and climbing while its receiver reports stay clean), switching only at a keyframe
-//! of the new layer, with sequence numbers, timestamps and VP8 picture ids continuous.
+//! Simulcast through the real server: a teacher sends its video in three layers (rids l, m, h),
+//! in VP8 or H.264; a student gets one layer, chosen by the size it shows the video at
+//! (starting from the smallest and climbing while its receiver reports stay clean), switching
+//! only at a keyframe of the new layer, with sequence numbers, timestamps and VP8 picture ids
+//! continuous.
 
 mod common;
 
 use std::time::Duration;
 
+use common::h264::{SPS, h264_frame};
 use common::numbered::*;
 use common::vp8::{Vp8Part, vp8_start};
 use common::*;
 use jinke_signaling::{ClientMessage, MediaKind};
 
-/// Frame sizes the layers announce in their keyframes, lowest first.
-const SIZES: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
 /// Every layer sends a keyframe this often (in frames).
 const KEYFRAME_EVERY: u32 = 8;
 
-/// A one-packet VP8 frame of `layer`: a descriptor with a 15-bit PictureID and TL0PICIDX, a
-/// keyframe header with the layer's size (or a delta frame's tag), then the layer and frame
-/// number so the test can tell what arrived.
-fn frame(layer: usize, n: u32, keyframe: bool) -> Vec<u8> {
+/// A one-packet frame of `layer` as `publish` sends it, which ends with the layer and frame
+/// number so the test can tell what arrived. VP8: a descriptor with a 15-bit PictureID and
+/// TL0PICIDX and a keyframe header with the layer's size (or a delta frame's tag). H.264: SPS
+/// (with the layer's size), PPS and IDR slice, or a non-IDR slice. The sizes are the H.264
+/// test SPSs' (320x180, 720x404, 1280x720).
+fn frame(publish: Publish, layer: usize, n: u32, keyframe: bool) -> Vec<u8> {
+    let size = keyframe.then_some(SPS[layer].0);
+    let mut body = vec![0x55; 200];
+    body.push(0xC0 | layer as u8);
+    body.extend(n.to_be_bytes());
+    if publish == Publish::SimulcastH264 {
+        return h264_frame(size, &body);
+    }
     // Each layer numbers its pictures from its own starting point, as encoders do.
     let pid = (1000 * layer as u32 + n) as u16;
-    let part = if keyframe {
-        Vp8Part::Keyframe(SIZES[layer].0, SIZES[layer].1)
-    } else {
-        Vp8Part::Delta
+    let part = match size {
+        Some((w, h)) => Vp8Part::Keyframe(w, h),
+        None => Vp8Part::Delta,
     };
-    let mut p = vp8_start(pid, n as u8, part);
-    p.push(0xC0 | layer as u8);
-    p.extend(n.to_be_bytes());
-    p.extend([0x55; 200]);
-    p
+    [vp8_start(pid, n as u8, part), body].concat()
 }
 
 /// Which layer a received payload came from, and its frame number.
 fn origin(payload: &[u8]) -> (usize, u32) {
-    let at = if payload[6] & 0x01 == 0 { 16 } else { 9 };
-    let layer = (payload[at] & 0x0f) as usize;
-    let n = u32::from_be_bytes(payload[at + 1..at + 5].try_into().unwrap());
-    (layer, n)
+    let tail = &payload[payload.len() - 5..];
+    let n = u32::from_be_bytes(tail[1..].try_into().unwrap());
+    ((tail[0] & 0x0f) as usize, n)
+}
+
+/// Whether a received payload starts a keyframe.
+fn keyframe(publish: Publish, payload: &[u8]) -> bool {
+    if publish == Publish::SimulcastH264 {
+        payload[0] & 0x1f == 24
+    } else {
+        payload[6] & 0x01 == 0
+    }
 }
 
 /// The PictureID a received payload carries.
@@ -49,12 +61,12 @@ fn picture_id(payload: &[u8]) -> u16 {
 }
 
 /// Sends frames `from..to` on every layer, a frame every 5 ms.
-async fn send_frames(teacher: &TestClient, from: u32, to: u32) {
+async fn send_frames(teacher: &TestClient, publish: Publish, from: u32, to: u32) {
     let layers: Vec<&LocalTrack> = teacher.layers.iter().chain(&teacher.video).collect();
     for n in from..to {
         for (i, layer) in layers.iter().enumerate() {
             layer
-                .send_marked(frame(i, n, n % KEYFRAME_EVERY == 0), true)
+                .send_marked(frame(publish, i, n, n % KEYFRAME_EVERY == 0), true)
                 .await;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -65,6 +77,7 @@ async fn send_frames(teacher: &TestClient, from: u32, to: u32) {
 /// `skip` packets. Returns the next frame number.
 async fn send_until(
     teacher: &TestClient,
+    publish: Publish,
     student: &TestClient,
     video: &str,
     mut n: u32,
@@ -86,23 +99,30 @@ async fn send_until(
             tokio::time::Instant::now() < deadline,
             "the student never got 5 packets of layer {layer}"
         );
-        send_frames(teacher, n, n + 4).await;
+        send_frames(teacher, publish, n, n + 4).await;
         n += 4;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_student_gets_the_layer_that_fits_its_view_and_switches_seamlessly() {
+async fn a_student_gets_the_vp8_layer_that_fits_its_view_and_switches_seamlessly() {
+    the_layer_that_fits_and_seamless_switches(Publish::Simulcast).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_student_gets_the_h264_layer_that_fits_its_view_and_switches_seamlessly() {
+    the_layer_that_fits_and_seamless_switches(Publish::SimulcastH264).await;
+}
+
+async fn the_layer_that_fits_and_seamless_switches(publish: Publish) {
     let server = TestServer::start().await;
     let lesson = server.create_lesson("lecture").await;
-    let teacher = server
-        .connect(&lesson, "teacher", "teacher", Publish::Simulcast)
-        .await;
+    let teacher = server.connect(&lesson, "teacher", "teacher", publish).await;
     server
         .wait_stats("the teacher's tracks", |s| s.routes == 2)
         .await;
     // The teacher has been sending a while (every layer a keyframe) when the student comes.
-    send_frames(&teacher, 0, KEYFRAME_EVERY).await;
+    send_frames(&teacher, publish, 0, KEYFRAME_EVERY).await;
     let student = server
         .connect(&lesson, "student", "student", Publish::Nothing)
         .await;
@@ -110,12 +130,11 @@ async fn a_student_gets_the_layer_that_fits_its_view_and_switches_seamlessly() {
 
     // Nothing said about its view: the student starts on the smallest layer and climbs to the
     // largest as its clean receiver reports come in.
-    let mut n = send_until(&teacher, &student, &video, KEYFRAME_EVERY, 2, 0).await;
+    let mut n = send_until(&teacher, publish, &student, &video, KEYFRAME_EVERY, 2, 0).await;
     let climb = student.received(&video);
     assert_eq!(origin(&climb[0].payload).0, 0, "the stream starts small");
-    assert_eq!(
-        climb[0].payload[6] & 0x01,
-        0,
+    assert!(
+        keyframe(publish, &climb[0].payload),
         "the stream starts at a keyframe"
     );
 
@@ -125,7 +144,7 @@ async fn a_student_gets_the_layer_that_fits_its_view_and_switches_seamlessly() {
         width: 300,
         height: 170,
     });
-    n = send_until(&teacher, &student, &video, n, 0, climb.len()).await;
+    n = send_until(&teacher, publish, &student, &video, n, 0, climb.len()).await;
     // And back up to a big view.
     let before_up = student.received(&video).len();
     student.send(ClientMessage::VideoSize {
@@ -133,7 +152,7 @@ async fn a_student_gets_the_layer_that_fits_its_view_and_switches_seamlessly() {
         width: 1280,
         height: 720,
     });
-    n = send_until(&teacher, &student, &video, n, 2, before_up).await;
+    n = send_until(&teacher, publish, &student, &video, n, 2, before_up).await;
 
     // A phone says its size at once, before its subscription is even negotiated: it gets the
     // low layer from the start.
@@ -145,7 +164,7 @@ async fn a_student_gets_the_layer_that_fits_its_view_and_switches_seamlessly() {
         height: 180,
     });
     phone.wait_connected().await;
-    send_until(&teacher, &phone, &video, n, 0, 0).await;
+    send_until(&teacher, publish, &phone, &video, n, 0, 0).await;
     let small = phone.received(&video);
     assert!(
         small.iter().all(|r| origin(&r.payload).0 == 0),
@@ -167,9 +186,8 @@ async fn a_student_gets_the_layer_that_fits_its_view_and_switches_seamlessly() {
         "a climb to high, then low, then high again: {layers:?}"
     );
     for &i in &switches {
-        assert_eq!(
-            got[i].payload[6] & 0x01,
-            0,
+        assert!(
+            keyframe(publish, &got[i].payload),
             "a switch happens at a keyframe of the new layer"
         );
     }
@@ -180,11 +198,13 @@ async fn a_student_gets_the_layer_that_fits_its_view_and_switches_seamlessly() {
             w[0].seq.wrapping_add(1),
             "sequence numbers run on across switches"
         );
-        assert_eq!(
-            picture_id(&w[1].payload),
-            (picture_id(&w[0].payload) + 1) & 0x7fff,
-            "picture ids run on across switches"
-        );
+        if publish == Publish::Simulcast {
+            assert_eq!(
+                picture_id(&w[1].payload),
+                (picture_id(&w[0].payload) + 1) & 0x7fff,
+                "picture ids run on across switches"
+            );
+        }
     }
     server.stop().await;
 }

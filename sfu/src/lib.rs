@@ -8,6 +8,7 @@
 //! [`Sfu`]'s methods (commands over channels); each peer reports back through its own
 //! [`PeerEvent`] channel. See `../shared/DESIGN.md` §3 for the shape of the media path.
 
+mod h264;
 mod keyframe;
 mod link;
 mod mailbox;

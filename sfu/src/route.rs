@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use jinke_signaling::TrackInfo;
 use str0m::Rtc;
-use str0m::format::PayloadParams;
+use str0m::format::{Codec, PayloadParams};
 use str0m::media::Rid;
 use str0m::media::{ExtensionValues, Mid, Pt};
 use str0m::rtp::{RtpPacket, RtpWrite, SeqNo, VideoOrientation};
 
 use crate::PeerId;
+use crate::h264::H264Info;
 use crate::keyframe::KeyframeCoalescer;
 use crate::peer::TrackKey;
 use crate::rewrite::SeqRewriter;
@@ -193,8 +194,12 @@ pub(crate) struct MediaPacket {
     pub pt: Pt,
     /// The layer (index in the route's layers) and its rid; `None` without simulcast.
     pub layer: Option<(u8, Rid)>,
-    /// For a simulcast VP8 packet: its descriptor (to switch layers and rewrite ids).
+    /// For a simulcast VP8 packet: its descriptor (to rewrite its ids).
     pub vp8: Option<Vp8Info>,
+    /// For a simulcast packet: whether a subscriber may switch to its layer here (it starts a
+    /// keyframe; any packet of a codec the SFU does not read), and the frame size it states.
+    pub keyframe: bool,
+    pub size: Option<(u16, u16)>,
     /// Extended sequence number.
     pub seq: u64,
     pub timestamp: u32,
@@ -209,7 +214,8 @@ pub(crate) struct MediaPacket {
 
 impl MediaPacket {
     /// Takes what forwarding needs out of a packet str0m received (the payload is moved).
-    /// `layer` is its simulcast layer; only then is a VP8 payload's descriptor read.
+    /// `layer` is its simulcast layer; only then is the payload read (a VP8 descriptor, H.264
+    /// NAL unit types and SPS).
     pub fn new(
         source: TrackKey,
         params: PayloadParams,
@@ -217,15 +223,29 @@ impl MediaPacket {
         packet: RtpPacket,
     ) -> MediaPacket {
         let ext = &packet.header.ext_vals;
-        let vp8 = layer
-            .filter(|_| params.spec().codec == str0m::format::Codec::Vp8)
-            .and_then(|_| Vp8Info::parse(&packet.payload));
+        let (vp8, keyframe, size) = match (layer, params.spec().codec) {
+            (Some(_), Codec::Vp8) => {
+                let vp8 = Vp8Info::parse(&packet.payload);
+                (
+                    vp8,
+                    vp8.is_none_or(|v| v.keyframe),
+                    vp8.and_then(|v| v.size),
+                )
+            }
+            (Some(_), Codec::H264) => {
+                let h264 = H264Info::parse(&packet.payload);
+                (None, h264.keyframe, h264.size)
+            }
+            _ => (None, true, None),
+        };
         MediaPacket {
             source,
             params,
             pt: packet.header.payload_type,
             layer,
             vp8,
+            keyframe,
+            size,
             seq: *packet.seq_no,
             timestamp: packet.header.timestamp,
             marker: packet.header.marker,
@@ -297,10 +317,10 @@ impl Subscription {
         let mut timestamp = packet.timestamp;
         let mut switched = false;
         if let Some((layer, _)) = packet.layer {
-            // Without a readable VP8 descriptor, any packet may start a layer (the decoder
-            // recovers at the keyframe that the switch asks for).
-            let keyframe = packet.vp8.is_none_or(|v| v.keyframe);
-            match self.layers.step(layer, keyframe, packet.timestamp, now) {
+            match self
+                .layers
+                .step(layer, packet.keyframe, packet.timestamp, now)
+            {
                 Step::Drop => return false,
                 Step::Forward {
                     timestamp: ts,

@@ -739,7 +739,7 @@ impl Shard {
             return;
         };
         if let Some((layer, rid)) = packet.layer
-            && route.note_layer(layer, Some(rid), packet.vp8.and_then(|v| v.size), now)
+            && route.note_layer(layer, Some(rid), packet.size, now)
         {
             let wanted = route.retarget();
             self.ask_keyframes(packet.source, &wanted, now);

@@ -2,7 +2,8 @@
 //! with a `rid`; each subscriber receives one layer at a time, as one continuous stream.
 //!
 //! A subscriber can only start decoding a layer at a keyframe, so it switches to its target layer
-//! when a keyframe of that layer arrives, not before. Its sequence numbers, timestamps and VP8
+//! when a keyframe of that layer arrives, not before (VP8: the payload descriptor and frame header
+//! read here; H.264: the SPS and IDR slice, `h264.rs`). Its sequence numbers, timestamps and VP8
 //! picture ids then continue from the last packet it got, as if nothing had switched. Everything
 //! here is sans-IO (time is passed in), so the switching is tested with simulated time.
 
@@ -10,7 +11,7 @@ use std::time::Instant;
 
 use str0m::rtp::Vp8Descriptor;
 
-/// The VP8 clock rate.
+/// The video clock rate (VP8 and H.264).
 const VIDEO_CLOCK_HZ: u64 = 90_000;
 
 /// What the SFU reads from a VP8 packet's payload descriptor (RFC 7741 §4.2) and, on a

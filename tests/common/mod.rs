@@ -19,7 +19,7 @@ use rtc::peer_connection::configuration::interceptor_registry::{
     configure_simulcast_extension_headers, register_default_interceptors,
 };
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
 };
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -35,6 +35,7 @@ use webrtc::peer_connection::{
     RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
+pub mod h264;
 pub mod netns;
 pub mod numbered;
 pub mod vp8;
@@ -45,6 +46,7 @@ pub const API_KEY: &str = "test-api-key-0123456789";
 
 pub const OPUS_PT: u8 = 111;
 pub const VP8_PT: u8 = 96;
+pub const H264_PT: u8 = 102;
 
 /// Generous bound for anything a test waits for.
 /// Where test clients' media sockets bind unless a test says otherwise.
@@ -217,6 +219,14 @@ pub enum Publish {
     AudioVideo,
     /// Audio, and video in three simulcast layers (rids `l`, `m`, `h`), as browsers send it.
     Simulcast,
+    /// As `Simulcast`, the video in H.264.
+    SimulcastH264,
+}
+
+impl Publish {
+    fn simulcast(self) -> bool {
+        matches!(self, Publish::Simulcast | Publish::SimulcastH264)
+    }
 }
 
 /// The rids of a simulcast publisher's layers, lowest first.
@@ -416,13 +426,16 @@ impl Peer {
     pub async fn new_at(identity: &str, publish: Publish, ip: IpAddr) -> Peer {
         let mut media = MediaEngine::default();
         media
-            .register_codec(codec(RtpCodecKind::Audio), RtpCodecKind::Audio)
+            .register_codec(codec(Codec::Opus), RtpCodecKind::Audio)
             .unwrap();
-        media
-            .register_codec(codec(RtpCodecKind::Video), RtpCodecKind::Video)
-            .unwrap();
+        // Every client can receive VP8 and H.264; a publisher sends the one its video is in.
+        for video in [Codec::Vp8, Codec::H264] {
+            media
+                .register_codec(codec(video), RtpCodecKind::Video)
+                .unwrap();
+        }
         let registry = register_default_interceptors(Default::default(), &mut media).unwrap();
-        if publish == Publish::Simulcast {
+        if publish.simulcast() {
             configure_simulcast_extension_headers(&mut media).unwrap();
         }
         let settings = SettingEngineBuilder::new()
@@ -459,10 +472,18 @@ impl Peer {
             (None, None, Vec::new())
         } else {
             let mut out = Vec::new();
-            for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
-                let c = codec(kind);
+            let video = if publish == Publish::SimulcastH264 {
+                Codec::H264
+            } else {
+                Codec::Vp8
+            };
+            for (kind, c) in [
+                (RtpCodecKind::Audio, Codec::Opus),
+                (RtpCodecKind::Video, video),
+            ] {
+                let c = codec(c);
                 let rids: &[Option<&'static str>] =
-                    if kind == RtpCodecKind::Video && publish == Publish::Simulcast {
+                    if kind == RtpCodecKind::Video && publish.simulcast() {
                         &[Some("l"), Some("m"), Some("h")]
                     } else {
                         &[None]
@@ -569,16 +590,32 @@ pub struct TestClient {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn codec(kind: RtpCodecKind) -> RTCRtpCodecParameters {
-    let (mime, clock_rate, channels, pt, fmtp) = match kind {
-        RtpCodecKind::Audio => (
+/// The codecs test clients use.
+#[derive(Clone, Copy)]
+pub enum Codec {
+    Opus,
+    Vp8,
+    H264,
+}
+
+fn codec(codec: Codec) -> RTCRtpCodecParameters {
+    let (mime, clock_rate, channels, pt, fmtp) = match codec {
+        Codec::Opus => (
             MIME_TYPE_OPUS,
             48000,
             2,
             OPUS_PT,
             "minptime=10;useinbandfec=1",
         ),
-        _ => (MIME_TYPE_VP8, 90000, 0, VP8_PT, ""),
+        Codec::Vp8 => (MIME_TYPE_VP8, 90000, 0, VP8_PT, ""),
+        // Constrained Baseline, as browsers offer it first.
+        Codec::H264 => (
+            MIME_TYPE_H264,
+            90000,
+            0,
+            H264_PT,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        ),
     };
     RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
@@ -633,7 +670,7 @@ impl TestClient {
     ) -> Self {
         let mut client = Self::join_signaling_at(http, token, identity, publish, ip).await;
         match publish {
-            Publish::AudioVideo | Publish::Simulcast => client
+            Publish::AudioVideo | Publish::Simulcast | Publish::SimulcastH264 => client
                 .offer()
                 .await
                 .unwrap_or_else(|e| panic!("{identity}: offer refused: {e:?}")),
