@@ -144,7 +144,8 @@ fn sps_size(nal: &[u8]) -> Option<(u16, u16)> {
         width = width.checked_sub(unit_x * (left + right))?;
         height = height.checked_sub(unit_y * field_factor * (top + bottom))?;
     }
-    Some((u16::try_from(width).ok()?, u16::try_from(height).ok()?))
+    let size = (u16::try_from(width).ok()?, u16::try_from(height).ok()?);
+    (size.0 > 0 && size.1 > 0).then_some(size)
 }
 
 /// Reads past a scaling list of `size` entries (H.264 7.3.2.1.1.1).
@@ -280,5 +281,26 @@ mod tests {
         let endless = [0x67, 0x42, 0x00, 0x1e, 0, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(H264Info::parse(&endless).size, None);
         assert_eq!(H264Info::parse(&[]), H264Info::default());
+    }
+
+    #[test]
+    fn random_bytes_never_panic_nor_state_an_empty_picture() {
+        // A fixed xorshift sequence: SPS, STAP-A and FU-A headers with random bodies.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        };
+        for i in 0..20_000 {
+            let len = usize::from(next()) % 64;
+            let mut p: Vec<u8> = (0..len).map(|_| next()).collect();
+            if let Some(first) = p.first_mut() {
+                *first = [0x67, 0x78, 0x7c, *first][i % 4];
+            }
+            let info = H264Info::parse(&p);
+            assert!(info.size.is_none_or(|(w, h)| w > 0 && h > 0), "{p:02x?}");
+        }
     }
 }

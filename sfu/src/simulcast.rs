@@ -72,7 +72,8 @@ impl Vp8Info {
                     u16::from_le_bytes([h[6], h[7]]) & 0x3fff,
                     u16::from_le_bytes([h[8], h[9]]) & 0x3fff,
                 )
-            });
+            })
+            .filter(|&(w, h)| w > 0 && h > 0);
         Some(Vp8Info {
             descriptor,
             picture_id,
@@ -252,6 +253,9 @@ mod tests {
         assert_eq!(key.tl0_pic_idx, Some(7));
         assert!(key.keyframe);
         assert_eq!(key.size, Some((640, 360)));
+        let empty = Vp8Info::parse(&vp8(0x1234, 7, Some((0, 360)))).unwrap();
+        assert!(empty.keyframe);
+        assert_eq!(empty.size, None, "a picture of no width is no size");
         let delta = Vp8Info::parse(&vp8(0x1235, 7, None)).unwrap();
         assert!(!delta.keyframe);
         assert_eq!(delta.size, None);
