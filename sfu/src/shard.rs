@@ -37,6 +37,10 @@ const ICE_RECONNECT_GRACE: Duration = Duration::from_secs(5);
 
 /// Most datagrams taken from the socket before the peers they touched are polled.
 const RECV_BATCH: usize = 64;
+/// While polling many peers (a frame's fan-out to a lecture), what they produced is sent after
+/// every this many: the first students of a large lecture need not wait for the last ones to
+/// be polled. As many as one `sendmmsg` takes, so the number of system calls stays the same.
+const FLUSH_EVERY: usize = 64;
 
 pub(crate) struct Shard {
     socket: UdpSocket,
@@ -496,8 +500,13 @@ impl Shard {
 
     /// Polls every queued peer until str0m has nothing more to say, forwarding media as it comes.
     fn poll_dirty(&mut self) {
+        let mut polled = 0;
         while let Some(id) = self.dirty.pop() {
             self.poll_peer(id);
+            polled += 1;
+            if polled % FLUSH_EVERY == 0 {
+                self.outbox.flush(&self.socket);
+            }
         }
         while let Some(id) = self.dead.pop() {
             self.remove_peer(id, Some(CloseReason::ConnectionLost));
