@@ -8,8 +8,8 @@
 //! audible). A step up that brings loss is undone at the first lossy report, and the next try
 //! waits twice as long. Reports that arrive just after a step down still speak of the layer
 //! before it and are not held against the new one, unless they show the link far worse.
-//! Nor are the lossy reports that come just after a link that was dead both ways comes back:
-//! they count everything sent into it. Loss from the RTCP receiver reports is used
+//! Lossy reports just after a link that was dead both ways is back do not count either: they
+//! count everything sent into the dead link. Loss from the RTCP receiver reports is used
 //! rather than str0m's bandwidth estimator: that one paces every packet of every subscriber
 //! and cost 30-45% more CPU per forwarded packet (BENCHMARKS.md). Sans-IO: time is passed in.
 
