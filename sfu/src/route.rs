@@ -197,8 +197,9 @@ pub(crate) struct MediaPacket {
     /// For a simulcast VP8 packet: its descriptor (to rewrite its ids).
     pub vp8: Option<Vp8Info>,
     /// For a simulcast packet: whether a subscriber may switch to its layer here (it starts a
-    /// keyframe; any packet of a codec the SFU does not read), and the frame size it states.
+    /// keyframe; any packet of a codec the SFU does not read).
     pub keyframe: bool,
+    /// For a simulcast keyframe: the frame size it states, when the SFU can read it.
     pub size: Option<(u16, u16)>,
     /// Extended sequence number.
     pub seq: u64,
