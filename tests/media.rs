@@ -809,3 +809,50 @@ async fn opus_fec_and_dtx_are_asked_for_and_pass_through_untouched() {
     assert_eq!(gaps(&got), gaps(&sent), "timestamp gaps as sent");
     server.stop().await;
 }
+
+/// The teacher's link dies for 4 s: the packets it sent meanwhile never reach the server, so
+/// the students' streams go on after a gap of ~200 numbers, and their first receiver reports
+/// after it say nearly everything was lost. That is the teacher's outage, not the students'
+/// links: none may be sent to sound only for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teachers_outage_is_not_taken_for_the_students_weak_links() {
+    let server = TestServer::start().await;
+    let mut lecture = Lecture::start(&server, 1).await;
+    let (audio, video) = lecture.teacher.tracks();
+    // 5 s of media first: the student's receiver reports have found its link clean for long
+    // enough that later loss counts as the link's.
+    const BEFORE: u8 = 0xB1;
+    const AFTER: u8 = 0xB2;
+    for i in 0..250 {
+        audio.send(payload(AUDIO_TAG, i, AUDIO_LEN)).await;
+        if i % 2 == 0 {
+            video.send(payload(BEFORE, i, VIDEO_LEN)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    audio.skip(200);
+    video.skip(100);
+    for i in 0..200 {
+        audio.send(payload(AUDIO_TAG, 250 + i, AUDIO_LEN)).await;
+        if i % 2 == 0 {
+            video.send(payload(AFTER, i, VIDEO_LEN)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let student = &mut lecture.students[0];
+    let got = student
+        .received(&lecture.video)
+        .iter()
+        .filter(|r| r.payload.get(1) == Some(&AFTER))
+        .count();
+    assert!(got >= 90, "video goes on after the outage: {got} of 100");
+    let mut told = Vec::new();
+    while let Ok(m) = student.events.try_recv() {
+        if let ServerMessage::WeakLink { audio_only } = m {
+            told.push(audio_only);
+        }
+    }
+    assert!(told.is_empty(), "weak_link notices: {told:?}");
+    server.stop().await;
+}

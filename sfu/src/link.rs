@@ -44,10 +44,12 @@ const LONGEST_WAIT: Duration = Duration::from_secs(60);
 /// Clean time after a step up that proves it: a later loss is the link changing, not the step.
 const PROVEN: Duration = Duration::from_secs(3);
 /// Nothing heard from a subscriber for longer than this (browsers send receiver reports about
-/// every second and ICE checks every few) means its link was dead both ways. The first reports
-/// after it count everything sent into the dead link as lost: they say nothing of what the
-/// link carries now, so for [`SETTLE`] after it comes back lossy reports do not count.
-const OUTAGE: Duration = Duration::from_secs(3);
+/// every second and ICE checks every few) means its link was dead both ways; nothing from a
+/// publisher's track for this long, that the publisher's was (its next packets leave a gap in
+/// the numbers every subscriber sees). The first reports after it count everything lost in the
+/// outage: they say nothing of what the subscriber's link carries now, so for [`SETTLE`] after
+/// it lossy reports do not count.
+pub(crate) const OUTAGE: Duration = Duration::from_secs(3);
 
 /// The most a subscriber's link carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -90,7 +92,7 @@ enum Step {
     /// Up from audio only: the video's first reports also count the packets lost before it
     /// was held back, so neither bad nor clean ones tell anything yet.
     Resume,
-    /// Not a step: the link came back from an [`OUTAGE`]. Lossy reports tell nothing yet.
+    /// Not a step: an [`OUTAGE`] just ended. Lossy reports tell nothing yet.
     Outage,
 }
 
@@ -127,10 +129,16 @@ impl LinkController {
             .heard
             .is_some_and(|last| now.saturating_duration_since(last) > OUTAGE)
         {
-            self.bad = 0;
-            self.settling = Some((Step::Outage, now + SETTLE));
+            self.outage_ended(now);
         }
         self.heard = Some(now);
+    }
+
+    /// An [`OUTAGE`] of the subscriber's link, or of the publisher of a track it receives,
+    /// ended at `now`: lossy reports in the next [`SETTLE`] count what was lost in it.
+    pub fn outage_ended(&mut self, now: Instant) {
+        self.bad = 0;
+        self.settling = Some((Step::Outage, now + SETTLE));
     }
 
     /// A receiver report said `loss` (fraction lost) at `now`. Returns the new allowance when

@@ -68,6 +68,8 @@ pub(crate) struct Route {
     pub speaker: Option<SpeakerDetector>,
     /// While a video frame's first packets wait for its last: when they are sent anyway.
     pub frame_deadline: Option<Instant>,
+    /// When its last packet came.
+    pub last_packet: Option<Instant>,
 }
 
 impl Route {
@@ -83,6 +85,7 @@ impl Route {
             shards: Vec::new(),
             speaker,
             frame_deadline: None,
+            last_packet: None,
         }
     }
 

@@ -16,6 +16,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
+use crate::link::OUTAGE;
 use crate::mailbox::{Inbox, Mailbox};
 use crate::peer::{Peer, TrackKey};
 use crate::route::{MediaPacket, Route, Subscription};
@@ -756,6 +757,18 @@ impl Shard {
         let Some(route) = self.routes.get_mut(&packet.source) else {
             return;
         };
+        if route
+            .last_packet
+            .replace(now)
+            .is_some_and(|last| now.saturating_duration_since(last) > OUTAGE)
+        {
+            // The publisher was cut off: the gap it leaves is not the subscribers' loss.
+            for sub in &route.subscribers {
+                if let Some(peer) = self.peers.get_mut(&sub.peer) {
+                    peer.link.outage_ended(now);
+                }
+            }
+        }
         let hold = route.track.kind == MediaKind::Video && !packet.marker;
         if hold {
             route.frame_deadline.get_or_insert(now + FRAME_HOLD);

@@ -319,6 +319,12 @@ pub struct LocalTrack {
 }
 
 impl LocalTrack {
+    /// Skips `n` sequence numbers, as packets lost on the way to the server would.
+    pub fn skip(&self, n: u16) {
+        let mut s = self.seq.lock().unwrap();
+        *s = s.wrapping_add(n);
+    }
+
     /// Sends one RTP packet with this payload, the marker bit set (a frame of one packet).
     pub async fn send(&self, payload: Vec<u8>) {
         self.send_marked(payload, true).await;
