@@ -818,28 +818,27 @@ async fn opus_fec_and_dtx_are_asked_for_and_pass_through_untouched() {
 async fn a_teachers_outage_is_not_taken_for_the_students_weak_links() {
     let server = TestServer::start().await;
     let mut lecture = Lecture::start(&server, 1).await;
-    let (audio, video) = lecture.teacher.tracks();
+    // Audio every 20 ms, video every 40 ms, for `ticks` × 20 ms.
+    let send_live = async |video_tag: u8, ticks: u32| {
+        let (audio, video) = lecture.teacher.tracks();
+        for i in 0..ticks {
+            audio.send(payload(AUDIO_TAG, i, AUDIO_LEN)).await;
+            if i % 2 == 0 {
+                video.send(payload(video_tag, i / 2, VIDEO_LEN)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
     // 5 s of media first: the student's receiver reports have found its link clean for long
     // enough that later loss counts as the link's.
     const BEFORE: u8 = 0xB1;
     const AFTER: u8 = 0xB2;
-    for i in 0..250 {
-        audio.send(payload(AUDIO_TAG, i, AUDIO_LEN)).await;
-        if i % 2 == 0 {
-            video.send(payload(BEFORE, i, VIDEO_LEN)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    send_live(BEFORE, 250).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
+    let (audio, video) = lecture.teacher.tracks();
     audio.skip(200);
     video.skip(100);
-    for i in 0..200 {
-        audio.send(payload(AUDIO_TAG, 250 + i, AUDIO_LEN)).await;
-        if i % 2 == 0 {
-            video.send(payload(AFTER, i, VIDEO_LEN)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    send_live(AFTER, 200).await;
     let student = &mut lecture.students[0];
     let got = student
         .received(&lecture.video)

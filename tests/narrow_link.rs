@@ -148,6 +148,14 @@ struct StudentRun {
 }
 
 impl StudentRun {
+    /// How long after the student connected each `weak_link` notice came, with `audio_only`.
+    fn notices(&self) -> Vec<(Duration, bool)> {
+        self.weak_link
+            .iter()
+            .map(|&(t, a)| (t.saturating_duration_since(self.connected_at), a))
+            .collect()
+    }
+
     /// Packets of `track` that arrived between `from` and `to` after the student connected.
     fn between(&self, track: &[Received], from: Duration, to: Duration) -> usize {
         let (from, to) = (self.connected_at + from, self.connected_at + to);
@@ -368,8 +376,7 @@ fn a_link_that_narrows_to_60_kbps_carries_sound_only_and_video_returns_when_it_w
         ],
     );
     let since = |t: Instant| t.saturating_duration_since(run.connected_at);
-    let notices: Vec<(Duration, bool)> =
-        run.weak_link.iter().map(|&(t, a)| (since(t), a)).collect();
+    let notices = run.notices();
     eprintln!(
         "narrowing link: weak_link notices {notices:?}; packets per second per layer: {:?}",
         timeline(&run)
@@ -435,10 +442,7 @@ fn a_link_dead_both_ways_for_a_few_seconds_gets_its_video_back_at_once() {
     eprintln!(
         "dead link: weak_link notices {:?}; first frame after it {first_back:?}; packets per \
          second per layer: {:?}",
-        run.weak_link
-            .iter()
-            .map(|&(t, a)| (since(t), a))
-            .collect::<Vec<_>>(),
+        run.notices(),
         timeline(&run)
     );
     assert!(

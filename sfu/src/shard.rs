@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use jinke_signaling::{MediaKind, TrackInfo};
 use str0m::change::SdpOffer;
-use str0m::format::{Codec, FormatParams};
+use str0m::format::{Codec, CodecConfig, FormatParams};
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap};
@@ -293,16 +293,11 @@ impl Shard {
             .transpose()
             .map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let now = Instant::now();
-        let mut config = Rtc::builder().set_rtp_mode(true).set_ice_lite(true);
-        config.codec_config().clear();
-        config.codec_config().add_config(
-            OPUS_PT.into(),
-            None,
-            Codec::Opus,
-            Frequency::FORTY_EIGHT_KHZ,
-            Some(2),
-            opus_format(),
-        );
+        let mut config = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .clear_codecs();
+        add_opus(config.codec_config());
         let mut rtc = config
             .enable_vp8(true)
             .enable_h264(true)
@@ -1065,23 +1060,6 @@ impl Shard {
 /// estimator, which Jinke does not run for subscribers (`link.rs` judges their links from
 /// loss), and they cost a feedback report to parse and a send record per packet per
 /// subscriber. A publisher keeps them: its browser estimates its uplink from our feedback.
-/// The payload type browsers give Opus (and str0m's default).
-const OPUS_PT: u8 = 111;
-
-/// What Jinke's SDP says of Opus: in-band FEC (a lost packet is rebuilt from the next one's
-/// redundancy, on the weak links of village halls) and DTX (a silent microphone sends a few
-/// packets a second instead of 50: a class of quiet students, or a teacher's pauses, cost
-/// next to nothing to forward). A browser's encoder uses both only when the other side's SDP
-/// asks for them; the SFU forwards the packets as they come either way.
-fn opus_format() -> FormatParams {
-    FormatParams {
-        min_p_time: Some(10),
-        use_inband_fec: Some(true),
-        use_dtx: Some(true),
-        ..FormatParams::default()
-    }
-}
-
 fn extensions(may_publish: bool) -> ExtensionMap {
     let mut exts = ExtensionMap::empty();
     for (id, ext) in ExtensionMap::standard().iter() {
@@ -1090,4 +1068,27 @@ fn extensions(may_publish: bool) -> ExtensionMap {
         }
     }
     exts
+}
+
+/// Offers Opus as str0m's `enable_opus` does (payload type 111, as browsers number it), asking
+/// also for DTX, which str0m's parameters leave out. A browser's encoder uses in-band FEC (a
+/// lost packet rebuilt from the next one's redundancy) and DTX (a silent microphone sends a
+/// packet every 400 ms or so instead of every 20 ms: 10 packets in 2 s instead of 100 from a
+/// muted Chromium, as the browser test of it measures) only when the other side's SDP asks for
+/// them; the SFU forwards the packets as they come either way.
+fn add_opus(codecs: &mut CodecConfig) {
+    let format = FormatParams {
+        min_p_time: Some(10),
+        use_inband_fec: Some(true),
+        use_dtx: Some(true),
+        ..FormatParams::default()
+    };
+    codecs.add_config(
+        111.into(),
+        None,
+        Codec::Opus,
+        Frequency::FORTY_EIGHT_KHZ,
+        Some(2),
+        format,
+    );
 }

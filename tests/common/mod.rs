@@ -224,6 +224,7 @@ pub enum Publish {
 }
 
 impl Publish {
+    /// Whether the video goes in simulcast layers.
     fn simulcast(self) -> bool {
         matches!(self, Publish::Simulcast | Publish::SimulcastH264)
     }
