@@ -810,6 +810,40 @@ async fn opus_fec_and_dtx_are_asked_for_and_pass_through_untouched() {
     server.stop().await;
 }
 
+/// Sends the teacher's audio (every 20 ms) and video (every 40 ms) live for `ticks` × 20 ms,
+/// video payloads tagged `video_tag`. Every `lost_every`-th packet of each is lost before the
+/// server: its sequence number is skipped, never sent (so no NACK can bring it back).
+async fn send_live(lecture: &Lecture, video_tag: u8, ticks: u32, lost_every: Option<u32>) {
+    let (audio, video) = lecture.teacher.tracks();
+    let lost = |n: u32| lost_every.is_some_and(|every| n % every == every - 1);
+    for i in 0..ticks {
+        if lost(i) {
+            audio.skip(1);
+        } else {
+            audio.send(payload(AUDIO_TAG, i, AUDIO_LEN)).await;
+        }
+        if i % 2 == 0 {
+            if lost(i / 2) {
+                video.skip(1);
+            } else {
+                video.send(payload(video_tag, i / 2, VIDEO_LEN)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `WeakLink` notices a client was sent so far (`audio_only` of each).
+fn weak_link_notices(client: &mut TestClient) -> Vec<bool> {
+    let mut told = Vec::new();
+    while let Ok(m) = client.events.try_recv() {
+        if let ServerMessage::WeakLink { audio_only } = m {
+            told.push(audio_only);
+        }
+    }
+    told
+}
+
 /// The teacher's link dies for 4 s: the packets it sent meanwhile never reach the server, so
 /// the students' streams go on after a gap of ~200 numbers, and their first receiver reports
 /// after it say nearly everything was lost. That is the teacher's outage, not the students'
@@ -818,27 +852,16 @@ async fn opus_fec_and_dtx_are_asked_for_and_pass_through_untouched() {
 async fn a_teachers_outage_is_not_taken_for_the_students_weak_links() {
     let server = TestServer::start().await;
     let mut lecture = Lecture::start(&server, 1).await;
-    // Audio every 20 ms, video every 40 ms, for `ticks` × 20 ms.
-    let send_live = async |video_tag: u8, ticks: u32| {
-        let (audio, video) = lecture.teacher.tracks();
-        for i in 0..ticks {
-            audio.send(payload(AUDIO_TAG, i, AUDIO_LEN)).await;
-            if i % 2 == 0 {
-                video.send(payload(video_tag, i / 2, VIDEO_LEN)).await;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
     // 5 s of media first: the student's receiver reports have found its link clean for long
     // enough that later loss counts as the link's.
     const BEFORE: u8 = 0xB1;
     const AFTER: u8 = 0xB2;
-    send_live(BEFORE, 250).await;
+    send_live(&lecture, BEFORE, 250, None).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (audio, video) = lecture.teacher.tracks();
     audio.skip(200);
     video.skip(100);
-    send_live(AFTER, 200).await;
+    send_live(&lecture, AFTER, 200, None).await;
     let student = &mut lecture.students[0];
     let got = student
         .received(&lecture.video)
@@ -846,12 +869,31 @@ async fn a_teachers_outage_is_not_taken_for_the_students_weak_links() {
         .filter(|r| r.payload.get(1) == Some(&AFTER))
         .count();
     assert!(got >= 90, "video goes on after the outage: {got} of 100");
-    let mut told = Vec::new();
-    while let Ok(m) = student.events.try_recv() {
-        if let ServerMessage::WeakLink { audio_only } = m {
-            told.push(audio_only);
-        }
-    }
+    let told = weak_link_notices(student);
     assert!(told.is_empty(), "weak_link notices: {told:?}");
+    server.stop().await;
+}
+
+/// The teacher's uplink loses a fifth of its packets, and the server's NACKs get none of them
+/// back. The students' streams keep the gaps (so that they could be NACKed), and their receiver
+/// reports count a fifth lost; but their own links lost nothing, and none may be sent to sound
+/// only for the teacher's loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teachers_lossy_uplink_is_not_taken_for_the_students_weak_links() {
+    let server = TestServer::start().await;
+    let mut lecture = Lecture::start(&server, 2).await;
+    const LOSSY: u8 = 0xB3;
+    // 8 s: reports come about every second; two lossy ones in a row would step a student down.
+    send_live(&lecture, LOSSY, 400, Some(5)).await;
+    for student in &mut lecture.students {
+        let got = student
+            .received(&lecture.video)
+            .iter()
+            .filter(|r| r.payload.get(1) == Some(&LOSSY))
+            .count();
+        assert!(got >= 150, "what the server got is forwarded: {got} of 160");
+        let told = weak_link_notices(student);
+        assert!(told.is_empty(), "weak_link notices: {told:?}");
+    }
     server.stop().await;
 }

@@ -9,7 +9,9 @@
 //! waits twice as long. Reports that arrive just after a step down still speak of the layer
 //! before it and are not held against the new one, unless they show the link far worse.
 //! Lossy reports just after a link that was dead both ways is back do not count either: they
-//! count everything sent into the dead link. Loss from the RTCP receiver reports is used
+//! count everything sent into the dead link. The loss judged is the subscriber's link's own:
+//! the gaps a publisher's loss left in the stream are taken out first (`route.rs`). Loss from
+//! the RTCP receiver reports is used
 //! rather than str0m's bandwidth estimator: that one paces every packet of every subscriber
 //! and cost 30-45% more CPU per forwarded packet (BENCHMARKS.md). Sans-IO: time is passed in.
 
@@ -44,12 +46,11 @@ const LONGEST_WAIT: Duration = Duration::from_secs(60);
 /// Clean time after a step up that proves it: a later loss is the link changing, not the step.
 const PROVEN: Duration = Duration::from_secs(3);
 /// Nothing heard from a subscriber for longer than this (browsers send receiver reports about
-/// every second and ICE checks every few) means its link was dead both ways; nothing from a
-/// publisher's track for this long, that the publisher's was (its next packets leave a gap in
-/// the numbers every subscriber sees). The first reports after it count everything lost in the
-/// outage: they say nothing of what the subscriber's link carries now, so for [`SETTLE`] after
-/// it lossy reports do not count.
-pub(crate) const OUTAGE: Duration = Duration::from_secs(3);
+/// every second and ICE checks every few) means its link was dead both ways. The first reports
+/// after it count everything sent into the dead link: they say nothing of what the link carries
+/// now, so for [`SETTLE`] after it lossy reports do not count. (A publisher's outage needs no
+/// such rule: the gap it leaves is taken out of the reports, see `Subscription::downlink_loss`.)
+const OUTAGE: Duration = Duration::from_secs(3);
 
 /// The most a subscriber's link carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -134,9 +135,9 @@ impl LinkController {
         self.heard = Some(now);
     }
 
-    /// An [`OUTAGE`] of the subscriber's link, or of the publisher of a track it receives,
-    /// ended at `now`: lossy reports in the next [`SETTLE`] count what was lost in it.
-    pub fn outage_ended(&mut self, now: Instant) {
+    /// An [`OUTAGE`] of the subscriber's link ended at `now`: lossy reports in the next
+    /// [`SETTLE`] count what was lost in it.
+    fn outage_ended(&mut self, now: Instant) {
         self.bad = 0;
         self.settling = Some((Step::Outage, now + SETTLE));
     }

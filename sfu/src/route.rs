@@ -68,8 +68,6 @@ pub(crate) struct Route {
     pub speaker: Option<SpeakerDetector>,
     /// While a video frame's first packets wait for its last: when they are sent anyway.
     pub frame_deadline: Option<Instant>,
-    /// When its last packet came.
-    pub last_packet: Option<Instant>,
 }
 
 impl Route {
@@ -85,7 +83,6 @@ impl Route {
             shards: Vec::new(),
             speaker,
             frame_deadline: None,
-            last_packet: None,
         }
     }
 
@@ -261,6 +258,16 @@ impl MediaPacket {
     }
 }
 
+/// A receiver report's cumulative loss, a signed 24-bit field, as a number.
+fn sign_extend_24(field: u64) -> i64 {
+    let field = (field & 0xff_ffff) as i64;
+    if field >= 0x80_0000 {
+        field - 0x100_0000
+    } else {
+        field
+    }
+}
+
 /// Forwarding state of one track towards one subscriber.
 pub(crate) struct Subscription {
     /// The subscribing peer.
@@ -278,6 +285,20 @@ pub(crate) struct Subscription {
     pub view: Option<(u16, u16)>,
     /// The most its link carries: up to this many layers from the smallest.
     pub layer_cap: Option<u8>,
+    /// Where the subscriber's last receiver report of this stream stood.
+    reported: ReportMark,
+}
+
+/// A receiver report's cumulative figures (RFC 3550 6.4.1), with the server's own count of
+/// holes to match: the next report's loss is judged against them.
+#[derive(Debug, Default)]
+struct ReportMark {
+    /// The highest sequence number received.
+    max_seq: u64,
+    /// Packets lost so far (may fall: late packets count as received).
+    lost: i64,
+    /// Sequence numbers up to `max_seq` that the server never sent.
+    holes: u64,
 }
 
 impl Subscription {
@@ -291,7 +312,34 @@ impl Subscription {
             layers: LayerFollower::default(),
             view: None,
             layer_cap: None,
+            reported: ReportMark::default(),
         }
+    }
+
+    /// The share of what the server sent that the subscriber's link lost, between its last
+    /// receiver report and this one (highest number received `max_seq`, cumulative loss
+    /// `lost`, a signed 24-bit field). The gaps the publisher's own loss left in the stream
+    /// count as lost in the reports but are taken out here: a teacher's lossy or dead uplink
+    /// is not the students' weak links. A single packet lost counts as none: it is no sign of a
+    /// weak link, and browsers' counts around a gap and its repairs may be one off (libwebrtc
+    /// takes a packet far out of order for a possible stream restart). `None` when the report
+    /// covers nothing sent.
+    pub fn downlink_loss(&mut self, max_seq: u64, lost: u64) -> Option<f32> {
+        if max_seq <= self.reported.max_seq {
+            return None;
+        }
+        let lost = sign_extend_24(lost);
+        let holes = self.seq.holes_through(max_seq);
+        let new_holes = (holes - self.reported.holes) as i64;
+        let sent = (max_seq - self.reported.max_seq) as i64 - new_holes;
+        let lost_here = lost - self.reported.lost - new_holes;
+        self.reported = ReportMark {
+            max_seq,
+            lost,
+            holes,
+        };
+        let lost_here = if lost_here > 1 { lost_here } else { 0 };
+        (sent > 0).then(|| (lost_here as f32 / sent as f32).min(1.0))
     }
 
     /// Pauses or resumes forwarding; a resumed stream continues without a sequence gap.
@@ -371,5 +419,105 @@ impl Subscription {
         }
         stream.write_rtp(write);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscription() -> Subscription {
+        Subscription::new(PeerId(1), Mid::from("0"))
+    }
+
+    /// Forwards the publisher's numbers `seqs` and returns the subscriber's.
+    fn forward(sub: &mut Subscription, seqs: impl IntoIterator<Item = u64>) -> Vec<u64> {
+        seqs.into_iter()
+            .filter_map(|s| sub.seq.rewrite(s))
+            .collect()
+    }
+
+    #[test]
+    fn the_publishers_loss_is_not_the_subscribers() {
+        let mut sub = subscription();
+        // Every fifth packet lost before the server: out 1..=100 with 20 holes.
+        let sent = forward(&mut sub, (1000..1100).filter(|s| s % 5 != 0));
+        assert_eq!(sent.len(), 80);
+        let max = *sent.last().unwrap();
+        assert_eq!(max, 99);
+        // The subscriber got all that was sent: it reports the holes as lost.
+        assert_eq!(sub.downlink_loss(max, 19), Some(0.0));
+        // Next second: 40 more sent, 10 holes; its link lost 8 of the 40.
+        let sent = forward(&mut sub, (1100..1150).filter(|s| s % 5 != 0));
+        let max = *sent.last().unwrap();
+        assert_eq!(sub.downlink_loss(max, 19 + 10 + 8), Some(8.0 / 40.0));
+    }
+
+    #[test]
+    fn a_gap_counts_only_once_a_report_reaches_it() {
+        let mut sub = subscription();
+        forward(&mut sub, 0..50);
+        // The teacher's link was dead: 300 numbers never came.
+        forward(&mut sub, 350..400);
+        // A report written before the first packet after the gap reached the subscriber.
+        assert_eq!(sub.downlink_loss(50, 0), Some(0.0));
+        // The next one spans the gap.
+        assert_eq!(sub.downlink_loss(400, 300), Some(0.0));
+        // Had the subscriber lost 25 of those 50 itself:
+        let mut sub = subscription();
+        forward(&mut sub, (0..50).chain(350..400));
+        assert_eq!(sub.downlink_loss(400, 325), Some(0.25));
+    }
+
+    #[test]
+    fn a_repair_from_the_publisher_leaves_its_hole_discounted() {
+        let mut sub = subscription();
+        forward(&mut sub, (0..10).chain(11..20));
+        assert_eq!(sub.downlink_loss(20, 1), Some(0.0), "the hole at 11");
+        // The server's NACK brought it back and it was forwarded late.
+        forward(&mut sub, [10]);
+        forward(&mut sub, 20..30);
+        // Counted received or not, it is not the subscriber's loss.
+        assert_eq!(sub.downlink_loss(30, 1), Some(0.0));
+        let mut sub = subscription();
+        forward(&mut sub, (0..10).chain(11..20));
+        sub.downlink_loss(20, 1);
+        forward(&mut sub, [10]);
+        forward(&mut sub, 20..30);
+        assert_eq!(sub.downlink_loss(30, 0), Some(0.0));
+        // Loss on the subscriber's link is still seen (the repair counted received hides one).
+        forward(&mut sub, 30..40);
+        assert_eq!(sub.downlink_loss(40, 5), Some(0.5));
+    }
+
+    #[test]
+    fn one_packet_lost_is_no_sign_of_a_weak_link() {
+        let mut sub = subscription();
+        forward(&mut sub, 0..8);
+        assert_eq!(sub.downlink_loss(8, 1), Some(0.0), "1 of 8");
+        forward(&mut sub, 8..16);
+        assert_eq!(sub.downlink_loss(16, 3), Some(0.25), "2 of 8");
+    }
+
+    #[test]
+    fn reports_that_say_nothing_new_are_not_judged() {
+        let mut sub = subscription();
+        forward(&mut sub, 0..10);
+        assert_eq!(sub.downlink_loss(10, 0), Some(0.0));
+        assert_eq!(sub.downlink_loss(10, 0), None, "nothing since");
+        assert_eq!(sub.downlink_loss(9, 0), None, "an older report");
+    }
+
+    #[test]
+    fn cumulative_loss_is_a_signed_24_bit_field() {
+        assert_eq!(sign_extend_24(5), 5);
+        assert_eq!(
+            sign_extend_24(0xff_ffff),
+            -1,
+            "a duplicate more than expected"
+        );
+        let mut sub = subscription();
+        forward(&mut sub, 0..10);
+        assert_eq!(sub.downlink_loss(10, 0xff_ffff), Some(0.0));
     }
 }

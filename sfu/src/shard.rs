@@ -16,7 +16,6 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
-use crate::link::OUTAGE;
 use crate::mailbox::{Inbox, Mailbox};
 use crate::peer::{Peer, TrackKey};
 use crate::route::{MediaPacket, Route, Subscription};
@@ -752,18 +751,6 @@ impl Shard {
         let Some(route) = self.routes.get_mut(&packet.source) else {
             return;
         };
-        if route
-            .last_packet
-            .replace(now)
-            .is_some_and(|last| now.saturating_duration_since(last) > OUTAGE)
-        {
-            // The publisher was cut off: the gap it leaves is not the subscribers' loss.
-            for sub in &route.subscribers {
-                if let Some(peer) = self.peers.get_mut(&sub.peer) {
-                    peer.link.outage_ended(now);
-                }
-            }
-        }
         let hold = route.track.kind == MediaKind::Video && !packet.marker;
         if hold {
             route.frame_deadline.get_or_insert(now + FRAME_HOLD);
@@ -907,13 +894,25 @@ impl Shard {
     /// A receiver report of one of a subscriber's streams: its link may carry more or less.
     /// Judged by the camera video while it flows, by the audio while it does not.
     fn judge_link(&mut self, id: PeerId, stats: &str0m::stats::MediaEgressStats) {
-        let Some(loss) = stats.loss else {
+        // str0m gives a loss only when a report came since its last stats.
+        let (Some(_), Some(report)) = (stats.loss, &stats.remote) else {
             return;
         };
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        let Some(route) = peer.source_of(stats.mid).and_then(|s| self.routes.get(&s)) else {
+        let Some(route) = peer
+            .source_of(stats.mid)
+            .and_then(|s| self.routes.get_mut(&s))
+        else {
+            return;
+        };
+        let Some(loss) = route
+            .subscribers
+            .iter_mut()
+            .find(|s| s.peer == id && s.mid == stats.mid)
+            .and_then(|s| s.downlink_loss(*report.maximum_sequence_number, report.packets_lost))
+        else {
             return;
         };
         let camera = route.track.kind == MediaKind::Video && !route.track.screen;
