@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::h264::{SPS, h264_frame};
+use common::h264::{REAL_SPS, h264_frame};
 use common::numbered::*;
 use common::vp8::{Vp8Part, vp8_start};
 use common::*;
@@ -23,7 +23,7 @@ const KEYFRAME_EVERY: u32 = 8;
 /// (with the layer's size), PPS and IDR slice, or a non-IDR slice. The sizes are the H.264
 /// test SPSs' (320x180, 720x404, 1280x720).
 fn frame(publish: Publish, layer: usize, n: u32, keyframe: bool) -> Vec<u8> {
-    let size = keyframe.then_some(SPS[layer].0);
+    let size = keyframe.then_some(REAL_SPS[layer].0);
     let mut body = vec![0x55; 200];
     body.push(0xC0 | layer as u8);
     body.extend(n.to_be_bytes());

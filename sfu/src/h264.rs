@@ -208,34 +208,26 @@ impl Bits<'_> {
 mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    include!("../testdata/real_sps.rs");
 
-    /// SPSs from real streams with their published sizes: High 1280x720 (Eyevinn/mp4ff),
-    /// High 320x192 cropped to 320x180 (mp4ff), Constrained Baseline 720x404 with emulation
-    /// prevention bytes (videojs/mux.js).
-    const HIGH_720P: &str =
-        "67640020accac05005bb0169e0000003002000000c9c4c000432380008647c12401cb1c31380";
-    const HIGH_CROPPED: &str = "6764000dacd941419f9e10000003001000000303c0f1429960";
-    const BASELINE_404: &str = "6742c01ed900b435f9e10000030001000003003c0f162e48";
+    /// The SPS of [`REAL_SPS`] that states `size`.
+    fn real_sps(size: (u16, u16)) -> &'static [u8] {
+        REAL_SPS.iter().find(|(s, _)| *s == size).unwrap().1
+    }
 
     #[test]
     fn reads_the_size_an_sps_states() {
-        assert_eq!(sps_size(&hex(HIGH_720P)), Some((1280, 720)));
-        assert_eq!(sps_size(&hex(HIGH_CROPPED)), Some((320, 180)));
-        assert_eq!(sps_size(&hex(BASELINE_404)), Some((720, 404)));
+        for (size, sps) in REAL_SPS {
+            assert_eq!(sps_size(sps), Some(size));
+        }
     }
 
     #[test]
     fn an_sps_and_pps_aggregated_start_a_keyframe() {
-        let sps = hex(BASELINE_404);
+        let sps = real_sps((720, 404));
         let pps = [0x68, 0xce, 0x38, 0x80];
         let mut stap = vec![0x78];
-        for nal in [&sps[..], &pps[..]] {
+        for nal in [sps, &pps[..]] {
             stap.extend((nal.len() as u16).to_be_bytes());
             stap.extend(nal);
         }
@@ -247,7 +239,7 @@ mod tests {
             }
         );
         // Single NAL unit packets: the SPS, then the IDR slice.
-        assert_eq!(H264Info::parse(&sps).size, Some((720, 404)));
+        assert_eq!(H264Info::parse(sps).size, Some((720, 404)));
         assert!(H264Info::parse(&[0x65, 0x88, 0x84]).keyframe);
     }
 
@@ -264,7 +256,7 @@ mod tests {
 
     #[test]
     fn broken_packets_read_as_nothing() {
-        let sps = hex(HIGH_720P);
+        let sps = real_sps((1280, 720));
         for cut in 0..sps.len() {
             let info = H264Info::parse(&sps[..cut]);
             assert!(
