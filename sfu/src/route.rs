@@ -1,6 +1,7 @@
 //! Routes: one per published track, listing the subscribers it is forwarded to and the
 //! per-subscriber rewrite state.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -60,8 +61,12 @@ pub(crate) struct Route {
     pub local: bool,
     /// Its RTP streams, in the order they first came (at least one).
     pub layers: Vec<Layer>,
-    /// Everyone this track is forwarded to.
-    pub subscribers: Vec<Subscription>,
+    /// Everyone this track is forwarded to, one subscription each (added and removed through
+    /// `subscribe` and `unsubscribe`, which keep `positions` right).
+    subscribers: Vec<Subscription>,
+    /// Where each subscriber's subscription is in `subscribers`: a receiver report or a
+    /// keyframe request from one student of a lecture finds its own without a pass over all.
+    positions: HashMap<PeerId, usize>,
     /// Of a local track: the other shards with subscribers of it, which get its packets.
     pub shards: Vec<usize>,
     /// For a local audio track: whether it carries speech.
@@ -80,9 +85,48 @@ impl Route {
             local,
             layers: vec![Layer::new(None)],
             subscribers: Vec::new(),
+            positions: HashMap::new(),
             shards: Vec::new(),
             speaker,
             frame_deadline: None,
+        }
+    }
+
+    /// The subscriptions, in no particular order.
+    pub fn subscribers(&self) -> &[Subscription] {
+        &self.subscribers
+    }
+
+    /// The subscriptions, to change (not to add or remove).
+    pub fn subscribers_mut(&mut self) -> &mut [Subscription] {
+        &mut self.subscribers
+    }
+
+    /// The subscription of `peer`, if it has one.
+    pub fn subscription(&mut self, peer: PeerId) -> Option<&mut Subscription> {
+        let &i = self.positions.get(&peer)?;
+        self.subscribers.get_mut(i)
+    }
+
+    /// Adds a subscription, in place of the subscriber's earlier one if it had one.
+    pub fn subscribe(&mut self, sub: Subscription) {
+        match self.positions.get(&sub.peer) {
+            Some(&i) => self.subscribers[i] = sub,
+            None => {
+                self.positions.insert(sub.peer, self.subscribers.len());
+                self.subscribers.push(sub);
+            }
+        }
+    }
+
+    /// Removes `peer`'s subscription, if it has one.
+    pub fn unsubscribe(&mut self, peer: PeerId) {
+        let Some(i) = self.positions.remove(&peer) else {
+            return;
+        };
+        self.subscribers.swap_remove(i);
+        if let Some(moved) = self.subscribers.get(i) {
+            self.positions.insert(moved.peer, i);
         }
     }
 
@@ -175,9 +219,9 @@ impl Route {
     /// The layer a subscriber's keyframe request is for: the one it waits for, else the one it
     /// gets.
     pub fn layer_for(&self, peer: PeerId) -> u8 {
-        self.subscribers
-            .iter()
-            .find(|s| s.peer == peer)
+        self.positions
+            .get(&peer)
+            .map(|&i| &self.subscribers[i])
             .and_then(|s| s.layers.awaiting().or(s.layers.current()))
             .unwrap_or(0)
     }
@@ -506,6 +550,42 @@ mod tests {
         assert_eq!(sub.downlink_loss(10, 0), Some(0.0));
         assert_eq!(sub.downlink_loss(10, 0), None, "nothing since");
         assert_eq!(sub.downlink_loss(9, 0), None, "an older report");
+    }
+
+    #[test]
+    fn each_subscriber_finds_its_own_subscription() {
+        let track = TrackInfo {
+            track_id: "t".into(),
+            identity: "teacher".into(),
+            kind: jinke_signaling::MediaKind::Video,
+            screen: false,
+        };
+        let mut route = Route::new(track, "room".into(), true);
+        for i in 1..=4 {
+            route.subscribe(Subscription::new(PeerId(i), Mid::from("a")));
+        }
+        route.subscribe(Subscription::new(PeerId(3), Mid::from("b")));
+        assert_eq!(
+            route.subscribers().len(),
+            4,
+            "a second subscription replaces the first"
+        );
+        route.unsubscribe(PeerId(1));
+        route.unsubscribe(PeerId(9));
+        assert_eq!(route.subscribers().len(), 3);
+        for (peer, mid) in [(2, "a"), (3, "b"), (4, "a")] {
+            let sub = route.subscription(PeerId(peer)).expect("subscribed");
+            assert_eq!((sub.peer, sub.mid), (PeerId(peer), Mid::from(mid)));
+        }
+        assert!(route.subscription(PeerId(1)).is_none());
+        route.unsubscribe(PeerId(4));
+        route.unsubscribe(PeerId(2));
+        assert_eq!(
+            route.subscription(PeerId(3)).map(|s| s.peer),
+            Some(PeerId(3))
+        );
+        route.unsubscribe(PeerId(3));
+        assert!(route.subscribers().is_empty());
     }
 
     #[test]

@@ -268,7 +268,7 @@ impl Shard {
                     peers: self.peers.len(),
                     // Each track counted once, on its publisher's shard.
                     routes: self.routes.values().filter(|r| r.local).count(),
-                    subscriptions: self.routes.values().map(|r| r.subscribers.len()).sum(),
+                    subscriptions: self.routes.values().map(|r| r.subscribers().len()).sum(),
                     keyframe_requests: self.keyframe_requests,
                     shards_in_use: usize::from(!self.peers.is_empty()),
                     incomplete_frames: self.incomplete_frames,
@@ -360,8 +360,8 @@ impl Shard {
                     subscription.view = peer.views.swap_remove(i).1;
                 }
             }
-            route.subscribers.push(subscription);
-            if route.subscribers.len() == 1 && !route.local {
+            route.subscribe(subscription);
+            if route.subscribers().len() == 1 && !route.local {
                 // Before any keyframe request, so the publisher's shard sends what it asks for.
                 self.tell_publisher_shard(source, true);
             }
@@ -757,7 +757,7 @@ impl Shard {
         } else {
             route.frame_deadline = None;
         }
-        for sub in &mut route.subscribers {
+        for sub in route.subscribers_mut() {
             let Some(peer) = self.peers.get_mut(&sub.peer) else {
                 continue;
             };
@@ -773,7 +773,7 @@ impl Shard {
             return;
         };
         route.frame_deadline = None;
-        for sub in &route.subscribers {
+        for sub in route.subscribers() {
             if let Some(peer) = self.peers.get_mut(&sub.peer)
                 && peer.written_to()
             {
@@ -837,9 +837,9 @@ impl Shard {
         }
         let mut deserted = Vec::new();
         for (key, route) in &mut self.routes {
-            let had = !route.subscribers.is_empty();
-            route.subscribers.retain(|s| s.peer != id);
-            if had && route.subscribers.is_empty() && !route.local {
+            let had = !route.subscribers().is_empty();
+            route.unsubscribe(id);
+            if had && route.subscribers().is_empty() && !route.local {
                 deserted.push(*key);
             }
         }
@@ -871,13 +871,9 @@ impl Shard {
             if route.track.kind != MediaKind::Video || route.track.screen {
                 continue;
             }
-            let mut subscribed = false;
-            for sub in route.subscribers.iter_mut().filter(|s| s.peer == id) {
+            if let Some(sub) = route.subscription(id) {
                 sub.layer_cap = cap;
                 sub.set_paused(paused);
-                subscribed = true;
-            }
-            if subscribed {
                 let mut layers = route.retarget();
                 if !paused {
                     layers.push(route.layer_for(id));
@@ -908,9 +904,8 @@ impl Shard {
             return;
         };
         let Some(loss) = route
-            .subscribers
-            .iter_mut()
-            .find(|s| s.peer == id && s.mid == stats.mid)
+            .subscription(id)
+            .filter(|s| s.mid == stats.mid)
             .and_then(|s| s.downlink_loss(*report.maximum_sequence_number, report.packets_lost))
         else {
             return;
@@ -966,7 +961,7 @@ impl Shard {
         else {
             return;
         };
-        let Some(sub) = route.subscribers.iter_mut().find(|s| s.peer == peer) else {
+        let Some(sub) = route.subscription(peer) else {
             // Said while the track was still being negotiated (a browser lays the video out
             // before its answer arrives): kept for when the subscription starts.
             if let Some(p) = self.peers.get_mut(&peer) {
