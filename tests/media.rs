@@ -410,11 +410,7 @@ async fn a_muted_participants_audio_is_not_forwarded_until_unmuted() {
     tokio::time::sleep(Duration::from_millis(50)).await; // The SFU applies it after the room.
     send_numbered(&pupil, 30).await;
     assert_numbered(&tutor, &video, VIDEO_TAG, VIDEO_LEN, 30).await;
-    let leaked = tutor
-        .received(&audio)
-        .iter()
-        .filter(|r| r.payload.get(1) == Some(&AUDIO_TAG))
-        .count();
+    let leaked = received_tagged(&tutor, &audio, AUDIO_TAG).len();
     assert_eq!(leaked, 0, "muted audio was forwarded");
 
     tutor.send(set_muted(false));
@@ -660,11 +656,7 @@ async fn a_student_on_a_weak_link_turns_camera_video_off_and_back_on() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     send_numbered(&teacher, 30).await;
     assert_numbered(&student, &audio, AUDIO_TAG, AUDIO_LEN, 30).await;
-    let leaked = student
-        .received(&video)
-        .iter()
-        .filter(|r| r.payload.get(1) == Some(&VIDEO_TAG))
-        .count();
+    let leaked = received_tagged(&student, &video, VIDEO_TAG).len();
     assert_eq!(leaked, 0, "no camera video while it is off");
 
     student.send(jinke_signaling::ClientMessage::ReceiveVideo { enabled: true });
@@ -798,10 +790,8 @@ async fn opus_fec_and_dtx_are_asked_for_and_pass_through_untouched() {
     }
     let student = &lecture.students[0];
     assert_numbered(student, &lecture.audio, AUDIO_TAG, AUDIO_LEN, PACKETS).await;
-    let got: Vec<u32> = student
-        .received(&lecture.audio)
+    let got: Vec<u32> = received_tagged(student, &lecture.audio, AUDIO_TAG)
         .iter()
-        .filter(|r| r.payload.get(1) == Some(&AUDIO_TAG))
         .map(|r| r.timestamp)
         .collect();
     let gaps =
@@ -863,11 +853,7 @@ async fn a_teachers_outage_is_not_taken_for_the_students_weak_links() {
     video.skip(100);
     send_live(&lecture, AFTER, 200, None).await;
     let student = &mut lecture.students[0];
-    let got = student
-        .received(&lecture.video)
-        .iter()
-        .filter(|r| r.payload.get(1) == Some(&AFTER))
-        .count();
+    let got = received_tagged(student, &lecture.video, AFTER).len();
     assert!(got >= 90, "video goes on after the outage: {got} of 100");
     let told = weak_link_notices(student);
     assert!(told.is_empty(), "weak_link notices: {told:?}");
@@ -886,11 +872,7 @@ async fn a_teachers_lossy_uplink_is_not_taken_for_the_students_weak_links() {
     // 8 s: reports come about every second; two lossy ones in a row would step a student down.
     send_live(&lecture, LOSSY, 400, Some(5)).await;
     for student in &mut lecture.students {
-        let got = student
-            .received(&lecture.video)
-            .iter()
-            .filter(|r| r.payload.get(1) == Some(&LOSSY))
-            .count();
+        let got = received_tagged(student, &lecture.video, LOSSY).len();
         assert!(got >= 150, "what the server got is forwarded: {got} of 160");
         let told = weak_link_notices(student);
         assert!(told.is_empty(), "weak_link notices: {told:?}");

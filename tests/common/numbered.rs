@@ -74,16 +74,21 @@ pub async fn send_numbered(publisher: &impl Publishes, n: u32) {
     send_tags(publisher, AUDIO_TAG, VIDEO_TAG, n).await;
 }
 
+/// What `receiver` got so far on `track` that carries `tag` (a payload's second byte).
+pub fn received_tagged(receiver: &TestClient, track: &str, tag: u8) -> Vec<Received> {
+    receiver
+        .received(track)
+        .into_iter()
+        .filter(|r| r.payload.get(1) == Some(&tag))
+        .collect()
+}
+
 /// Waits for the numbered packets and checks every one arrived byte-exact, in order, with
 /// consecutive sequence numbers and one SSRC.
 pub async fn assert_numbered(receiver: &TestClient, track: &str, tag: u8, len: usize, n: u32) {
     let deadline = tokio::time::Instant::now() + WAIT;
     let numbered = loop {
-        let got: Vec<Received> = receiver
-            .received(track)
-            .into_iter()
-            .filter(|r| r.payload.get(1) == Some(&tag))
-            .collect();
+        let got = received_tagged(receiver, track, tag);
         if got.len() >= n as usize || tokio::time::Instant::now() > deadline {
             break got;
         }
