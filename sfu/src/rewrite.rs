@@ -74,8 +74,9 @@ impl SeqRewriter {
         self.gaps.push_back((end, len));
     }
 
-    /// How many of the subscriber's sequence numbers up to `seq` were never sent to it (lost
-    /// before the server, as far as it knows now). Calls must not go back in `seq`.
+    /// How many of the subscriber's sequence numbers up to `seq` were gaps when the numbers
+    /// after them were sent (lost before the server; a later repair does not count, see the
+    /// module doc). Calls must not go back in `seq`.
     pub fn holes_through(&mut self, seq: u64) -> u64 {
         while let Some(&(end, len)) = self.gaps.front()
             && end <= seq

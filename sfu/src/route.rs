@@ -341,7 +341,7 @@ struct ReportMark {
     max_seq: u64,
     /// Packets lost so far (may fall: late packets count as received).
     lost: i64,
-    /// Sequence numbers up to `max_seq` that the server never sent.
+    /// Sequence numbers up to `max_seq` the server left as gaps (lost before it).
     holes: u64,
 }
 
@@ -364,10 +364,9 @@ impl Subscription {
     /// receiver report and this one (highest number received `max_seq`, cumulative loss
     /// `lost`, a signed 24-bit field). The gaps the publisher's own loss left in the stream
     /// count as lost in the reports but are taken out here: a teacher's lossy or dead uplink
-    /// is not the students' weak links. A single packet lost counts as none: it is no sign of a
-    /// weak link, and browsers' counts around a gap and its repairs may be one off (libwebrtc
-    /// takes a packet far out of order for a possible stream restart). `None` when the report
-    /// covers nothing sent.
+    /// is not the students' weak links. A single packet lost counts as none: in a report that
+    /// covers few packets (the first after an outage, a thin moment) it is no sign of a weak
+    /// link. `None` when the report covers nothing sent.
     pub fn downlink_loss(&mut self, max_seq: u64, lost: u64) -> Option<f32> {
         if max_seq <= self.reported.max_seq {
             return None;
