@@ -10,6 +10,8 @@
 #   SIZES="100 2000" DURATION=20 loadtests/bench.sh
 #   SERVERS=jinke loadtests/bench.sh   # one server only
 #   SIZES=5 DURATION=2 PROFILE=debug loadtests/bench.sh   # the smoke run scripts/test.sh does
+#   JINKE_SERVER=/tmp/jinke-before loadtests/bench.sh     # another build of the server
+#                                      # (loadtests/pair.sh runs builds back to back)
 #
 # Exits non-zero when a run had corrupt packets, or failed clients or missing joins at the first
 # (smallest) N (errors, not performance); further up, failures and loss above 1% only stop N from
@@ -83,7 +85,7 @@ wait_http() {
 
 start_jinke() {
   rm -rf "$work/jinke" && mkdir -p "$work/jinke"
-  RUST_LOG=warn taskset -c "$SERVER_CORE" "$BIN/jinke" serve --http "$SERVER_IP:18500" \
+  RUST_LOG=warn taskset -c "$SERVER_CORE" "${JINKE_SERVER:-$BIN/jinke}" serve --http "$SERVER_IP:18500" \
     --udp "$SERVER_IP:18501" --media-threads "$JINKE_MEDIA_THREADS" --data-dir "$work/jinke" \
     --api-key "$KEY" &
   server_pid=$!

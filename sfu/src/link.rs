@@ -11,9 +11,9 @@
 //! Lossy reports just after a link that was dead both ways is back do not count either: they
 //! count everything sent into the dead link. The loss judged is the subscriber's link's own:
 //! the gaps a publisher's loss left in the stream are taken out first (`route.rs`). Loss from
-//! the RTCP receiver reports is used
-//! rather than str0m's bandwidth estimator: that one paces every packet of every subscriber
-//! and cost 30-45% more CPU per forwarded packet (BENCHMARKS.md). Sans-IO: time is passed in.
+//! the RTCP receiver reports is used rather than str0m's bandwidth estimator: that one paces
+//! every packet of every subscriber and cost 30-45% more CPU per forwarded packet
+//! (BENCHMARKS.md). Sans-IO: time is passed in.
 
 use std::time::{Duration, Instant};
 
@@ -130,16 +130,12 @@ impl LinkController {
             .heard
             .is_some_and(|last| now.saturating_duration_since(last) > OUTAGE)
         {
-            self.outage_ended(now);
+            // The link is back from an outage: lossy reports in the next [`SETTLE`] count what
+            // was lost in it.
+            self.bad = 0;
+            self.settling = Some((Step::Outage, now + SETTLE));
         }
         self.heard = Some(now);
-    }
-
-    /// An [`OUTAGE`] of the subscriber's link ended at `now`: lossy reports in the next
-    /// [`SETTLE`] count what was lost in it.
-    fn outage_ended(&mut self, now: Instant) {
-        self.bad = 0;
-        self.settling = Some((Step::Outage, now + SETTLE));
     }
 
     /// A receiver report said `loss` (fraction lost) at `now`. Returns the new allowance when

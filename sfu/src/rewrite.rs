@@ -9,10 +9,10 @@
 //! The gaps are counted too ([`SeqRewriter::holes_through`]): the subscriber's receiver reports
 //! count them as lost, and loss that happened before the server is no sign of a weak link. A late
 //! packet that fills a gap (the publisher's repair of a loss) does not take its hole off the
-//! count: browsers do not always count such packets received (after a teacher's outage,
-//! Chromium's reports counted 1 of 3 repairs the server forwarded, and never the other two), so
-//! the hole is discounted either way, and a report that does count a repair reads one packet
-//! less lost.
+//! count: browsers do not always count such packets received (Chromium, after a teacher's
+//! outage, in the browser test of it: its cumulative loss fell by fewer than the repairs the
+//! server forwarded), so the hole is discounted either way, and a report that does count a
+//! repair reads one packet less lost.
 
 use std::collections::VecDeque;
 

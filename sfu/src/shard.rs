@@ -910,6 +910,15 @@ impl Shard {
         else {
             return;
         };
+        tracing::trace!(
+            ?id,
+            mid = ?stats.mid,
+            max_seq = *report.maximum_sequence_number,
+            lost = report.packets_lost,
+            reported = ?stats.loss,
+            loss,
+            "a receiver report, less the publisher's gaps"
+        );
         let camera = route.track.kind == MediaKind::Video && !route.track.screen;
         let was_audio_only = peer.audio_only();
         let counts = if was_audio_only {

@@ -856,6 +856,7 @@ test("a microphone turned off sends a few packets a second, not fifty (Opus DTX)
   await teacher.waitForTimeout(500);
   const on = await twoSeconds();
   const all = JSON.stringify({ speaking, off, on });
+  console.log(`audio packets in 2 s, sent and received: ${all}`);
   assert.ok(speaking.sent >= 80 && on.sent >= 80, `a live microphone sends 50 a second: ${all}`);
   assert.ok(off.sent <= 20, `a muted one only DTX's few: ${all}`);
   assert.ok(off.received <= 20 && on.received >= 60, `the student gets what was sent: ${all}`);
