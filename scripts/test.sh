@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs every test: formatting and lints, unit and integration tests (webrtc-rs clients against the
-# real server on loopback), the browser tests (chromium in a loopback-only namespace), and a few
+# real server on loopback), the unit tests of the str0m we carry patched (vendor/PATCHES.md;
+# its own lock file and target folder), the browser tests (chromium in a loopback-only namespace), and a few
 # seconds of the Jinke-and-Janus lecture bench so that the load generator and its Janus adapter
 # cannot rot (the full bench is loadtests/bench.sh, not a test).
 set -eu
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+CARGO_TARGET_DIR=target/str0m cargo test --manifest-path vendor/str0m/Cargo.toml --lib --locked
 cargo build --workspace --locked
 SIZES=5 DURATION=2 WARMUP=1 PROFILE=debug ./loadtests/bench.sh
 ./tests/browser/run.sh

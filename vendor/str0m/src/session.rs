@@ -34,11 +34,11 @@ use crate::rtp_::SeqNo;
 use crate::rtp_::SeqNoWindow;
 use crate::rtp_::{Bitrate, ExtensionMap, Goodbye, Mid, ReportList, Rtcp, RtcpFb};
 use crate::rtp_::{Dlrr, DlrrItem, ExtendedReport, ReportBlock};
-use crate::rtp_::{RtpHeader, SessionId, TwccPacketId, extend_u16};
+use crate::rtp_::{RtpHeader, SessionId, TwccClusterId, TwccPacketId, extend_u16};
 use crate::rtp_::{SrtpContext, Ssrc};
 use crate::rtp_::{TwccRecvRegister, TwccSendRegister};
 use crate::stats::StatsSnapshot;
-use crate::streams::{RtpPacket, StreamTimeoutConfig, Streams};
+use crate::streams::{RtpPacket, RtpWrite, StreamTimeoutConfig, StreamTx, Streams};
 use crate::util::{Soonest, SystemTimeExt, already_happened, not_happening};
 use crate::{Reason, net};
 use crate::{RtcConfig, RtcError};
@@ -1229,11 +1229,60 @@ impl Session {
     }
 
     fn poll_packet(&mut self, now: Instant) -> Option<DatagramSend> {
-        let srtp_tx = self.srtp_tx.as_mut()?;
+        self.srtp_tx.as_ref()?;
 
         // Figure out which, if any, queue to poll
         // The cluster_id is captured by the pacer at poll time, before register_send() might clear it
         let (midrid, cluster_id) = self.pacer.poll_queue()?;
+        let mut protected = Vec::new();
+        self.send_packet(
+            now,
+            midrid,
+            cluster_id,
+            &mut protected,
+            |stream, exts, twcc, params, buf| stream.poll_packet(now, exts, twcc, params, buf),
+        )?;
+        Some(protected.into())
+    }
+
+    /// Sends `rtp` on the stream `midrid` now, appending the SRTP datagram to `out`; returns its
+    /// length. `None` when it could not be sent at once: then it is queued (or dropped) as
+    /// [`StreamTx::write_rtp`] would, and the next poll sends what can be sent (Jinke's patch).
+    pub fn send_rtp_now(
+        &mut self,
+        now: Instant,
+        midrid: MidRid,
+        rtp: RtpWrite,
+        out: &mut Vec<u8>,
+    ) -> Option<usize> {
+        if self.srtp_tx.is_none() {
+            self.streams.stream_tx_by_midrid(midrid)?.write_rtp(rtp);
+            return None;
+        }
+        let start = out.len();
+        self.send_packet(now, midrid, None, out, |stream, exts, twcc, params, buf| {
+            stream.send_now(rtp, now, exts, twcc, params, buf)
+        })?;
+        Some(out.len() - start)
+    }
+
+    /// Takes one packet from the stream `midrid` (what `next` gives), accounts for it (pacer,
+    /// TWCC, BWE, counters) and appends it, protected, to `out`.
+    fn send_packet(
+        &mut self,
+        now: Instant,
+        midrid: MidRid,
+        cluster_id: Option<TwccClusterId>,
+        out: &mut Vec<u8>,
+        next: impl FnOnce(
+            &mut StreamTx,
+            &ExtensionMap,
+            Option<&mut u64>,
+            &[PayloadParams],
+            &mut Vec<u8>,
+        ) -> Option<PacketReceipt>,
+    ) -> Option<()> {
+        let srtp_tx = self.srtp_tx.as_mut()?;
         let stream = self.streams.stream_tx_by_midrid(midrid)?;
         let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
             trace!("Pacer pointed to mid {} which has no media", midrid.mid());
@@ -1250,7 +1299,7 @@ impl Session {
         let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
         let twcc = twcc_enabled.then_some(&mut self.twcc);
 
-        let receipt = stream.poll_packet(now, exts, twcc, params, buf)?;
+        let receipt = next(stream, exts, twcc, params, buf)?;
 
         let PacketReceipt {
             header,
@@ -1274,7 +1323,7 @@ impl Session {
             raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
         }
 
-        let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
+        srtp_tx.protect_rtp_into(buf, &header, *seq_no, out);
 
         if twcc_enabled {
             let packet_id = if let Some(cluster) = cluster_id {
@@ -1295,7 +1344,7 @@ impl Session {
             self.media_bytes_tx += payload_size as u64;
         }
 
-        Some(protected.into())
+        Some(())
     }
 
     pub fn poll_timeout(&mut self) -> (Option<Instant>, Reason) {

@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::Candidate;
 use crate::IceCreds;
@@ -12,7 +13,9 @@ use crate::poll::RtcMut;
 use crate::rtp_::MidRid;
 use crate::rtp_::{Mid, Rid, Ssrc};
 use crate::sctp::{ChannelConfig, SctpInitData};
-use crate::streams::{DEFAULT_RTX_CACHE_DURATION, DEFAULT_RTX_RATIO_CAP, StreamRx, StreamTx};
+use crate::streams::{
+    DEFAULT_RTX_CACHE_DURATION, DEFAULT_RTX_RATIO_CAP, RtpWrite, StreamRx, StreamTx,
+};
 
 /// Direct change strategy.
 ///
@@ -364,6 +367,47 @@ impl<'a> DirectApi<'a> {
         self.rtc.session.streams.stream_tx_by_midrid(midrid)
     }
 
+    /// Sends an RTP packet on the send stream of `mid`/`rid` at once, its SRTP datagram
+    /// appended to `out`, instead of queueing it for the next [`Rtc::poll_output`] (Jinke's
+    /// patch: an SFU forwarding one frame to many subscribers then needs no `handle_input`
+    /// and `poll_output` round of every subscriber's session per frame, nor an allocation per
+    /// datagram). `now` stamps the packet as `handle_input(Input::Timeout(now))` would; it does
+    /// not move the session's clock.
+    ///
+    /// Returns where the datagram goes and its length. `None` when it could not be sent at
+    /// once (no ICE pair or SRTP keys yet, or packets queued before it): then it was queued as
+    /// [`StreamTx::write_rtp`] queues it, for `poll_output` to send (or dropped, as that poll
+    /// would drop it).
+    pub fn send_rtp_now(
+        &mut self,
+        mid: Mid,
+        rid: Option<Rid>,
+        rtp: RtpWrite,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Option<SentNow> {
+        let midrid = MidRid(mid, rid);
+        let rtc = &mut *self.rtc;
+        let Some(send_addr) = rtc.send_addr.as_ref() else {
+            rtc.session
+                .streams
+                .stream_tx_by_midrid(midrid)?
+                .write_rtp(rtp);
+            return None;
+        };
+        let (proto, source, destination) =
+            (send_addr.proto, send_addr.source, send_addr.destination);
+        let now = now.max(rtc.last_now);
+        let len = rtc.session.send_rtp_now(now, midrid, rtp, out)?;
+        rtc.peer_bytes_tx += len as u64;
+        Some(SentNow {
+            proto,
+            source,
+            destination,
+            len,
+        })
+    }
+
     /// Reset a transmit stream to use a new SSRC and optionally a new RTX SSRC.
     ///
     /// This changes the SSRC of an existing stream and resets all relevant state.
@@ -440,4 +484,18 @@ impl<'a> DirectApi<'a> {
     pub fn send_pli_feedback(&mut self, sender_ssrc: Ssrc, media_ssrc: Ssrc) {
         self.rtc.session.send_pli_feedback(sender_ssrc, media_ssrc);
     }
+}
+
+/// A datagram [`DirectApi::send_rtp_now`] wrote: its length (at the end of the caller's
+/// buffer) and its addresses, as a [`crate::net::Transmit`] would carry them.
+#[derive(Debug, Clone, Copy)]
+pub struct SentNow {
+    /// The protocol of the ICE pair it goes by.
+    pub proto: crate::net::Protocol,
+    /// The local address to send it from.
+    pub source: std::net::SocketAddr,
+    /// The remote address to send it to.
+    pub destination: std::net::SocketAddr,
+    /// Its length: the last `len` bytes of the buffer.
+    pub len: usize,
 }

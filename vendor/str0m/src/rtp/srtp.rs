@@ -248,12 +248,28 @@ impl DecryptWarnings {
 }
 
 impl SrtpContext {
+    #[cfg(test)]
     pub fn protect_rtp(
         &mut self,
         buf: &[u8],
         header: &RtpHeader,
         srtp_index: u64, // same as ext_seq
     ) -> Vec<u8> {
+        let mut output = Vec::new();
+        self.protect_rtp_into(buf, header, srtp_index, &mut output);
+        output
+    }
+
+    /// Like [`Self::protect_rtp`], but appends the protected packet to `out` (Jinke's patch:
+    /// a caller that batches datagrams reuses one buffer instead of one allocation per packet).
+    pub fn protect_rtp_into(
+        &mut self,
+        buf: &[u8],
+        header: &RtpHeader,
+        srtp_index: u64, // same as ext_seq
+        out: &mut Vec<u8>,
+    ) {
+        let start = out.len();
         // SRTP layout
         // [header, [rtp, (padding + pad_count)], tag]
 
@@ -295,8 +311,11 @@ impl SrtpContext {
                 // HMAC_TAG_LEN is 10, CTR_BUFFER_PADDING is 15, so we need 5 extra bytes
                 let padding_needed =
                     CTR_BUFFER_PADDING.saturating_sub(Aes128CmSha1_80::HMAC_TAG_LEN);
-                let mut output =
-                    vec![0_u8; buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN + padding_needed];
+                out.resize(
+                    start + buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN + padding_needed,
+                    0,
+                );
+                let output = &mut out[start..];
 
                 enc.encrypt(&iv, input, &mut output[hlen..])
                     .expect("rtp encrypt");
@@ -305,10 +324,9 @@ impl SrtpContext {
 
                 let hmac_start = buf.len();
                 let sha1_hmac = |k: &[u8], p: &[&[u8]]| self.sha1_hmac_provider.sha1_hmac(k, p);
-                Aes128CmSha1_80::rtp_hmac(sha1_hmac, key, &mut output, srtp_index, hmac_start);
+                Aes128CmSha1_80::rtp_hmac(sha1_hmac, key, output, srtp_index, hmac_start);
 
-                output.truncate(buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN);
-                output
+                out.truncate(start + buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN);
             }
             Derived::AeadAes128Gcm { salt, enc, .. } => {
                 let roc = (srtp_index >> 16) as u32;
@@ -318,13 +336,12 @@ impl SrtpContext {
 
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
-                let mut output = vec![0_u8; buf.len() + AeadAes128Gcm::TAG_LEN];
+                out.resize(start + buf.len() + AeadAes128Gcm::TAG_LEN, 0);
+                let output = &mut out[start..];
                 enc.encrypt(&iv, aad, input, &mut output[hlen..])
                     .expect("rtp encrypt");
 
                 output[..hlen].copy_from_slice(aad);
-
-                output
             }
             Derived::AeadAes256Gcm { salt, enc, .. } => {
                 let roc = (srtp_index >> 16) as u32;
@@ -334,13 +351,12 @@ impl SrtpContext {
 
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
-                let mut output = vec![0_u8; buf.len() + AeadAes256Gcm::TAG_LEN];
+                out.resize(start + buf.len() + AeadAes256Gcm::TAG_LEN, 0);
+                let output = &mut out[start..];
                 enc.encrypt(&iv, aad, input, &mut output[hlen..])
                     .expect("rtp encrypt");
 
                 output[..hlen].copy_from_slice(aad);
-
-                output
             }
         }
     }

@@ -567,6 +567,48 @@ impl StreamTx {
         params: &[PayloadParams],
         buf: &mut Vec<u8>,
     ) -> Option<PacketReceipt> {
+        self.poll_packet_of(now, exts, twcc, params, buf, true)
+    }
+
+    /// Writes `rtp` and makes it the next packet at once, without waiting for a timeout to
+    /// stamp it (Jinke's patch: an SFU forwarding a frame to many subscribers sends it without
+    /// a full `handle_timeout` and `poll_output` round of each subscriber's session).
+    ///
+    /// Only when nothing is queued before it: otherwise it is queued behind the others (sent by
+    /// the next poll, in order) and `None` is returned, as it is when it cannot be sent.
+    pub(crate) fn send_now(
+        &mut self,
+        rtp: RtpWrite,
+        now: Instant,
+        exts: &ExtensionMap,
+        twcc: Option<&mut u64>,
+        params: &[PayloadParams],
+        buf: &mut Vec<u8>,
+    ) -> Option<PacketReceipt> {
+        let first_in_queue = self.send_queue.is_empty();
+        self.write_rtp(rtp);
+        if !first_in_queue {
+            return None;
+        }
+        self.send_queue.handle_timeout(now);
+        // A poll keeps the last second's byte counts trimmed (the resend ratio's): so must this.
+        if self.rtx_ratio_cap.is_some() {
+            self.rtx_ratio_downsampled(now);
+        }
+        self.poll_packet_of(now, exts, twcc, params, buf, false)
+    }
+
+    /// The next packet to send: a resend, the head of the send queue, or padding; with
+    /// `resends_and_padding` false, only the head of the send queue.
+    fn poll_packet_of(
+        &mut self,
+        now: Instant,
+        exts: &ExtensionMap,
+        twcc: Option<&mut u64>,
+        params: &[PayloadParams],
+        buf: &mut Vec<u8>,
+        resends_and_padding: bool,
+    ) -> Option<PacketReceipt> {
         let mid = self.midrid.mid();
         let rid = self.midrid.rid();
         let is_probe = self.ssrc.is_probe();
@@ -577,7 +619,9 @@ impl StreamTx {
         let remote_acked_ssrc = self.remote_acked_ssrc;
         let remote_acked_rtx_ssrc = self.remote_acked_rtx_ssrc;
 
-        let (next, is_padding) = if let Some(next) = self.poll_packet_resend(now) {
+        let (next, is_padding) = if !resends_and_padding {
+            (self.poll_packet_regular(now)?, false)
+        } else if let Some(next) = self.poll_packet_resend(now) {
             (next, false)
         } else if let Some(next) = self.poll_packet_regular(now) {
             (next, false)
@@ -1540,6 +1584,50 @@ mod test {
         assert_eq!(second.header.ext_vals.transport_cc, Some(1));
         assert_eq!(second.header.ext_vals.mid, Some("vid".into()));
         assert_eq!(second.header.payload_type, 96.into());
+    }
+
+    #[test]
+    fn send_now_sends_at_once_only_behind_an_empty_queue() {
+        let now = Instant::now();
+        let codecs = CodecConfig::new_with_defaults();
+        let pt = codecs.params()[0].pt();
+        let exts = ExtensionMap::standard();
+        let mut streams = crate::streams::Streams::new(false, 1200, Duration::from_millis(1500));
+        let stream = streams.declare_stream_tx(42.into(), None, MidRid("vid".into(), None));
+        let mut buf = vec![];
+        let write = |seq: u64| RtpWrite::new(pt, seq.into(), 0, now, vec![seq as u8; 100]);
+
+        let sent = stream
+            .send_now(write(0), now, &exts, None, codecs.params(), &mut buf)
+            .expect("sent at once");
+        assert_eq!(*sent.seq_no, 0);
+        assert_eq!(buf.len(), sent.header.header_len + 100);
+        assert_eq!(buf[sent.header.header_len..], [0_u8; 100]);
+        assert_eq!(stream.queue_state(now).snapshot.packet_count, 0);
+
+        // One waits for a timeout: the next goes behind it, and both leave in order.
+        stream.write_rtp(write(1));
+        let queued = stream.send_now(write(2), now, &exts, None, codecs.params(), &mut buf);
+        assert!(queued.is_none(), "not ahead of a queued packet");
+        stream.send_queue.handle_timeout(now);
+        for seq in [1, 2] {
+            let next = stream
+                .poll_packet(now, &exts, None, codecs.params(), &mut buf)
+                .expect("queued packet");
+            assert_eq!(*next.seq_no, seq);
+        }
+
+        // Sent at once for three seconds, never polled: what is counted stays a second's worth.
+        for i in 3..303_u64 {
+            let at = now + Duration::from_millis(i * 10);
+            let write = RtpWrite::new(pt, i.into(), 0, at, vec![0_u8; 100]);
+            stream.send_now(write, at, &exts, None, codecs.params(), &mut buf);
+        }
+        let counted = stream.stats.bytes_transmitted.as_ref().unwrap().sum();
+        assert!(
+            counted <= 11_000,
+            "{counted} bytes counted for the last second"
+        );
     }
 
     #[test]
