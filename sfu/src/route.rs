@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use jinke_signaling::TrackInfo;
-use str0m::Rtc;
-use str0m::format::{Codec, PayloadParams};
+use str0m::format::{Codec, CodecConfig, PayloadParams};
 use str0m::media::Rid;
 use str0m::media::{ExtensionValues, Mid, Pt};
 use str0m::rtp::{RtpPacket, RtpWrite, SeqNo, VideoOrientation};
@@ -71,6 +70,9 @@ pub(crate) struct Route {
     pub shards: Vec<usize>,
     /// For a local audio track: whether it carries speech.
     pub speaker: Option<SpeakerDetector>,
+    /// A video frame's packets so far, held until its last arrives: then each subscriber gets
+    /// the whole frame at once (one GSO send). Emptied, not freed, each frame.
+    pub frame: Vec<MediaPacket>,
     /// While a video frame's first packets wait for its last: when they are sent anyway.
     pub frame_deadline: Option<Instant>,
 }
@@ -88,6 +90,7 @@ impl Route {
             positions: HashMap::new(),
             shards: Vec::new(),
             speaker,
+            frame: Vec::new(),
             frame_deadline: None,
         }
     }
@@ -229,6 +232,8 @@ impl Route {
 
 /// A publisher's RTP packet as it is forwarded: decrypted once by the publisher's shard, then
 /// shared (behind an `Arc`) with each other shard, which fans it out to its own subscribers.
+/// A clone (a video frame's packets are held until the frame is whole) shares the payload.
+#[derive(Clone)]
 pub(crate) struct MediaPacket {
     /// The track it belongs to.
     pub source: TrackKey,
@@ -394,20 +399,22 @@ impl Subscription {
         self.paused = paused;
     }
 
-    /// Writes one of the publisher's packets into the subscriber's session. Returns false if
-    /// the packet was not forwarded (no matching codec, no send stream yet, or older than the
-    /// subscription).
-    pub fn forward(&mut self, rtc: &mut Rtc, packet: &MediaPacket, now: Instant) -> bool {
+    /// One of the publisher's packets as this subscriber gets it (its payload type, sequence
+    /// number, timestamp and VP8 ids rewritten), or `None` if it gets none (paused, no
+    /// matching codec in `codecs`, another layer, or older than the subscription).
+    pub fn rewrite(
+        &mut self,
+        codecs: &CodecConfig,
+        packet: &MediaPacket,
+        now: Instant,
+    ) -> Option<RtpWrite> {
         if self.paused {
-            return false;
+            return None;
         }
         let pt_in = *packet.pt as usize & 0x7f;
         let pt = match self.pt_map[pt_in] {
             Some(pt) => pt,
-            None => match rtc.codec_config().match_params(packet.params) {
-                Some(p) => *self.pt_map[pt_in].insert(p.pt()),
-                None => return false,
-            },
+            None => *self.pt_map[pt_in].insert(codecs.match_params(packet.params)?.pt()),
         };
         let mut timestamp = packet.timestamp;
         let mut switched = false;
@@ -416,7 +423,7 @@ impl Subscription {
                 .layers
                 .step(layer, packet.keyframe, packet.timestamp, now)
             {
-                Step::Drop => return false,
+                Step::Drop => return None,
                 Step::Forward {
                     timestamp: ts,
                     switched: s,
@@ -426,9 +433,7 @@ impl Subscription {
                 self.seq.resume();
             }
         }
-        let Some(seq) = self.seq.rewrite(packet.seq) else {
-            return false;
-        };
+        let seq = self.seq.rewrite(packet.seq)?;
         // Picture ids advance only for packets that go out.
         let vp8_patch = packet.layer.and(packet.vp8.as_ref()).and_then(|vp8| {
             let (pid, tl0) = self
@@ -443,10 +448,6 @@ impl Subscription {
             }
             patch.build().ok()
         });
-        let mut api = rtc.direct_api();
-        let Some(stream) = api.stream_tx_by_mid(self.mid, None) else {
-            return false;
-        };
         let ext_vals = ExtensionValues {
             audio_level: packet.audio_level,
             voice_activity: packet.voice_activity,
@@ -460,8 +461,7 @@ impl Subscription {
         if let Some(patch) = vp8_patch {
             write = write.vp8_patch(patch);
         }
-        stream.write_rtp(write);
-        true
+        Some(write)
     }
 }
 

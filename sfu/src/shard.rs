@@ -37,9 +37,9 @@ const ICE_RECONNECT_GRACE: Duration = Duration::from_secs(5);
 
 /// Most datagrams taken from the socket before the peers they touched are polled.
 const RECV_BATCH: usize = 64;
-/// While polling many peers (a frame's fan-out to a lecture), what they produced is sent after
-/// every this many: the first students of a large lecture need not wait for the last ones to
-/// be polled. As many as one `sendmmsg` takes, so the number of system calls stays the same.
+/// While sending a frame to many subscribers (a lecture's fan-out) or polling many peers, what
+/// is queued is sent after every this many: the first students of a large lecture need not
+/// wait for the last ones. As many as one `sendmmsg` takes, so the number of system calls stays the same.
 const FLUSH_EVERY: usize = 64;
 
 pub(crate) struct Shard {
@@ -471,7 +471,7 @@ impl Shard {
             self.ask_keyframes(key, &layers, now);
         }
         for key in frames {
-            self.release_frame(key);
+            self.release_frame(key, now);
         }
     }
 
@@ -535,7 +535,7 @@ impl Shard {
                 break;
             }
             match peer.rtc.poll_output() {
-                Ok(Output::Transmit(t)) => self.outbox.push(t.destination, t.contents.into()),
+                Ok(Output::Transmit(t)) => self.outbox.push(t.destination, &t.contents),
                 Ok(Output::Timeout(t)) => {
                     peer.next_timeout = t;
                     peer.dirty = false;
@@ -732,10 +732,10 @@ impl Shard {
         });
     }
 
-    /// Writes a packet into the session of each of this shard's subscribers of its track.
+    /// Sends a packet to each of this shard's subscribers of its track.
     ///
     /// A video frame is of no use to a subscriber before its last packet (the one with the
-    /// marker bit) arrives, so the subscribers are polled (and the packets sent) only then,
+    /// marker bit) arrives, so a frame's packets are held until then and each subscriber gets
     /// the whole frame at once: one GSO send per subscriber instead of one send per packet.
     /// A frame whose last packet is lost is sent [`FRAME_HOLD`] after its first.
     fn fan_out(&mut self, packet: &MediaPacket, now: Instant) {
@@ -751,33 +751,59 @@ impl Shard {
         let Some(route) = self.routes.get_mut(&packet.source) else {
             return;
         };
-        let hold = route.track.kind == MediaKind::Video && !packet.marker;
-        if hold {
-            route.frame_deadline.get_or_insert(now + FRAME_HOLD);
-        } else {
-            route.frame_deadline = None;
-        }
-        for sub in route.subscribers_mut() {
-            let Some(peer) = self.peers.get_mut(&sub.peer) else {
-                continue;
-            };
-            if sub.forward(&mut peer.rtc, packet, now) && !hold && peer.written_to() {
-                self.dirty.push(sub.peer);
+        if route.track.kind == MediaKind::Video {
+            route.frame.push(packet.clone());
+            if packet.marker {
+                self.release_frame(packet.source, now);
+            } else {
+                route.frame_deadline.get_or_insert(now + FRAME_HOLD);
             }
+        } else {
+            self.send_to_subscribers(packet.source, std::slice::from_ref(packet), now);
         }
     }
 
     /// Sends a route's held frame to all its subscribers.
-    fn release_frame(&mut self, key: TrackKey) {
+    fn release_frame(&mut self, key: TrackKey, now: Instant) {
         let Some(route) = self.routes.get_mut(&key) else {
             return;
         };
         route.frame_deadline = None;
-        for sub in route.subscribers() {
-            if let Some(peer) = self.peers.get_mut(&sub.peer)
-                && peer.written_to()
-            {
-                self.dirty.push(sub.peer);
+        let mut frame = std::mem::take(&mut route.frame);
+        self.send_to_subscribers(key, &frame, now);
+        frame.clear();
+        if let Some(route) = self.routes.get_mut(&key) {
+            route.frame = frame;
+        }
+    }
+
+    /// Sends `packets` of a track, in order, to each of this shard's subscribers of it: each
+    /// rewritten for the subscriber and encrypted by its session straight into the outbox
+    /// (str0m's `send_rtp_now`, our patch: no poll of the session per frame). A packet the
+    /// session could not send at once is queued in it, and the session polled.
+    fn send_to_subscribers(&mut self, key: TrackKey, packets: &[MediaPacket], now: Instant) {
+        let Some(route) = self.routes.get_mut(&key) else {
+            return;
+        };
+        for (i, sub) in route.subscribers_mut().iter_mut().enumerate() {
+            let Some(peer) = self.peers.get_mut(&sub.peer) else {
+                continue;
+            };
+            for packet in packets {
+                let Some(write) = sub.rewrite(peer.rtc.codec_config(), packet, now) else {
+                    continue;
+                };
+                let mut api = peer.rtc.direct_api();
+                let sent = self.outbox.write_with(|out| {
+                    api.send_rtp_now(sub.mid, None, write, now, out)
+                        .map(|s| s.destination)
+                });
+                if !sent && peer.written_to() {
+                    self.dirty.push(sub.peer);
+                }
+            }
+            if (i + 1) % FLUSH_EVERY == 0 {
+                self.outbox.flush(&self.socket);
             }
         }
     }

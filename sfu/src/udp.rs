@@ -301,7 +301,7 @@ fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 /// Splits queued datagrams into runs one GSO send can carry: consecutive datagrams to one
 /// destination, all as long as the first except a last one that may be shorter, at most
 /// `MAX_SEGMENTS`. Order is kept.
-fn plan_runs(queue: &[(SocketAddr, Vec<u8>)]) -> Vec<Range<usize>> {
+fn plan_runs(queue: &[(SocketAddr, Range<usize>)]) -> Vec<Range<usize>> {
     let mut runs = Vec::new();
     let mut start = 0;
     while start < queue.len() {
@@ -323,28 +323,50 @@ fn plan_runs(queue: &[(SocketAddr, Vec<u8>)]) -> Vec<Range<usize>> {
     runs
 }
 
-/// Datagrams waiting to be sent, in order.
+/// Datagrams waiting to be sent, in order, written one after another into one buffer that
+/// is kept from round to round (no allocation per datagram).
 #[derive(Default)]
 pub(crate) struct Outbox {
-    queue: Vec<(SocketAddr, Vec<u8>)>,
+    data: Vec<u8>,
+    /// Each datagram's destination and place in `data`.
+    queue: Vec<(SocketAddr, Range<usize>)>,
     /// Whether UDP GSO works here; turned off on the first failure.
     gso_broken: bool,
 }
 
 impl Outbox {
-    /// Queues a datagram.
-    pub fn push(&mut self, dest: SocketAddr, data: Vec<u8>) {
-        self.queue.push((dest, data));
+    /// Queues a copy of a datagram.
+    pub fn push(&mut self, dest: SocketAddr, datagram: &[u8]) {
+        self.write_with(|data| {
+            data.extend_from_slice(datagram);
+            Some(dest)
+        });
+    }
+
+    /// Queues the datagram `write` appends to the buffer it is given, to the destination it
+    /// returns. Whatever it appended is taken back when it returns `None` or appends nothing.
+    /// Returns whether a datagram was queued.
+    pub fn write_with(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Option<SocketAddr>) -> bool {
+        let start = self.data.len();
+        match write(&mut self.data) {
+            Some(dest) if self.data.len() > start => {
+                self.queue.push((dest, start..self.data.len()));
+                true
+            }
+            _ => {
+                self.data.truncate(start);
+                false
+            }
+        }
     }
 
     /// Sends everything queued, with as few `sendmmsg` calls as possible: each run of
     /// datagrams one GSO send can carry is one message of the batch. Send failures are logged
     /// and the datagrams dropped, as a network would drop them.
     pub fn flush(&mut self, socket: &UdpSocket) {
-        let mut queue = std::mem::take(&mut self.queue);
         let mut from = 0;
-        while from < queue.len() {
-            match send_runs(socket, &queue[from..], !self.gso_broken) {
+        while from < self.queue.len() {
+            match send_runs(socket, &self.data, &self.queue[from..], !self.gso_broken) {
                 Ok(()) => break,
                 Err((at, e)) => {
                     tracing::info!(error = %e, "UDP GSO unavailable; sending datagrams one by one");
@@ -353,22 +375,23 @@ impl Outbox {
                 }
             }
         }
-        // Keep the allocation for the next round.
-        queue.clear();
-        self.queue = queue;
+        // Keep the allocations for the next round.
+        self.queue.clear();
+        self.data.clear();
     }
 }
 
 /// Room for one `UDP_SEGMENT` control message (a u16), aligned as `cmsghdr` needs.
 type SegmentControl = [u64; 4];
 
-/// Sends `queue` with `sendmmsg`, one message per run (a GSO send when `gso` and the run has
-/// several datagrams, its datagrams as the message's iovecs: no copying). Returns where a GSO
-/// send was refused (the kernel or device cannot segment), with the error; nothing from there
-/// on was sent.
+/// Sends `queue` (datagrams in `data`) with `sendmmsg`, one message per run (a GSO send when
+/// `gso` and the run has several datagrams, its datagrams as the message's iovecs: no
+/// copying). Returns where a GSO send was refused (the kernel or device cannot segment), with
+/// the error; nothing from there on was sent.
 fn send_runs(
     socket: &UdpSocket,
-    queue: &[(SocketAddr, Vec<u8>)],
+    data: &[u8],
+    queue: &[(SocketAddr, Range<usize>)],
     gso: bool,
 ) -> Result<(), (usize, io::Error)> {
     let runs: Vec<Range<usize>> = if gso {
@@ -392,9 +415,9 @@ fn send_runs(
         let mut iovs: Vec<libc::iovec> = chunk
             .iter()
             .flat_map(|r| &queue[r.clone()])
-            .map(|(_, d)| libc::iovec {
-                iov_base: d.as_ptr() as *mut _,
-                iov_len: d.len(),
+            .map(|(_, r)| libc::iovec {
+                iov_base: data[r.clone()].as_ptr() as *mut _,
+                iov_len: r.len(),
             })
             .collect();
         let mut controls: Vec<SegmentControl> = vec![[0; 4]; chunk.len()];
@@ -461,10 +484,14 @@ fn send_runs(
 mod tests {
     use super::*;
 
-    fn q(items: &[(u16, usize)]) -> Vec<(SocketAddr, Vec<u8>)> {
+    fn q(items: &[(u16, usize)]) -> Vec<(SocketAddr, Range<usize>)> {
+        let mut at = 0;
         items
             .iter()
-            .map(|&(port, len)| (SocketAddr::from(([127, 0, 0, 1], port)), vec![0u8; len]))
+            .map(|&(port, len)| {
+                at += len;
+                (SocketAddr::from(([127, 0, 0, 1], port)), at - len..at)
+            })
             .collect()
     }
 
@@ -494,6 +521,37 @@ mod tests {
     }
 
     #[test]
+    fn a_datagram_refused_or_empty_is_not_sent() {
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let to = receiver.local_addr().unwrap();
+        let mut outbox = Outbox::default();
+        assert!(outbox.write_with(|out| {
+            out.extend_from_slice(b"first");
+            Some(to)
+        }));
+        // Half written, then refused: none of it may reach the next datagram.
+        assert!(!outbox.write_with(|out| {
+            out.extend_from_slice(b"half");
+            None
+        }));
+        assert!(
+            !outbox.write_with(|_| Some(to)),
+            "nothing written, nothing sent"
+        );
+        outbox.push(to, b"second");
+        outbox.flush(&sender);
+        let mut buf = [0u8; 64];
+        for want in [&b"first"[..], b"second"] {
+            let n = receiver.recv(&mut buf).expect("datagram arrives");
+            assert_eq!(&buf[..n], want);
+        }
+    }
+
+    #[test]
     fn everything_queued_arrives_intact_and_in_order() {
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -510,10 +568,10 @@ mod tests {
             // Frames of 3 full packets and a short one to `a`, audio-sized packets to `b`.
             let len = if i % 4 == 3 { 300 } else { 1100 };
             let data: Vec<u8> = (0..len).map(|j| (i as usize * 7 + j) as u8).collect();
-            outbox.push(a.local_addr().unwrap(), data.clone());
+            outbox.push(a.local_addr().unwrap(), &data);
             expect_a.push(data);
             let small = vec![i as u8; 60 + i as usize % 5];
-            outbox.push(b.local_addr().unwrap(), small.clone());
+            outbox.push(b.local_addr().unwrap(), &small);
             expect_b.push(small);
         }
         outbox.flush(&sender);
@@ -537,7 +595,7 @@ mod tests {
         for i in 0..16u32 {
             let len = if i % 4 == 3 { 300 } else { 1100 };
             let data: Vec<u8> = (0..len).map(|j| (i as usize * 7 + j) as u8).collect();
-            outbox.push(receiver.local_addr().unwrap(), data.clone());
+            outbox.push(receiver.local_addr().unwrap(), &data);
             expect.push(data);
         }
         outbox.flush(&sender);
