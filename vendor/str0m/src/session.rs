@@ -1235,19 +1235,21 @@ impl Session {
         // The cluster_id is captured by the pacer at poll time, before register_send() might clear it
         let (midrid, cluster_id) = self.pacer.poll_queue()?;
         let mut protected = Vec::new();
-        self.send_packet(
+        let payload_size = self.send_packet(
             now,
             midrid,
             cluster_id,
             &mut protected,
             |stream, exts, twcc, params, buf| stream.poll_packet(now, exts, twcc, params, buf),
         )?;
+        self.pacer.register_send(now, payload_size.into(), midrid);
         Some(protected.into())
     }
 
     /// Sends `rtp` on the stream `midrid` now, appending the SRTP datagram to `out`; returns its
     /// length. `None` when it could not be sent at once: then it is queued (or dropped) as
     /// [`StreamTx::write_rtp`] would, and the next poll sends what can be sent (Jinke's patch).
+    /// A session that paces its sends (BWE enabled) always queues: the pacer decides when.
     pub fn send_rtp_now(
         &mut self,
         now: Instant,
@@ -1255,7 +1257,7 @@ impl Session {
         rtp: RtpWrite,
         out: &mut Vec<u8>,
     ) -> Option<usize> {
-        if self.srtp_tx.is_none() {
+        if self.srtp_tx.is_none() || !matches!(self.pacer, PacerImpl::Null(_)) {
             self.streams.stream_tx_by_midrid(midrid)?.write_rtp(rtp);
             return None;
         }
@@ -1266,8 +1268,8 @@ impl Session {
         Some(out.len() - start)
     }
 
-    /// Takes one packet from the stream `midrid` (what `next` gives), accounts for it (pacer,
-    /// TWCC, BWE, counters) and appends it, protected, to `out`.
+    /// Takes one packet from the stream `midrid` (what `next` gives), accounts for it (TWCC,
+    /// BWE, counters) and appends it, protected, to `out`. Returns its payload size.
     fn send_packet(
         &mut self,
         now: Instant,
@@ -1281,7 +1283,7 @@ impl Session {
             &[PayloadParams],
             &mut Vec<u8>,
         ) -> Option<PacketReceipt>,
-    ) -> Option<()> {
+    ) -> Option<usize> {
         let srtp_tx = self.srtp_tx.as_mut()?;
         let stream = self.streams.stream_tx_by_midrid(midrid)?;
         let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
@@ -1317,8 +1319,6 @@ impl Session {
             crate::log_stat!("PACKET_SENT", header.ssrc, payload_size, kind);
         }
 
-        self.pacer.register_send(now, payload_size.into(), midrid);
-
         if let Some(raw_packets) = &mut self.raw_packets {
             raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
         }
@@ -1344,7 +1344,7 @@ impl Session {
             self.media_bytes_tx += payload_size as u64;
         }
 
-        Some(())
+        Some(payload_size)
     }
 
     pub fn poll_timeout(&mut self) -> (Option<Instant>, Reason) {
