@@ -842,7 +842,7 @@ pub mod media;
 use media::AppSpecificFeedback;
 use media::SenderFeedback;
 use media::{Direction, Media, Mid, Pt, Rid, Writer};
-use media::{KeyframeRequest, KeyframeRequestKind};
+use media::{KeyframeRequest, KeyframeRequestKind, NackRequest};
 use media::{MediaAdded, MediaChanged, MediaData};
 
 pub mod change;
@@ -1037,6 +1037,10 @@ pub enum Event {
     ///
     /// The request is either PLI (Picture Loss Indication) or FIR (Full Intra Request).
     KeyframeRequest(KeyframeRequest),
+
+    /// NACKed packets of media we send, for the application to resend (Jinke's patch; only for
+    /// streams that hand their NACKs to it).
+    NackRequest(NackRequest),
 
     /// Whether an incoming encoded stream is paused.
     ///
@@ -1602,7 +1606,8 @@ impl Rtc {
                 | Event::PeerStats(_)
                 | Event::ChannelBufferedAmountLow(_)
                 | Event::EgressBitrateEstimate(_)
-                | Event::KeyframeRequest(_) => {
+                | Event::KeyframeRequest(_)
+                | Event::NackRequest(_) => {
                     trace!("{:?}", e)
                 }
                 _ => debug!("{:?}", e),

@@ -1068,6 +1068,10 @@ impl Session {
             return Some(Event::KeyframeRequest(req));
         }
 
+        if let Some(req) = self.streams.poll_nack_request() {
+            return Some(Event::NackRequest(req));
+        }
+
         if let Some(report) = self.streams.poll_sender_feedback() {
             return Some(Event::SenderFeedback(report));
         }
@@ -1246,24 +1250,32 @@ impl Session {
         Some(protected.into())
     }
 
-    /// Sends `rtp` on the stream `midrid` now, appending the SRTP datagram to `out`; returns its
-    /// length. `None` when it could not be sent at once: then it is queued (or dropped) as
-    /// [`StreamTx::write_rtp`] would, and the next poll sends what can be sent (Jinke's patch).
-    /// A session that paces its sends (BWE enabled) always queues: the pacer decides when.
+    /// Sends `rtp` on the stream `midrid` now (as a resend on its RTX stream when `resend`),
+    /// appending the SRTP datagram to `out`; returns its length (Jinke's patch). `None` when it
+    /// could not be sent at once: then a packet is queued (or dropped) as
+    /// [`StreamTx::write_rtp`] would, for the next poll, and a resend is dropped. A session
+    /// that paces its sends (BWE enabled) always queues: the pacer decides when.
     pub fn send_rtp_now(
         &mut self,
         now: Instant,
         midrid: MidRid,
         rtp: RtpWrite,
+        resend: bool,
         out: &mut Vec<u8>,
     ) -> Option<usize> {
         if self.srtp_tx.is_none() || !matches!(self.pacer, PacerImpl::Null(_)) {
-            self.streams.stream_tx_by_midrid(midrid)?.write_rtp(rtp);
+            if !resend {
+                self.streams.stream_tx_by_midrid(midrid)?.write_rtp(rtp);
+            }
             return None;
         }
         let start = out.len();
         self.send_packet(now, midrid, None, out, |stream, exts, twcc, params, buf| {
-            stream.send_now(rtp, now, exts, twcc, params, buf)
+            if resend {
+                stream.resend_now(rtp, now, exts, twcc, params, buf)
+            } else {
+                stream.send_now(rtp, now, exts, twcc, params, buf)
+            }
         })?;
         Some(out.len() - start)
     }

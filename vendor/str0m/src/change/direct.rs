@@ -386,19 +386,47 @@ impl<'a> DirectApi<'a> {
         now: Instant,
         out: &mut Vec<u8>,
     ) -> Option<SentNow> {
-        let midrid = MidRid(mid, rid);
+        self.send_now(MidRid(mid, rid), rtp, false, now, out)
+    }
+
+    /// Sends `rtp`, a packet sent before on the stream of `mid`/`rid` (its original sequence
+    /// number, timestamp and payload), again at once on the stream's RTX stream: the answer to
+    /// an [`crate::Event::NackRequest`] (Jinke's patch). As [`DirectApi::send_rtp_now`], but a
+    /// resend that cannot go at once (no RTX negotiated, the resend ratio cap reached, not
+    /// connected) is dropped, not queued.
+    pub fn resend_rtp_now(
+        &mut self,
+        mid: Mid,
+        rid: Option<Rid>,
+        rtp: RtpWrite,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Option<SentNow> {
+        self.send_now(MidRid(mid, rid), rtp, true, now, out)
+    }
+
+    fn send_now(
+        &mut self,
+        midrid: MidRid,
+        rtp: RtpWrite,
+        resend: bool,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Option<SentNow> {
         let rtc = &mut *self.rtc;
         let Some(send_addr) = rtc.send_addr.as_ref() else {
-            rtc.session
-                .streams
-                .stream_tx_by_midrid(midrid)?
-                .write_rtp(rtp);
+            if !resend {
+                rtc.session
+                    .streams
+                    .stream_tx_by_midrid(midrid)?
+                    .write_rtp(rtp);
+            }
             return None;
         };
         let (proto, source, destination) =
             (send_addr.proto, send_addr.source, send_addr.destination);
         let now = now.max(rtc.last_now);
-        let len = rtc.session.send_rtp_now(now, midrid, rtp, out)?;
+        let len = rtc.session.send_rtp_now(now, midrid, rtp, resend, out)?;
         rtc.peer_bytes_tx += len as u64;
         Some(SentNow {
             proto,

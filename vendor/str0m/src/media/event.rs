@@ -317,6 +317,21 @@ pub struct KeyframeRequest {
     pub kind: KeyframeRequestKind,
 }
 
+/// NACKed packets of media we send, for the application to resend (Jinke's patch).
+///
+/// Only for send streams that hand their NACKs to the application
+/// ([`StreamTx::set_nacks_to_app`][crate::rtp::StreamTx::set_nacks_to_app]); it answers with
+/// [`DirectApi::resend_rtp_now`][crate::change::DirectApi::resend_rtp_now].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NackRequest {
+    /// The media identifier of the stream the packets were sent on.
+    pub mid: Mid,
+    /// Its rid, when doing simulcast.
+    pub rid: Option<Rid>,
+    /// The sequence numbers asked for, extended as they were written.
+    pub seq_nos: Vec<SeqNo>,
+}
+
 /// Type of keyframe request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyframeRequestKind {

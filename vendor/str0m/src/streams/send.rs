@@ -145,6 +145,14 @@ pub struct StreamTx {
     /// sending spurious resends as padding.
     rtx_cache: RtxCache,
 
+    /// Whether NACKs are the application's to answer (Jinke's patch): they are collected in
+    /// `nacked` for [`crate::Event::NackRequest`] instead of being answered from `rtx_cache`.
+    nacks_to_app: bool,
+    /// NACKed sequence numbers not yet handed to the application.
+    nacked: Vec<SeqNo>,
+    /// A resend the application supplied ([`StreamTx::resend_now`]) while it is being sent.
+    app_resend: Option<RtpPacket>,
+
     /// Determines retransmitted bytes ratio value to clear queued resends.
     rtx_ratio_cap: Option<f32>,
 
@@ -380,6 +388,9 @@ impl StreamTx {
             padding: 0,
             blank_packet: RtpPacket::blank(),
             rtx_cache: RtxCache::new(2000, DEFAULT_RTX_CACHE_DURATION),
+            nacks_to_app: false,
+            nacked: Vec::new(),
+            app_resend: None,
             rtx_ratio_cap: DEFAULT_RTX_RATIO_CAP,
             last_sender_report: already_happened(),
             pending_request_keyframe: None,
@@ -491,6 +502,24 @@ impl StreamTx {
     ///
     /// The write command carries the RTP payload and optional RTP metadata.
     pub fn write_rtp(&mut self, rtp: RtpWrite) {
+        let first_call = self.rtp_and_wallclock.is_none();
+
+        if first_call && rtp.seq_no.roc() > 0 {
+            // TODO: make it possible to supress this.
+            warn!(
+                "First SeqNo has non-zero ROC ({}), which needs out-of-band signalling \
+                to remote peer",
+                rtp.seq_no.roc()
+            );
+        }
+
+        self.rtp_and_wallclock = Some((rtp.time, rtp.wallclock));
+        let packet = self.packet_of(rtp);
+        self.send_queue.push(packet);
+    }
+
+    /// The packet a write makes (not timestamped: see `timestamp` below).
+    fn packet_of(&self, rtp: RtpWrite) -> RtpPacket {
         let RtpWrite {
             pt,
             seq_no,
@@ -504,21 +533,10 @@ impl StreamTx {
             csrc,
             vp8_patch,
         } = rtp;
-
-        let first_call = self.rtp_and_wallclock.is_none();
-
-        if first_call && seq_no.roc() > 0 {
-            // TODO: make it possible to supress this.
-            warn!(
-                "First SeqNo has non-zero ROC ({}), which needs out-of-band signalling \
-                to remote peer",
-                seq_no.roc()
-            );
-        }
+        let _ = wallclock; // Kept by write_rtp for sender reports.
 
         // This 1 in clock frequency will be fixed in poll_output.
         let media_time = MediaTime::from_secs(time as u64);
-        self.rtp_and_wallclock = Some((time, wallclock));
 
         let header = RtpHeader {
             csrc_count,
@@ -532,7 +550,7 @@ impl StreamTx {
             ..Default::default()
         };
 
-        let packet = RtpPacket {
+        RtpPacket {
             seq_no,
             time: media_time,
             header,
@@ -550,9 +568,21 @@ impl StreamTx {
 
             // This is only relevant for incoming RTP packets.
             last_sender_info: None,
-        };
+        }
+    }
 
-        self.send_queue.push(packet);
+    /// Hands NACKs for this stream to the application ([`crate::Event::NackRequest`]) instead
+    /// of answering them from the stream's own resend cache (Jinke's patch: an SFU keeps one
+    /// cache per forwarded track, not one per subscriber, and answers with
+    /// [`crate::change::DirectApi::resend_rtp_now`]).
+    pub fn set_nacks_to_app(&mut self, to_app: bool) {
+        self.nacks_to_app = to_app;
+        self.nacked.clear();
+    }
+
+    /// The NACKed sequence numbers not yet handed to the application.
+    pub(crate) fn poll_nacked(&mut self) -> Option<Vec<SeqNo>> {
+        (!self.nacked.is_empty()).then(|| std::mem::take(&mut self.nacked))
     }
 
     fn padding_enabled(&self) -> bool {
@@ -567,7 +597,7 @@ impl StreamTx {
         params: &[PayloadParams],
         buf: &mut Vec<u8>,
     ) -> Option<PacketReceipt> {
-        self.poll_packet_of(now, exts, twcc, params, buf, true)
+        self.poll_packet_of(now, exts, twcc, params, buf, Take::Any)
     }
 
     /// Writes `rtp` and makes it the next packet at once, without waiting for a timeout to
@@ -595,11 +625,47 @@ impl StreamTx {
         if self.rtx_ratio_cap.is_some() {
             self.rtx_ratio_downsampled(now);
         }
-        self.poll_packet_of(now, exts, twcc, params, buf, false)
+        self.poll_packet_of(now, exts, twcc, params, buf, Take::QueueHead)
     }
 
-    /// The next packet to send: a resend, the head of the send queue, or padding; with
-    /// `resends_and_padding` false, only the head of the send queue.
+    /// Sends `rtp`, a packet sent before (its sequence number the original one), again at
+    /// once as a resend on the RTX stream (Jinke's patch: the application's answer to a
+    /// [`crate::Event::NackRequest`]). `None` when the stream has no RTX, the resend ratio cap
+    /// is reached, or it could not be sent: a resend is not queued.
+    pub(crate) fn resend_now(
+        &mut self,
+        rtp: RtpWrite,
+        now: Instant,
+        exts: &ExtensionMap,
+        twcc: Option<&mut u64>,
+        params: &[PayloadParams],
+        buf: &mut Vec<u8>,
+    ) -> Option<PacketReceipt> {
+        let has_rtx = params
+            .iter()
+            .any(|p| p.pt() == rtp.pt && p.resend().is_some());
+        if self.rtx.is_none() || !has_rtx {
+            return None;
+        }
+        if let Some(cap) = self.rtx_ratio_cap {
+            if self.rtx_ratio_downsampled(now) > cap {
+                return None;
+            }
+        }
+        let mut packet = self.packet_of(rtp);
+        packet.timestamp = now;
+        let len = packet.payload.len() as u64;
+        self.stats.update_packet_counts(len, true);
+        if let Some(h) = &mut self.stats.bytes_retransmitted {
+            h.push(now, len);
+        }
+        self.app_resend = Some(packet);
+        let receipt = self.poll_packet_of(now, exts, twcc, params, buf, Take::AppResend);
+        self.app_resend = None;
+        receipt
+    }
+
+    /// The next packet to send (what `take` says), with its header written to `buf`.
     fn poll_packet_of(
         &mut self,
         now: Instant,
@@ -607,7 +673,7 @@ impl StreamTx {
         twcc: Option<&mut u64>,
         params: &[PayloadParams],
         buf: &mut Vec<u8>,
-        resends_and_padding: bool,
+        take: Take,
     ) -> Option<PacketReceipt> {
         let mid = self.midrid.mid();
         let rid = self.midrid.rid();
@@ -619,8 +685,10 @@ impl StreamTx {
         let remote_acked_ssrc = self.remote_acked_ssrc;
         let remote_acked_rtx_ssrc = self.remote_acked_rtx_ssrc;
 
-        let (next, is_padding) = if !resends_and_padding {
+        let (next, is_padding) = if take == Take::QueueHead {
             (self.poll_packet_regular(now)?, false)
+        } else if take == Take::AppResend {
+            (self.poll_packet_app_resend()?, false)
         } else if let Some(next) = self.poll_packet_resend(now) {
             (next, false)
         } else if let Some(next) = self.poll_packet_regular(now) {
@@ -953,6 +1021,16 @@ impl StreamTx {
         })
     }
 
+    fn poll_packet_app_resend(&mut self) -> Option<NextPacket<'_>> {
+        let seq_no = self.seq_no_rtx.inc();
+        let pkt = self.app_resend.as_mut()?;
+        Some(NextPacket {
+            kind: NextPacketKind::Resend(pkt.seq_no),
+            seq_no,
+            pkt,
+        })
+    }
+
     fn poll_packet_regular(&mut self, now: Instant) -> Option<NextPacket<'_>> {
         // exit via ? here is ok since that means there is nothing to send.
         // The packet remains in the head of the send queue until we
@@ -1101,6 +1179,16 @@ impl StreamTx {
         entries: impl Iterator<Item = NackEntry>,
         now: Instant,
     ) -> Option<()> {
+        if self.nacks_to_app {
+            // At most a second's worth of video waits for the application.
+            const MAX_NACKED: usize = 1024;
+            let near = self.last_sent_seq_no;
+            let room = MAX_NACKED.saturating_sub(self.nacked.len());
+            self.nacked
+                .extend(entries.flat_map(|n| n.into_iter(near)).take(room));
+            return Some(());
+        }
+
         // Turning NackEntry into SeqNo we need to know a SeqNo "close by" to lengthen the 16 bit
         // sequence number into the 64 bit we have in SeqNo.
         let seq_no = self.rtx_cache.last_cached_seq_no()?;
@@ -1417,6 +1505,17 @@ struct NextPacket<'a> {
     pkt: &'a mut RtpPacket,
 }
 
+/// Which packet [`StreamTx::poll_packet_of`] sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// A resend, else the head of the send queue, else padding: a poll.
+    Any,
+    /// The head of the send queue only ([`StreamTx::send_now`]).
+    QueueHead,
+    /// The application's resend ([`StreamTx::resend_now`]).
+    AppResend,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NextPacketKind {
     Regular,
@@ -1628,6 +1727,59 @@ mod test {
             counted <= 11_000,
             "{counted} bytes counted for the last second"
         );
+    }
+
+    #[test]
+    fn nacks_go_to_the_app_and_its_resends_go_out_on_rtx() {
+        let now = Instant::now();
+        let codecs = CodecConfig::new_with_defaults();
+        let param = codecs
+            .params()
+            .iter()
+            .find(|p| p.resend().is_some())
+            .unwrap();
+        let (pt, rtx_pt) = (param.pt(), param.resend().unwrap());
+        let exts = ExtensionMap::standard();
+        let mut streams = crate::streams::Streams::new(false, 1200, Duration::from_millis(1500));
+        let midrid = MidRid("vid".into(), None);
+        let stream = streams.declare_stream_tx(42.into(), Some(43.into()), midrid);
+        stream.set_nacks_to_app(true);
+        let mut buf = vec![];
+        let write = |seq: u64| {
+            RtpWrite::new(pt, seq.into(), 90 * seq as u32, now, vec![seq as u8; 100])
+                .nackable(false)
+        };
+        for seq in 0..10 {
+            stream.send_now(write(seq), now, &exts, None, codecs.params(), &mut buf);
+        }
+
+        // 3 and 5 lost: the stream does not answer, it hands them on.
+        stream.handle_nack(
+            [crate::rtp_::NackEntry { pid: 3, blp: 0b10 }].into_iter(),
+            now,
+        );
+        assert!(stream.resends.is_empty());
+        let req = streams.poll_nack_request().expect("a NACK request");
+        assert_eq!(req.mid, midrid.mid());
+        assert_eq!(req.seq_nos, [3.into(), 5.into()]);
+        assert!(streams.poll_nack_request().is_none(), "handed on once");
+
+        let stream = streams.stream_tx_by_midrid(midrid).unwrap();
+        let sent = stream
+            .resend_now(write(5), now, &exts, None, codecs.params(), &mut buf)
+            .expect("resent");
+        assert_eq!(sent.header.ssrc, 43.into());
+        assert_eq!(sent.header.payload_type, rtx_pt);
+        assert_eq!(sent.header.timestamp, 450);
+        // RTX: the original sequence number, then the original payload.
+        let body = &buf[sent.header.header_len..];
+        assert_eq!(body[..2], [0, 5]);
+        assert_eq!(body[2..], [5_u8; 100]);
+
+        // Without RTX there is nothing to resend on.
+        let plain = streams.declare_stream_tx(44.into(), None, MidRid("aud".into(), None));
+        let resent = plain.resend_now(write(1), now, &exts, None, codecs.params(), &mut buf);
+        assert!(resent.is_none());
     }
 
     #[test]
