@@ -1,7 +1,7 @@
 //! One participant's WebRTC session inside a shard, and the SDP negotiation of the tracks
 //! forwarded to it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use jinke_signaling::{MediaKind, TrackInfo, TrackMapping};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
@@ -12,17 +12,6 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::link::Allowance;
 use crate::{PeerEvent, PeerId, PeerSpec, SfuError};
-
-/// How long each forwarded stream keeps its packets for answering NACKs. str0m keeps 3 s per
-/// stream per subscriber; a packet repaired later than a second is of no use to a live
-/// picture (the receiver has asked for a keyframe by then), and a lecture keeps one cache
-/// per student. (Janus keeps at least 500 ms, longer on long round trips: `min_nack_queue`.)
-const RTX_CACHE_AGE: Duration = Duration::from_secs(1);
-/// At most this many packets (a second of a 4 Mbps video).
-const RTX_CACHE_PACKETS: usize = 400;
-/// Queued resends are dropped when they exceed this share of what a stream sends (str0m's
-/// default).
-const RTX_RATIO_CAP: Option<f32> = Some(0.15);
 
 /// Identifies a route: the publishing peer and the mid its track arrives on.
 pub(crate) type TrackKey = (PeerId, Mid);
@@ -256,7 +245,8 @@ impl Peer {
                 t.state = OutState::Open(mid);
                 opened.push((t.source, mid));
                 if let Some(stream) = api.stream_tx_by_mid(mid, None) {
-                    stream.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, RTX_RATIO_CAP);
+                    // The route's cache answers them (see repair.rs).
+                    stream.set_nacks_to_app(true);
                 }
             }
         }

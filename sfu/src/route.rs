@@ -15,6 +15,7 @@ use crate::PeerId;
 use crate::h264::H264Info;
 use crate::keyframe::KeyframeCoalescer;
 use crate::peer::TrackKey;
+use crate::repair::{PacketCache, Sent, SentLog, layer_index};
 use crate::rewrite::SeqRewriter;
 use crate::simulcast::{LayerFollower, Step, Vp8Info, choose_layer};
 use crate::speaker::SpeakerDetector;
@@ -73,6 +74,8 @@ pub(crate) struct Route {
     /// A video frame's packets so far, held until its last arrives: then each subscriber gets
     /// the whole frame at once (one GSO send). Emptied, not freed, each frame.
     pub frame: Vec<MediaPacket>,
+    /// A video track's recent packets, for its subscribers' NACKs.
+    pub cache: PacketCache,
     /// While a video frame's first packets wait for its last: when they are sent anyway.
     pub frame_deadline: Option<Instant>,
 }
@@ -91,6 +94,7 @@ impl Route {
             shards: Vec::new(),
             speaker,
             frame: Vec::new(),
+            cache: PacketCache::default(),
             frame_deadline: None,
         }
     }
@@ -109,6 +113,13 @@ impl Route {
     pub fn subscription(&mut self, peer: PeerId) -> Option<&mut Subscription> {
         let &i = self.positions.get(&peer)?;
         self.subscribers.get_mut(i)
+    }
+
+    /// The packet `peer` numbers `seq`, as it was sent to it, to send again (its NACK's
+    /// answer), if this track still has it.
+    pub fn resend(&self, peer: PeerId, seq: u64, now: Instant) -> Option<RtpWrite> {
+        let &i = self.positions.get(&peer)?;
+        self.subscribers[i].resend(seq, &self.cache, now)
     }
 
     /// Adds a subscription, in place of the subscriber's earlier one if it had one.
@@ -336,6 +347,8 @@ pub(crate) struct Subscription {
     pub layer_cap: Option<u8>,
     /// Where the subscriber's last receiver report of this stream stood.
     reported: ReportMark,
+    /// What it was sent lately (video), to answer its NACKs.
+    sent: SentLog,
 }
 
 /// A receiver report's cumulative figures (RFC 3550 6.4.1), with the server's own count of
@@ -362,6 +375,7 @@ impl Subscription {
             view: None,
             layer_cap: None,
             reported: ReportMark::default(),
+            sent: SentLog::default(),
         }
     }
 
@@ -435,34 +449,69 @@ impl Subscription {
         }
         let seq = self.seq.rewrite(packet.seq)?;
         // Picture ids advance only for packets that go out.
-        let vp8_patch = packet.layer.and(packet.vp8.as_ref()).and_then(|vp8| {
-            let (pid, tl0) = self
+        let (picture_id, tl0_pic_idx) = match (packet.layer, &packet.vp8) {
+            (Some(_), Some(vp8)) => self
                 .layers
-                .vp8_ids(vp8.picture_id, vp8.tl0_pic_idx, switched);
-            let mut patch = vp8.descriptor.patch();
-            if let Some(pid) = pid {
-                patch = patch.picture_id(pid);
-            }
-            if let Some(tl0) = tl0 {
-                patch = patch.tl0_pic_idx(tl0);
-            }
-            patch.build().ok()
-        });
-        let ext_vals = ExtensionValues {
-            audio_level: packet.audio_level,
-            voice_activity: packet.voice_activity,
-            video_orientation: packet.video_orientation,
-            ..Default::default()
+                .vp8_ids(vp8.picture_id, vp8.tl0_pic_idx, switched),
+            _ => (None, None),
         };
-        let mut write = RtpWrite::new(pt, SeqNo::from(seq), timestamp, now, packet.payload.clone())
-            .marker(packet.marker)
-            .ext_vals(ext_vals)
-            .nackable(true);
-        if let Some(patch) = vp8_patch {
-            write = write.vp8_patch(patch);
+        let sent = Sent {
+            seq,
+            layer: layer_index(packet) as u8,
+            source_seq: packet.seq,
+            pt,
+            timestamp,
+            picture_id,
+            tl0_pic_idx,
+        };
+        if packet.params.spec().codec.is_video() {
+            self.sent.note(sent);
         }
-        Some(write)
+        Some(write_of(packet, &sent, now))
     }
+
+    /// The packet this subscriber numbers `seq` as it was sent, to send again (a NACK's answer),
+    /// if it was noted and `cache` still has it.
+    fn resend(&self, seq: u64, cache: &PacketCache, now: Instant) -> Option<RtpWrite> {
+        let sent = self.sent.get(seq)?;
+        let packet = cache.get(sent.layer as usize, sent.source_seq, now)?;
+        Some(write_of(packet, &sent, now))
+    }
+}
+
+/// A publisher's packet as written for a subscriber: with its numbers as `sent` says.
+/// str0m keeps no copy for resends (the track's [`PacketCache`] does).
+fn write_of(packet: &MediaPacket, sent: &Sent, now: Instant) -> RtpWrite {
+    let ext_vals = ExtensionValues {
+        audio_level: packet.audio_level,
+        voice_activity: packet.voice_activity,
+        video_orientation: packet.video_orientation,
+        ..Default::default()
+    };
+    let mut write = RtpWrite::new(
+        sent.pt,
+        SeqNo::from(sent.seq),
+        sent.timestamp,
+        now,
+        packet.payload.clone(),
+    )
+    .marker(packet.marker)
+    .ext_vals(ext_vals)
+    .nackable(false);
+    let vp8_patch = packet.layer.and(packet.vp8.as_ref()).and_then(|vp8| {
+        let mut patch = vp8.descriptor.patch();
+        if let Some(pid) = sent.picture_id {
+            patch = patch.picture_id(pid);
+        }
+        if let Some(tl0) = sent.tl0_pic_idx {
+            patch = patch.tl0_pic_idx(tl0);
+        }
+        patch.build().ok()
+    });
+    if let Some(patch) = vp8_patch {
+        write = write.vp8_patch(patch);
+    }
+    write
 }
 
 #[cfg(test)]
@@ -549,6 +598,72 @@ mod tests {
         assert_eq!(sub.downlink_loss(10, 0), Some(0.0));
         assert_eq!(sub.downlink_loss(10, 0), None, "nothing since");
         assert_eq!(sub.downlink_loss(9, 0), None, "an older report");
+    }
+
+    /// A publisher's packet of the track `(PeerId(9), "v")` in `params`'s codec.
+    fn media_packet(params: PayloadParams, seq: u64) -> MediaPacket {
+        MediaPacket {
+            source: (PeerId(9), Mid::from("v")),
+            params,
+            pt: params.pt(),
+            layer: None,
+            vp8: None,
+            keyframe: true,
+            size: None,
+            seq,
+            timestamp: 3000 * seq as u32,
+            marker: true,
+            audio_level: None,
+            voice_activity: None,
+            video_orientation: None,
+            payload: vec![seq as u8; 50].into(),
+        }
+    }
+
+    #[test]
+    fn a_nacked_packet_is_found_as_it_was_sent_until_the_cache_lets_it_go() {
+        let track = TrackInfo {
+            track_id: "t".into(),
+            identity: "teacher".into(),
+            kind: jinke_signaling::MediaKind::Video,
+            screen: false,
+        };
+        let mut route = Route::new(track, "room".into(), true);
+        route.subscribe(Subscription::new(PeerId(1), Mid::from("a")));
+        let codecs = CodecConfig::new_with_defaults();
+        let by_codec = |codec| *codecs.iter().find(|p| p.spec().codec == codec).unwrap();
+        let (vp8, opus) = (by_codec(Codec::Vp8), by_codec(Codec::Opus));
+        let now = Instant::now();
+        // The publisher's 500..510, 503 lost before the server: the subscriber's 1..=10.
+        for seq in (500..510).filter(|&s| s != 503) {
+            let packet = media_packet(vp8, seq);
+            route.cache.insert(&packet, now);
+            let sub = route.subscription(PeerId(1)).unwrap();
+            assert!(sub.rewrite(&codecs, &packet, now).is_some());
+        }
+        let sub = route.subscription(PeerId(1)).unwrap();
+        let sent = sub.sent.get(5).expect("noted");
+        assert_eq!((sent.source_seq, sent.timestamp), (504, 3000 * 504));
+        assert_eq!(sent.pt, vp8.pt());
+        for seq in (1..=10).filter(|&s| s != 4) {
+            assert!(route.resend(PeerId(1), seq, now).is_some(), "{seq}");
+        }
+        assert!(
+            route.resend(PeerId(1), 4, now).is_none(),
+            "the gap: never sent"
+        );
+        assert!(route.resend(PeerId(1), 11, now).is_none(), "not yet sent");
+        assert!(
+            route.resend(PeerId(2), 1, now).is_none(),
+            "not a subscriber"
+        );
+        let later = now + crate::repair::KEEP + std::time::Duration::from_millis(1);
+        assert!(route.resend(PeerId(1), 1, later).is_none(), "too old");
+
+        // Sound is not noted (no RTX for it).
+        let mut sub = Subscription::new(PeerId(2), Mid::from("b"));
+        assert!(sub.rewrite(&codecs, &media_packet(opus, 7), now).is_some());
+        assert!(sub.sent.get(1).is_none());
     }
 
     #[test]

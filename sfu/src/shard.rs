@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use jinke_signaling::{MediaKind, TrackInfo};
 use str0m::change::SdpOffer;
 use str0m::format::{Codec, CodecConfig, FormatParams};
-use str0m::media::{Direction, Frequency, KeyframeRequestKind, Mid};
+use str0m::media::{Direction, Frequency, KeyframeRequestKind, Mid, NackRequest};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -608,6 +608,7 @@ impl Shard {
                     self.request_keyframe(source, layer, req.kind);
                 }
             }
+            Event::NackRequest(req) => self.resend(id, req),
             _ => {}
         }
     }
@@ -721,6 +722,27 @@ impl Shard {
         }
     }
 
+    /// Answers a subscriber's NACK from its track's cache: each packet still there is sent
+    /// again, on the subscriber's RTX stream, as it was sent the first time.
+    fn resend(&mut self, id: PeerId, req: NackRequest) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(route) = peer.source_of(req.mid).and_then(|s| self.routes.get(&s)) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut api = peer.rtc.direct_api();
+        for seq in req.seq_nos {
+            if let Some(write) = route.resend(id, *seq, now) {
+                self.outbox.write_with(|out| {
+                    api.resend_rtp_now(req.mid, req.rid, write, now, out)
+                        .map(|s| s.destination)
+                });
+            }
+        }
+    }
+
     /// Tells the shard of a track's publisher that this shard has subscribers of it now (its
     /// packets should come here), or no more.
     fn tell_publisher_shard(&self, key: TrackKey, subscribes: bool) {
@@ -752,6 +774,7 @@ impl Shard {
             return;
         };
         if route.track.kind == MediaKind::Video {
+            route.cache.insert(packet, now);
             route.frame.push(packet.clone());
             if packet.marker {
                 self.release_frame(packet.source, now);
