@@ -733,14 +733,18 @@ impl Shard {
         };
         let now = Instant::now();
         let mut api = peer.rtc.direct_api();
-        for seq in req.seq_nos {
-            if let Some(write) = route.resend(id, *seq, now) {
-                self.outbox.write_with(|out| {
+        let mut resent = 0;
+        for seq in &req.seq_nos {
+            if let Some(write) = route.resend(id, **seq, now)
+                && self.outbox.write_with(|out| {
                     api.resend_rtp_now(req.mid, req.rid, write, now, out)
                         .map(|s| s.destination)
-                });
+                })
+            {
+                resent += 1;
             }
         }
+        tracing::debug!(?id, asked = req.seq_nos.len(), resent, "NACK answered");
     }
 
     /// Tells the shard of a track's publisher that this shard has subscribers of it now (its
