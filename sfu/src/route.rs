@@ -269,7 +269,8 @@ pub(crate) struct MediaPacket {
     pub audio_level: Option<i8>,
     pub voice_activity: Option<bool>,
     pub video_orientation: Option<VideoOrientation>,
-    /// Shared by every subscriber's send stream (str0m encrypts into its own buffer).
+    /// Shared by every subscriber's write and the track's resend cache (str0m encrypts it
+    /// into the outbox for each subscriber).
     pub payload: Arc<[u8]>,
 }
 
