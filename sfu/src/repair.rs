@@ -103,13 +103,10 @@ impl SentLog {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use str0m::format::{Codec, CodecConfig};
-    use str0m::media::{Mid, Rid};
+    use str0m::media::Rid;
 
     use super::*;
-    use crate::PeerId;
 
     fn packet(layer: Option<u8>, seq: u64) -> MediaPacket {
         let codecs = CodecConfig::new_with_defaults();
@@ -117,22 +114,7 @@ mod tests {
             .iter()
             .find(|p| p.spec().codec == Codec::Vp8)
             .unwrap();
-        MediaPacket {
-            source: (PeerId(9), Mid::from("v")),
-            params: vp8,
-            pt: vp8.pt(),
-            layer: layer.map(|l| (l, Rid::from("q"))),
-            vp8: None,
-            keyframe: false,
-            size: None,
-            seq,
-            timestamp: 0,
-            marker: false,
-            audio_level: None,
-            voice_activity: None,
-            video_orientation: None,
-            payload: Arc::from(vec![seq as u8; 10]),
-        }
+        MediaPacket::for_test(vp8, layer.map(|l| (l, Rid::from("q"))), seq)
     }
 
     #[test]

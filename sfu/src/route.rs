@@ -275,6 +275,28 @@ pub(crate) struct MediaPacket {
 }
 
 impl MediaPacket {
+    /// For tests: a packet of the track `(PeerId(9), "v")` in `params`'s codec, numbered `seq`
+    /// (its payload, 50 bytes of `seq`, and timestamp follow from it).
+    #[cfg(test)]
+    pub fn for_test(params: PayloadParams, layer: Option<(u8, Rid)>, seq: u64) -> MediaPacket {
+        MediaPacket {
+            source: (PeerId(9), Mid::from("v")),
+            params,
+            pt: params.pt(),
+            layer,
+            vp8: None,
+            keyframe: true,
+            size: None,
+            seq,
+            timestamp: 3000 * seq as u32,
+            marker: true,
+            audio_level: None,
+            voice_activity: None,
+            video_orientation: None,
+            payload: vec![seq as u8; 50].into(),
+        }
+    }
+
     /// Takes what forwarding needs out of a packet str0m received (the payload is moved).
     /// `layer` is its simulcast layer; only then is the payload read (a VP8 descriptor, H.264
     /// NAL unit types and SPS).
@@ -601,35 +623,20 @@ mod tests {
         assert_eq!(sub.downlink_loss(9, 0), None, "an older report");
     }
 
-    /// A publisher's packet of the track `(PeerId(9), "v")` in `params`'s codec.
-    fn media_packet(params: PayloadParams, seq: u64) -> MediaPacket {
-        MediaPacket {
-            source: (PeerId(9), Mid::from("v")),
-            params,
-            pt: params.pt(),
-            layer: None,
-            vp8: None,
-            keyframe: true,
-            size: None,
-            seq,
-            timestamp: 3000 * seq as u32,
-            marker: true,
-            audio_level: None,
-            voice_activity: None,
-            video_orientation: None,
-            payload: vec![seq as u8; 50].into(),
-        }
-    }
-
-    #[test]
-    fn a_nacked_packet_is_found_as_it_was_sent_until_the_cache_lets_it_go() {
+    /// A local route of a camera video.
+    fn video_route() -> Route {
         let track = TrackInfo {
             track_id: "t".into(),
             identity: "teacher".into(),
             kind: jinke_signaling::MediaKind::Video,
             screen: false,
         };
-        let mut route = Route::new(track, "room".into(), true);
+        Route::new(track, "room".into(), true)
+    }
+
+    #[test]
+    fn a_nacked_packet_is_found_as_it_was_sent_until_the_cache_lets_it_go() {
+        let mut route = video_route();
         route.subscribe(Subscription::new(PeerId(1), Mid::from("a")));
         let codecs = CodecConfig::new_with_defaults();
         let by_codec = |codec| *codecs.iter().find(|p| p.spec().codec == codec).unwrap();
@@ -637,7 +644,7 @@ mod tests {
         let now = Instant::now();
         // The publisher's 500..510, 503 lost before the server: the subscriber's 1..=10.
         for seq in (500..510).filter(|&s| s != 503) {
-            let packet = media_packet(vp8, seq);
+            let packet = MediaPacket::for_test(vp8, None, seq);
             route.cache.insert(&packet, now);
             let sub = route.subscription(PeerId(1)).unwrap();
             assert!(sub.rewrite(&codecs, &packet, now).is_some());
@@ -663,19 +670,14 @@ mod tests {
 
         // Sound is not noted (no RTX for it).
         let mut sub = Subscription::new(PeerId(2), Mid::from("b"));
-        assert!(sub.rewrite(&codecs, &media_packet(opus, 7), now).is_some());
+        let sound = MediaPacket::for_test(opus, None, 7);
+        assert!(sub.rewrite(&codecs, &sound, now).is_some());
         assert!(sub.sent.get(1).is_none());
     }
 
     #[test]
     fn each_subscriber_finds_its_own_subscription() {
-        let track = TrackInfo {
-            track_id: "t".into(),
-            identity: "teacher".into(),
-            kind: jinke_signaling::MediaKind::Video,
-            screen: false,
-        };
-        let mut route = Route::new(track, "room".into(), true);
+        let mut route = video_route();
         for i in 1..=4 {
             route.subscribe(Subscription::new(PeerId(i), Mid::from("a")));
         }
