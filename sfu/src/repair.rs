@@ -1,7 +1,8 @@
 //! What answering a subscriber's NACK needs: the track's recent packets, kept once per track
 //! ([`PacketCache`]), and what each subscriber was sent under which of its own sequence numbers
-//! ([`SentLog`]). str0m would keep a copy of every packet (a 408-byte `RtpPacket`) in each
-//! subscriber's send stream, moved there per packet per subscriber; our patched str0m hands the
+//! ([`SentLog`]). str0m would keep a copy of every packet (an `RtpPacket`: 408 bytes,
+//! `size_of::<str0m::rtp::RtpPacket>()` on x86-64) in each subscriber's send stream, moved
+//! there per packet per subscriber; our patched str0m hands the
 //! NACKs to us instead (`Event::NackRequest`), and a resend is rebuilt from these two.
 
 use std::time::{Duration, Instant};

@@ -115,11 +115,15 @@ impl Route {
         self.subscribers.get_mut(i)
     }
 
+    /// The subscription of `peer`, to read.
+    fn subscription_of(&self, peer: PeerId) -> Option<&Subscription> {
+        self.positions.get(&peer).map(|&i| &self.subscribers[i])
+    }
+
     /// The packet `peer` numbers `seq`, as it was sent to it, to send again (its NACK's
     /// answer), if this track still has it.
     pub fn resend(&self, peer: PeerId, seq: u64, now: Instant) -> Option<RtpWrite> {
-        let &i = self.positions.get(&peer)?;
-        self.subscribers[i].resend(seq, &self.cache, now)
+        self.subscription_of(peer)?.resend(seq, &self.cache, now)
     }
 
     /// Adds a subscription, in place of the subscriber's earlier one if it had one.
@@ -233,9 +237,7 @@ impl Route {
     /// The layer a subscriber's keyframe request is for: the one it waits for, else the one it
     /// gets.
     pub fn layer_for(&self, peer: PeerId) -> u8 {
-        self.positions
-            .get(&peer)
-            .map(|&i| &self.subscribers[i])
+        self.subscription_of(peer)
             .and_then(|s| s.layers.awaiting().or(s.layers.current()))
             .unwrap_or(0)
     }

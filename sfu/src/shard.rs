@@ -39,7 +39,8 @@ const ICE_RECONNECT_GRACE: Duration = Duration::from_secs(5);
 const RECV_BATCH: usize = 64;
 /// While sending a frame to many subscribers (a lecture's fan-out) or polling many peers, what
 /// is queued is sent after every this many: the first students of a large lecture need not
-/// wait for the last ones. As many as one `sendmmsg` takes, so the number of system calls stays the same.
+/// wait for the last ones. As many as one `sendmmsg` takes, so the number of system calls
+/// stays the same.
 const FLUSH_EVERY: usize = 64;
 
 pub(crate) struct Shard {

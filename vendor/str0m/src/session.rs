@@ -1253,17 +1253,19 @@ impl Session {
     /// Sends `rtp` on the stream `midrid` now (as a resend on its RTX stream when `resend`),
     /// appending the SRTP datagram to `out`; returns its length (Jinke's patch). `None` when it
     /// could not be sent at once: then a packet is queued (or dropped) as
-    /// [`StreamTx::write_rtp`] would, for the next poll, and a resend is dropped. A session
-    /// that paces its sends (BWE enabled) always queues: the pacer decides when.
+    /// [`StreamTx::write_rtp`] would, for the next poll, and a resend is dropped. Not at once:
+    /// without an ICE pair to send on (`connected` false), without SRTP keys, or in a session
+    /// that paces its sends (BWE enabled: the pacer decides when).
     pub fn send_rtp_now(
         &mut self,
         now: Instant,
         midrid: MidRid,
         rtp: RtpWrite,
         resend: bool,
+        connected: bool,
         out: &mut Vec<u8>,
     ) -> Option<usize> {
-        if self.srtp_tx.is_none() || !matches!(self.pacer, PacerImpl::Null(_)) {
+        if !connected || self.srtp_tx.is_none() || !matches!(self.pacer, PacerImpl::Null(_)) {
             if !resend {
                 self.streams.stream_tx_by_midrid(midrid)?.write_rtp(rtp);
             }

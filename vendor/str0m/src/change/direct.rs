@@ -414,19 +414,16 @@ impl<'a> DirectApi<'a> {
         out: &mut Vec<u8>,
     ) -> Option<SentNow> {
         let rtc = &mut *self.rtc;
-        let Some(send_addr) = rtc.send_addr.as_ref() else {
-            if !resend {
-                rtc.session
-                    .streams
-                    .stream_tx_by_midrid(midrid)?
-                    .write_rtp(rtp);
-            }
-            return None;
-        };
-        let (proto, source, destination) =
-            (send_addr.proto, send_addr.source, send_addr.destination);
+        // Where it goes: the ICE pair, once there is one.
+        let to = rtc
+            .send_addr
+            .as_ref()
+            .map(|a| (a.proto, a.source, a.destination));
         let now = now.max(rtc.last_now);
-        let len = rtc.session.send_rtp_now(now, midrid, rtp, resend, out)?;
+        let len = rtc
+            .session
+            .send_rtp_now(now, midrid, rtp, resend, to.is_some(), out)?;
+        let (proto, source, destination) = to?;
         rtc.peer_bytes_tx += len as u64;
         Some(SentNow {
             proto,

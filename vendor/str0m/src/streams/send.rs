@@ -621,10 +621,6 @@ impl StreamTx {
             return None;
         }
         self.send_queue.handle_timeout(now);
-        // A poll keeps the last second's byte counts trimmed (the resend ratio's): so must this.
-        if self.rtx_ratio_cap.is_some() {
-            self.rtx_ratio_downsampled(now);
-        }
         self.poll_packet_of(now, exts, twcc, params, buf, Take::QueueHead)
     }
 

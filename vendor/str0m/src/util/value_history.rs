@@ -30,7 +30,12 @@ where
 {
     /// Adds a timed value
     /// Note: time should always monotonically increase in subsequent calls to add()
+    ///
+    /// Values older than `max_time` before `t` are dropped here (Jinke's patch): a history that
+    /// is pushed to but seldom read (a stream sent on with `send_rtp_now`, never polled) stays
+    /// bounded. Any later `purge_old` would have dropped them.
     pub fn push(&mut self, t: Instant, v: T) {
+        self.purge_old(t);
         self.value += v;
         self.history.push_back((t, v));
     }
