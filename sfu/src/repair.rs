@@ -16,20 +16,23 @@ use crate::route::MediaPacket;
 /// least 500 ms, longer on long round trips: `min_nack_queue`.)
 pub(crate) const KEEP: Duration = Duration::from_secs(1);
 
-/// Packets kept per layer: a power of two, over a second of a 4 Mbps layer (~400 packets).
-const CACHE_SLOTS: usize = 512;
+/// Packets kept per layer, and noted per subscription: a power of two, over a second of a
+/// 4 Mbps layer (~420 packets of 1,200 bytes). One number for both: a subscriber gets one layer
+/// at a time under continuous numbers, so its second is at most a second of the highest layer,
+/// and a log shorter than the cache would let a resend go before [`KEEP`] has passed.
+const SLOTS: usize = 512;
 
 /// The recent packets of one forwarded video track, by layer and the publisher's sequence
 /// number. The payloads are the ones forwarded (shared, not copied).
 #[derive(Default)]
 pub(crate) struct PacketCache {
-    /// Per layer (index 0 without simulcast), `CACHE_SLOTS` slots by sequence number; a
+    /// Per layer (index 0 without simulcast), `SLOTS` slots by sequence number; a
     /// layer's slots are allocated when its first packet comes.
     layers: Vec<Vec<Option<(Instant, MediaPacket)>>>,
 }
 
 impl PacketCache {
-    /// Keeps a packet (replacing the one `CACHE_SLOTS` numbers before it).
+    /// Keeps a packet (replacing the one `SLOTS` numbers before it).
     pub fn insert(&mut self, packet: &MediaPacket, now: Instant) {
         let layer = layer_index(packet);
         if self.layers.len() <= layer {
@@ -37,9 +40,9 @@ impl PacketCache {
         }
         let slots = &mut self.layers[layer];
         if slots.is_empty() {
-            slots.resize_with(CACHE_SLOTS, || None);
+            slots.resize_with(SLOTS, || None);
         }
-        slots[packet.seq as usize % CACHE_SLOTS] = Some((now, packet.clone()));
+        slots[packet.seq as usize % SLOTS] = Some((now, packet.clone()));
     }
 
     /// The packet of `layer` numbered `seq` by its publisher, if it is still kept.
@@ -47,7 +50,7 @@ impl PacketCache {
         let (at, packet) = self
             .layers
             .get(layer)?
-            .get(seq as usize % CACHE_SLOTS)?
+            .get(seq as usize % SLOTS)?
             .as_ref()?;
         (packet.seq == seq && now.saturating_duration_since(*at) <= KEEP).then_some(packet)
     }
@@ -57,9 +60,6 @@ impl PacketCache {
 pub(crate) fn layer_index(packet: &MediaPacket) -> usize {
     packet.layer.map_or(0, |(layer, _)| layer as usize)
 }
-
-/// Entries per subscription: a power of two, over a second of video (~100 packets at 1 Mbps).
-const LOG_SLOTS: usize = 256;
 
 /// How one packet went to a subscriber: enough to send it again exactly so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,15 +87,15 @@ impl SentLog {
     /// Notes a packet sent.
     pub fn note(&mut self, sent: Sent) {
         if self.slots.is_empty() {
-            self.slots = vec![None; LOG_SLOTS];
+            self.slots = vec![None; SLOTS];
         }
-        self.slots[sent.seq as usize % LOG_SLOTS] = Some(sent);
+        self.slots[sent.seq as usize % SLOTS] = Some(sent);
     }
 
     /// How the packet the subscriber numbers `seq` went, if it is still noted.
     pub fn get(&self, seq: u64) -> Option<Sent> {
         self.slots
-            .get(seq as usize % LOG_SLOTS)
+            .get(seq as usize % SLOTS)
             .copied()
             .flatten()
             .filter(|s| s.seq == seq)
@@ -132,9 +132,9 @@ mod tests {
         assert!(cache.get(1, 7, now).is_none(), "no packet of layer 1");
         assert!(cache.get(0, 8, now).is_none(), "never came");
         // The slot's next occupant takes its place.
-        cache.insert(&packet(None, 7 + CACHE_SLOTS as u64), now);
+        cache.insert(&packet(None, 7 + SLOTS as u64), now);
         assert!(cache.get(0, 7, now).is_none());
-        assert!(cache.get(0, 7 + CACHE_SLOTS as u64, now).is_some());
+        assert!(cache.get(0, 7 + SLOTS as u64, now).is_some());
         assert!(cache.get(2, 7, now + KEEP).is_some(), "kept a second");
         let later = now + KEEP + Duration::from_millis(1);
         assert!(cache.get(2, 7, later).is_none(), "then let go");
@@ -156,11 +156,8 @@ mod tests {
         log.note(sent(3));
         assert_eq!(log.get(3), Some(sent(3)));
         assert!(log.get(4).is_none());
-        log.note(sent(3 + LOG_SLOTS as u64));
+        log.note(sent(3 + SLOTS as u64));
         assert!(log.get(3).is_none(), "overwritten");
-        assert_eq!(
-            log.get(3 + LOG_SLOTS as u64),
-            Some(sent(3 + LOG_SLOTS as u64))
-        );
+        assert_eq!(log.get(3 + SLOTS as u64), Some(sent(3 + SLOTS as u64)));
     }
 }

@@ -678,6 +678,32 @@ mod tests {
     }
 
     #[test]
+    fn a_second_of_a_high_rate_layer_stays_repairable() {
+        let mut route = video_route();
+        route.subscribe(Subscription::new(PeerId(1), Mid::from("a")));
+        let codecs = CodecConfig::new_with_defaults();
+        let vp8 = *codecs
+            .iter()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .unwrap();
+        // A 4 Mbps screen share: ~420 packets of 1,200 bytes in the second a packet is kept.
+        let start = Instant::now();
+        let packets = 420;
+        let mut now = start;
+        for seq in 0..packets {
+            now = start + crate::repair::KEEP * seq as u32 / packets as u32;
+            let packet = MediaPacket::for_test(vp8, None, seq);
+            route.cache.insert(&packet, now);
+            let sub = route.subscription(PeerId(1)).unwrap();
+            assert!(sub.rewrite(&codecs, &packet, now).is_some());
+        }
+        assert!(
+            route.resend(PeerId(1), 1, now).is_some(),
+            "the oldest packet of the second is still answered"
+        );
+    }
+
+    #[test]
     fn each_subscriber_finds_its_own_subscription() {
         let mut route = video_route();
         for i in 1..=4 {
