@@ -1322,7 +1322,14 @@ impl Session {
             seq_no,
             is_padding,
             payload_size,
+            len,
+            body,
         } = receipt;
+        let written = &buf[..len];
+        let (head, body) = match &body {
+            Some(body) => (written, &body[..]),
+            None => written.split_at(header.header_len),
+        };
 
         trace!(payload_size, is_padding, "Poll RTP: {:?}", header);
 
@@ -1334,10 +1341,11 @@ impl Session {
         }
 
         if let Some(raw_packets) = &mut self.raw_packets {
-            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
+            let plain = [head, body].concat();
+            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), plain)));
         }
 
-        srtp_tx.protect_rtp_into(buf, &header, *seq_no, out);
+        srtp_tx.protect_rtp_into(head, body, &header, *seq_no, out);
 
         if twcc_enabled {
             let packet_id = if let Some(cluster) = cluster_id {
@@ -1618,6 +1626,12 @@ pub struct PacketReceipt {
     pub seq_no: SeqNo,
     pub is_padding: bool,
     pub payload_size: usize,
+    /// How much of the buffer the packet was written to is this packet's: its header, and
+    /// its body unless `body` holds it.
+    pub len: usize,
+    /// The packet's body when it was not copied after the header (Jinke's patch: a packet
+    /// sent at once unchanged is encrypted from its payload where it is).
+    pub body: Option<Arc<[u8]>>,
 }
 
 /// Find the PayloadParams for the given Pt, either when the Pt is the main Pt for the Codec or

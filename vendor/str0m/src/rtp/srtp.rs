@@ -256,20 +256,25 @@ impl SrtpContext {
         srtp_index: u64, // same as ext_seq
     ) -> Vec<u8> {
         let mut output = Vec::new();
-        self.protect_rtp_into(buf, header, srtp_index, &mut output);
+        let (head, body) = buf.split_at(header.header_len);
+        self.protect_rtp_into(head, body, header, srtp_index, &mut output);
         output
     }
 
-    /// Like [`Self::protect_rtp`], but appends the protected packet to `out` (Jinke's patch:
-    /// a caller that batches datagrams reuses one buffer instead of one allocation per packet).
+    /// Like [`Self::protect_rtp`], but appends the protected packet to `out`, and takes the
+    /// packet as its header bytes `head` and its `body` apart (Jinke's patch: a caller that
+    /// batches datagrams reuses one buffer instead of one allocation per packet, and a body
+    /// shared by many packets is encrypted from where it is, not copied after each header).
     pub fn protect_rtp_into(
         &mut self,
-        buf: &[u8],
+        head: &[u8],
+        body: &[u8],
         header: &RtpHeader,
         srtp_index: u64, // same as ext_seq
         out: &mut Vec<u8>,
     ) {
         let start = out.len();
+        let plain_len = head.len() + body.len();
         // SRTP layout
         // [header, [rtp, (padding + pad_count)], tag]
 
@@ -297,8 +302,9 @@ impl SrtpContext {
         //  | +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+ |
         //  |                                                                   |
         //  +- Encrypted Portion*                      Authenticated Portion ---+
-        let hlen = header.header_len;
-        let input = &buf[hlen..];
+        let hlen = head.len();
+        debug_assert_eq!(hlen, header.header_len);
+        let input = body;
 
         match &mut self.rtp {
             Derived::Aes128CmSha1_80 { key, salt, enc, .. } => {
@@ -312,7 +318,7 @@ impl SrtpContext {
                 let padding_needed =
                     CTR_BUFFER_PADDING.saturating_sub(Aes128CmSha1_80::HMAC_TAG_LEN);
                 out.resize(
-                    start + buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN + padding_needed,
+                    start + plain_len + Aes128CmSha1_80::HMAC_TAG_LEN + padding_needed,
                     0,
                 );
                 let output = &mut out[start..];
@@ -320,23 +326,23 @@ impl SrtpContext {
                 enc.encrypt(&iv, input, &mut output[hlen..])
                     .expect("rtp encrypt");
 
-                output[..hlen].copy_from_slice(&buf[..hlen]);
+                output[..hlen].copy_from_slice(head);
 
-                let hmac_start = buf.len();
+                let hmac_start = plain_len;
                 let sha1_hmac = |k: &[u8], p: &[&[u8]]| self.sha1_hmac_provider.sha1_hmac(k, p);
                 Aes128CmSha1_80::rtp_hmac(sha1_hmac, key, output, srtp_index, hmac_start);
 
-                out.truncate(start + buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN);
+                out.truncate(start + plain_len + Aes128CmSha1_80::HMAC_TAG_LEN);
             }
             Derived::AeadAes128Gcm { salt, enc, .. } => {
                 let roc = (srtp_index >> 16) as u32;
 
                 let iv = AeadAes128Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
-                let aad = &buf[..hlen];
+                let aad = head;
 
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
-                out.resize(start + buf.len() + AeadAes128Gcm::TAG_LEN, 0);
+                out.resize(start + plain_len + AeadAes128Gcm::TAG_LEN, 0);
                 let output = &mut out[start..];
                 enc.encrypt(&iv, aad, input, &mut output[hlen..])
                     .expect("rtp encrypt");
@@ -347,11 +353,11 @@ impl SrtpContext {
                 let roc = (srtp_index >> 16) as u32;
 
                 let iv = AeadAes256Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
-                let aad = &buf[..hlen];
+                let aad = head;
 
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
-                out.resize(start + buf.len() + AeadAes256Gcm::TAG_LEN, 0);
+                out.resize(start + plain_len + AeadAes256Gcm::TAG_LEN, 0);
                 let output = &mut out[start..];
                 enc.encrypt(&iv, aad, input, &mut output[hlen..])
                     .expect("rtp encrypt");

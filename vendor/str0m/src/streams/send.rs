@@ -150,9 +150,6 @@ pub struct StreamTx {
     nacks_to_app: bool,
     /// NACKed sequence numbers not yet handed to the application.
     nacked: Vec<SeqNo>,
-    /// A resend the application supplied ([`StreamTx::resend_now`]) while it is being sent.
-    app_resend: Option<RtpPacket>,
-
     /// Determines retransmitted bytes ratio value to clear queued resends.
     rtx_ratio_cap: Option<f32>,
 
@@ -390,7 +387,6 @@ impl StreamTx {
             rtx_cache: RtxCache::new(2000, DEFAULT_RTX_CACHE_DURATION),
             nacks_to_app: false,
             nacked: Vec::new(),
-            app_resend: None,
             rtx_ratio_cap: DEFAULT_RTX_RATIO_CAP,
             last_sender_report: already_happened(),
             pending_request_keyframe: None,
@@ -502,6 +498,14 @@ impl StreamTx {
     ///
     /// The write command carries the RTP payload and optional RTP metadata.
     pub fn write_rtp(&mut self, rtp: RtpWrite) {
+        self.note_write(&rtp);
+        let packet = self.packet_of(rtp);
+        self.send_queue.push(packet);
+    }
+
+    /// What a write tells the stream beyond its packet: the media time and wallclock of the
+    /// newest write, for sender reports.
+    fn note_write(&mut self, rtp: &RtpWrite) {
         let first_call = self.rtp_and_wallclock.is_none();
 
         if first_call && rtp.seq_no.roc() > 0 {
@@ -514,8 +518,6 @@ impl StreamTx {
         }
 
         self.rtp_and_wallclock = Some((rtp.time, rtp.wallclock));
-        let packet = self.packet_of(rtp);
-        self.send_queue.push(packet);
     }
 
     /// The packet a write makes (not timestamped: see `timestamp` below).
@@ -605,7 +607,10 @@ impl StreamTx {
     /// a full `handle_timeout` and `poll_output` round of each subscriber's session).
     ///
     /// Only when nothing is queued before it: otherwise it is queued behind the others (sent by
-    /// the next poll, in order) and `None` is returned, as it is when it cannot be sent.
+    /// the next poll, in order) and `None` is returned, as it is when it cannot be sent. A
+    /// packet sent at once never enters the send queue (its 408 bytes are not moved in and out
+    /// of a queue that is cold in an SFU's cache), and its payload is not copied into `buf`
+    /// when it goes unchanged: the receipt's `body` hands it on to be encrypted from where it is.
     pub(crate) fn send_now(
         &mut self,
         rtp: RtpWrite,
@@ -615,13 +620,20 @@ impl StreamTx {
         params: &[PayloadParams],
         buf: &mut Vec<u8>,
     ) -> Option<PacketReceipt> {
-        let first_in_queue = self.send_queue.is_empty();
-        self.write_rtp(rtp);
-        if !first_in_queue {
+        if !self.send_queue.is_empty() {
+            self.write_rtp(rtp);
             return None;
         }
-        self.send_queue.handle_timeout(now);
-        self.poll_packet_of(now, exts, twcc, params, buf, Take::QueueHead)
+        self.note_write(&rtp);
+        let mut packet = self.packet_of(rtp);
+        packet.timestamp = now;
+        let receipt =
+            self.poll_packet_of(now, exts, twcc, params, buf, Take::Direct(&mut packet))?;
+        self.send_queue.note_emitted(now);
+        if packet.nackable {
+            self.rtx_cache.cache_sent_packet(packet, now);
+        }
+        Some(receipt)
     }
 
     /// Sends `rtp`, a packet sent before (its sequence number the original one), again at
@@ -655,10 +667,7 @@ impl StreamTx {
         if let Some(h) = &mut self.stats.bytes_retransmitted {
             h.push(now, len);
         }
-        self.app_resend = Some(packet);
-        let receipt = self.poll_packet_of(now, exts, twcc, params, buf, Take::AppResend);
-        self.app_resend = None;
-        receipt
+        self.poll_packet_of(now, exts, twcc, params, buf, Take::AppResend(&mut packet))
     }
 
     /// The next packet to send (what `take` says), with its header written to `buf`.
@@ -669,7 +678,7 @@ impl StreamTx {
         twcc: Option<&mut u64>,
         params: &[PayloadParams],
         buf: &mut Vec<u8>,
-        take: Take,
+        take: Take<'_>,
     ) -> Option<PacketReceipt> {
         let mid = self.midrid.mid();
         let rid = self.midrid.rid();
@@ -681,20 +690,32 @@ impl StreamTx {
         let remote_acked_ssrc = self.remote_acked_ssrc;
         let remote_acked_rtx_ssrc = self.remote_acked_rtx_ssrc;
 
-        let (next, is_padding) = if take == Take::QueueHead {
-            (self.poll_packet_regular(now)?, false)
-        } else if take == Take::AppResend {
-            (self.poll_packet_app_resend()?, false)
-        } else if let Some(next) = self.poll_packet_resend(now) {
-            (next, false)
-        } else if let Some(next) = self.poll_packet_regular(now) {
-            (next, false)
-        } else {
-            let next = self.poll_packet_padding(now)?;
-            (next, true)
+        let direct = matches!(take, Take::Direct(_));
+        let (next, is_padding) = match take {
+            Take::Direct(pkt) => {
+                self.count_sent(now, pkt.payload.len() as u64);
+                let seq_no = pkt.seq_no;
+                let kind = NextPacketKind::Regular;
+                (NextPacket { kind, seq_no, pkt }, false)
+            }
+            Take::AppResend(pkt) => {
+                let seq_no = self.seq_no_rtx.inc();
+                let kind = NextPacketKind::Resend(pkt.seq_no);
+                (NextPacket { kind, seq_no, pkt }, false)
+            }
+            Take::Any => {
+                if let Some(next) = self.poll_packet_resend(now) {
+                    (next, false)
+                } else if let Some(next) = self.poll_packet_regular(now) {
+                    (next, false)
+                } else {
+                    let next = self.poll_packet_padding(now)?;
+                    (next, true)
+                }
+            }
         };
 
-        let pop_send_queue = next.kind == NextPacketKind::Regular;
+        let pop_send_queue = next.kind == NextPacketKind::Regular && !direct;
 
         // Need the header for the receipt and modifications
         // TODO: Can we remove this?
@@ -825,7 +846,11 @@ impl StreamTx {
             *twcc += 1;
         }
 
-        buf.resize(DATAGRAM_MAX_PACKET_SIZE, 0);
+        // Sized once and never truncated (the receipt says how much is this packet's): a
+        // shorter buffer grown back per packet would be zeroed per packet.
+        if buf.len() < DATAGRAM_MAX_PACKET_SIZE {
+            buf.resize(DATAGRAM_MAX_PACKET_SIZE, 0);
+        }
 
         let header_len = header.write_to(buf, exts);
         assert!(header_len % 4 == 0, "RTP header must be multiple of 4");
@@ -842,7 +867,11 @@ impl StreamTx {
 
         let pkt = &next.pkt;
 
+        // A packet sent at once unchanged is encrypted from its payload where it is.
+        let body_apart = (direct && pkt.vp8_patch.is_none()).then(|| pkt.payload.clone());
+
         let body_len = match next.kind {
+            NextPacketKind::Regular if body_apart.is_some() => pkt.payload.len(),
             NextPacketKind::Regular | NextPacketKind::Resend(_) => {
                 let body_len = pkt.payload.len();
                 if let Some(patch) = pkt.vp8_patch.as_ref() {
@@ -874,7 +903,11 @@ impl StreamTx {
             }
         };
 
-        buf.truncate(header_len + body_len);
+        let len = if body_apart.is_some() {
+            header_len
+        } else {
+            header_len + body_len
+        };
 
         #[cfg(feature = "_internal_dont_use_log_stats")]
         {
@@ -929,6 +962,8 @@ impl StreamTx {
             seq_no,
             is_padding,
             payload_size: body_len,
+            len,
+            body: body_apart,
         })
     }
 
@@ -1017,27 +1052,22 @@ impl StreamTx {
         })
     }
 
-    fn poll_packet_app_resend(&mut self) -> Option<NextPacket<'_>> {
-        let seq_no = self.seq_no_rtx.inc();
-        let pkt = self.app_resend.as_mut()?;
-        Some(NextPacket {
-            kind: NextPacketKind::Resend(pkt.seq_no),
-            seq_no,
-            pkt,
-        })
+    /// Counts a media packet (not a resend) as sent: the stream's counters, and the byte
+    /// history the resend ratio cap reads.
+    fn count_sent(&mut self, now: Instant, len: u64) {
+        self.stats.update_packet_counts(len, false);
+        if let Some(h) = &mut self.stats.bytes_transmitted {
+            h.push(now, len)
+        }
     }
 
     fn poll_packet_regular(&mut self, now: Instant) -> Option<NextPacket<'_>> {
         // exit via ? here is ok since that means there is nothing to send.
         // The packet remains in the head of the send queue until we
         // finish poll_packet, at which point we move it to the cache.
+        let len = self.send_queue.peek()?.payload.len() as u64;
+        self.count_sent(now, len);
         let pkt = self.send_queue.peek()?;
-
-        let len = pkt.payload.len() as u64;
-        self.stats.update_packet_counts(len, false);
-        if let Some(h) = &mut self.stats.bytes_transmitted {
-            h.push(now, len)
-        }
 
         let seq_no = pkt.seq_no;
 
@@ -1502,14 +1532,14 @@ struct NextPacket<'a> {
 }
 
 /// Which packet [`StreamTx::poll_packet_of`] sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Take {
+#[derive(Debug)]
+enum Take<'a> {
     /// A resend, else the head of the send queue, else padding: a poll.
     Any,
-    /// The head of the send queue only ([`StreamTx::send_now`]).
-    QueueHead,
-    /// The application's resend ([`StreamTx::resend_now`]).
-    AppResend,
+    /// This packet, written now and not queued ([`StreamTx::send_now`]).
+    Direct(&'a mut RtpPacket),
+    /// The application's resend of this packet ([`StreamTx::resend_now`]).
+    AppResend(&'a mut RtpPacket),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1627,9 +1657,9 @@ mod test {
         assert_eq!(second.header.sequence_number, 0);
         assert_eq!(second.header.ext_vals.transport_cc, Some(0));
         assert_eq!(second.payload_size, SRTP_BLOCK_SIZE);
-        assert_eq!(buf.len(), second.header.header_len + second.payload_size);
+        assert_eq!(second.len, second.header.header_len + second.payload_size);
         assert!(
-            RtpHeader::unpad_payload(&buf[second.header.header_len..])
+            RtpHeader::unpad_payload(&buf[second.header.header_len..second.len])
                 .unwrap()
                 .is_empty()
         );
@@ -1696,16 +1726,38 @@ mod test {
             .send_now(write(0), now, &exts, None, codecs.params(), &mut buf)
             .expect("sent at once");
         assert_eq!(*sent.seq_no, 0);
-        assert_eq!(buf.len(), sent.header.header_len + 100);
-        assert_eq!(buf[sent.header.header_len..], [0_u8; 100]);
+        assert_eq!(sent.len, sent.header.header_len, "the header only in buf");
+        assert_eq!(
+            sent.body.as_deref(),
+            Some(&[0_u8; 100][..]),
+            "the body apart"
+        );
         assert_eq!(stream.queue_state(now).snapshot.packet_count, 0);
 
+        // A payload that is patched is written, patched, after the header.
+        let vp8 = [0x90, 0x80, 0x80 | 0x01, 0x02, 0x10, 0x20, 0x30];
+        let patch = crate::packet::Vp8Descriptor::parse(&vp8)
+            .unwrap()
+            .patch()
+            .picture_id(0x0345)
+            .build()
+            .unwrap();
+        let patched = RtpWrite::new(pt, 1.into(), 0, now, vp8.to_vec()).vp8_patch(patch);
+        let sent = stream
+            .send_now(patched, now, &exts, None, codecs.params(), &mut buf)
+            .expect("sent at once");
+        assert!(sent.body.is_none());
+        assert_eq!(
+            buf[sent.header.header_len..sent.len],
+            [0x90, 0x80, 0x80 | 0x03, 0x45, 0x10, 0x20, 0x30]
+        );
+
         // One waits for a timeout: the next goes behind it, and both leave in order.
-        stream.write_rtp(write(1));
-        let queued = stream.send_now(write(2), now, &exts, None, codecs.params(), &mut buf);
+        stream.write_rtp(write(2));
+        let queued = stream.send_now(write(3), now, &exts, None, codecs.params(), &mut buf);
         assert!(queued.is_none(), "not ahead of a queued packet");
         stream.send_queue.handle_timeout(now);
-        for seq in [1, 2] {
+        for seq in [2, 3] {
             let next = stream
                 .poll_packet(now, &exts, None, codecs.params(), &mut buf)
                 .expect("queued packet");
@@ -1713,7 +1765,7 @@ mod test {
         }
 
         // Sent at once for three seconds, never polled: what is counted stays a second's worth.
-        for i in 3..303_u64 {
+        for i in 4..304_u64 {
             let at = now + Duration::from_millis(i * 10);
             let write = RtpWrite::new(pt, i.into(), 0, at, vec![0_u8; 100]);
             stream.send_now(write, at, &exts, None, codecs.params(), &mut buf);
@@ -1768,7 +1820,11 @@ mod test {
         assert_eq!(sent.header.payload_type, rtx_pt);
         assert_eq!(sent.header.timestamp, 450);
         // RTX: the original sequence number, then the original payload.
-        let body = &buf[sent.header.header_len..];
+        assert!(
+            sent.body.is_none(),
+            "a resend's body is written after its header"
+        );
+        let body = &buf[sent.header.header_len..sent.len];
         assert_eq!(body[..2], [0, 5]);
         assert_eq!(body[2..], [5_u8; 100]);
 

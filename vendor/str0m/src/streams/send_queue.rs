@@ -78,6 +78,12 @@ impl SendQueue {
         Some(packet)
     }
 
+    /// Notes a packet of this stream sent without being queued (Jinke's patch:
+    /// `StreamTx::send_now`), as `pop` notes one it hands out.
+    pub fn note_emitted(&mut self, now: Instant) {
+        self.last_emitted = Some(now);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
