@@ -1113,14 +1113,20 @@ impl Shard {
 }
 
 /// The RTP header extensions a peer's session negotiates: str0m's standard set, without
-/// transport-wide sequence numbers for a peer that only receives. Those feed a bandwidth
-/// estimator, which Jinke does not run for subscribers (`link.rs` judges their links from
-/// loss), and they cost a feedback report to parse and a send record per packet per
-/// subscriber. A publisher keeps them: its browser estimates its uplink from our feedback.
+/// transport-wide sequence numbers and absolute send times for a peer that only receives.
+/// Those feed bandwidth estimators (ours from transport-wide feedback, the browser's own from
+/// send times), which Jinke does not use for subscribers (`link.rs` judges their links from
+/// loss), and they cost per packet per subscriber: a feedback report to parse and a send
+/// record, a clock conversion and 4 bytes (4% of an audio packet). A publisher keeps them: its
+/// browser estimates its uplink from our feedback.
 fn extensions(may_publish: bool) -> ExtensionMap {
+    let for_estimators = [
+        Extension::TransportSequenceNumber,
+        Extension::AbsoluteSendTime,
+    ];
     let mut exts = ExtensionMap::empty();
     for (id, ext) in ExtensionMap::standard().iter() {
-        if may_publish || *ext != Extension::TransportSequenceNumber {
+        if may_publish || !for_estimators.contains(ext) {
             exts.set(id, ext.clone());
         }
     }
@@ -1148,4 +1154,25 @@ fn add_opus(codecs: &mut CodecConfig) {
         Some(2),
         format,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_that_only_receives_negotiates_no_extension_for_estimators() {
+        let has = |exts: &ExtensionMap, ext: &Extension| exts.iter().any(|(_, e)| e == ext);
+        let (receiver, publisher) = (extensions(false), extensions(true));
+        for ext in [
+            Extension::TransportSequenceNumber,
+            Extension::AbsoluteSendTime,
+        ] {
+            assert!(!has(&receiver, &ext), "{ext:?}");
+            assert!(has(&publisher, &ext), "{ext:?}");
+        }
+        for ext in [Extension::AudioLevel, Extension::RtpMid] {
+            assert!(has(&receiver, &ext), "{ext:?}");
+        }
+    }
 }
