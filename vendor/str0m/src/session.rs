@@ -1688,7 +1688,9 @@ fn update_max_seq(map: &mut HashMap<Ssrc, SeqNoWindow>, ssrc: Ssrc, seq_no: SeqN
 mod tests {
     use super::*;
     use crate::RtcConfig;
+    use crate::crypto::AeadAes128Gcm;
     use crate::io::DATAGRAM_MTU_TARGET;
+    use crate::media::MediaKind;
     use crate::packet::RedEncoder;
 
     use crate::poll::Readiness;
@@ -1701,6 +1703,71 @@ mod tests {
         let mat = KeyingMaterial::new(&vec![0; profile.keying_material_len()]);
         session.set_keying_material(mat, crypto, profile, true);
         session
+    }
+
+    /// A keyed session (as `keyed_session`, from `config`) with a video media "vid" and its
+    /// send stream (SSRC 42).
+    fn sending_session(config: &RtcConfig) -> (Session, MidRid) {
+        let mut session = Session::new(config);
+        let crypto = crate::crypto::test_default_provider();
+        let profile = SrtpProfile::AEAD_AES_128_GCM;
+        let mat = KeyingMaterial::new(&vec![0; profile.keying_material_len()]);
+        session.set_keying_material(mat, crypto, profile, true);
+        let midrid = MidRid("vid".into(), None);
+        let exts = session.exts.cloned_with_type(false);
+        let media = Media::from_direct_api(midrid.mid(), 0, MediaKind::Video, exts);
+        session.medias.push(media);
+        session.streams.declare_stream_tx(42.into(), None, midrid);
+        (session, midrid)
+    }
+
+    #[test]
+    fn send_rtp_now_sends_what_the_peer_opens_and_a_paced_session_queues() {
+        let now = Instant::now();
+        let (mut session, midrid) = sending_session(&RtcConfig::default());
+        let pt = session.codec_config.params()[0].pt();
+        let write = |seq: u64| RtpWrite::new(pt, seq.into(), 900, now, vec![7_u8; 50]);
+
+        // Two datagrams appended to one buffer, each its own SRTP packet.
+        let mut out = vec![0xee];
+        let first = session.send_rtp_now(now, midrid, write(1), false, true, &mut out);
+        let second = session.send_rtp_now(now, midrid, write(2), false, true, &mut out);
+        let (first, second) = (first.expect("sent at once"), second.expect("sent at once"));
+        // What the peer's receiving context (the same keys: the test's peer is ourselves).
+        let crypto = crate::crypto::test_default_provider();
+        let profile = SrtpProfile::AEAD_AES_128_GCM;
+        let mat = KeyingMaterial::new(&vec![0; profile.keying_material_len()]);
+        let mut peer = SrtpContext::new(crypto, profile, &mat, true);
+        let exts = session.medias[0].remote_extmap().clone();
+        let datagrams = &out[1..];
+        let header = RtpHeader::parse(datagrams, &exts).expect("an RTP header");
+        let len = header.header_len + 50 + AeadAes128Gcm::TAG_LEN;
+        assert_eq!((first, second), (len, len), "each datagram's length");
+        assert_eq!(datagrams.len(), 2 * len);
+        for (i, datagram) in datagrams.chunks(len).enumerate() {
+            let header = RtpHeader::parse(datagram, &exts).expect("an RTP header");
+            assert_eq!(header.sequence_number, i as u16 + 1);
+            assert_eq!(header.ssrc, 42.into());
+            let seq = header.sequence_number as u64;
+            let body = peer.unprotect_rtp(datagram, &header, seq).expect("opens");
+            assert_eq!(body, [7_u8; 50]);
+        }
+
+        // Not connected: queued for the next poll, nothing appended.
+        let before = out.len();
+        let queued = session.send_rtp_now(now, midrid, write(3), false, false, &mut out);
+        assert!(queued.is_none());
+        assert_eq!(out.len(), before);
+
+        // A session that paces (BWE on) always queues: the pacer decides when.
+        let paced = RtcConfig::default().enable_bwe(Some(Bitrate::kbps(500)));
+        let (mut paced, midrid) = sending_session(&paced);
+        let sent = paced.send_rtp_now(now, midrid, write(1), false, true, &mut out);
+        assert!(sent.is_none());
+        assert_eq!(out.len(), before);
+        let stream = paced.streams.stream_tx_by_midrid(midrid).unwrap();
+        assert!(stream.need_timeout(), "queued, waiting for its timestamp");
+        assert_eq!(stream.last_packet(), Some(&[7_u8; 50][..]));
     }
 
     #[test]
