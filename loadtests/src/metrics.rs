@@ -110,6 +110,9 @@ pub struct ReceiverStats {
     pub corrupt: u64,
     /// Send-to-receive latencies in the window, in microseconds.
     pub latencies_us: Vec<u32>,
+    /// The same, of audio packets only: the teacher's voice, which a lesson needs most, and
+    /// which waits whenever it arrives while a video frame is still being sent to everyone.
+    pub audio_latencies_us: Vec<u32>,
     /// What the server said of this client's link, in video packets received by then.
     pub weak_link: WeakLinkLog,
 }
@@ -145,13 +148,12 @@ impl ReceiverStats {
         sent: &SentLog,
         window: Option<(Instant, Instant)>,
     ) {
-        self.tracks
-            .entry(ssrc)
-            .or_insert_with(|| SeqTrack {
-                video: is_video(),
-                ..SeqTrack::default()
-            })
-            .record(seq);
+        let track = self.tracks.entry(ssrc).or_insert_with(|| SeqTrack {
+            video: is_video(),
+            ..SeqTrack::default()
+        });
+        track.record(seq);
+        let video = track.video;
         let offset = match self.ts_offsets.get(&ssrc) {
             Some(o) => Some(*o),
             None => sent.timestamp_of(payload).map(|ts| {
@@ -171,7 +173,11 @@ impl ReceiverStats {
             self.in_window += 1;
             if let Some(at) = sent_at {
                 let us = received.saturating_duration_since(at).as_micros();
-                self.latencies_us.push(us.min(u32::MAX as u128) as u32);
+                let us = us.min(u32::MAX as u128) as u32;
+                self.latencies_us.push(us);
+                if !video {
+                    self.audio_latencies_us.push(us);
+                }
             }
         }
     }
@@ -357,6 +363,26 @@ mod tests {
         }
         assert_eq!(r.video_counts(), (3, 1));
         assert_eq!(r.counts(), (7, 3, 0));
+    }
+
+    #[test]
+    fn audio_latency_is_kept_apart_from_video() {
+        let mut log = SentLog::default();
+        let t0 = Instant::now();
+        log.record(0, b"v", t0);
+        log.record(0, b"a", t0);
+        let window = Some((t0, t0 + Duration::from_secs(1)));
+        let mut r = ReceiverStats::default();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        r.record(1, || true, 1, 0, b"v", at(9), &log, window);
+        r.record(2, || false, 1, 0, b"a", at(2), &log, window);
+        r.record(2, || false, 2, 0, b"a", at(2000), &log, window);
+        assert_eq!(r.latencies_us, [9000, 2000]);
+        assert_eq!(
+            r.audio_latencies_us,
+            [2000],
+            "audio only, in the window only"
+        );
     }
 
     #[test]

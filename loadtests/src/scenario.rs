@@ -128,6 +128,8 @@ pub struct Report {
     pub corrupt: u64,
     /// Send-to-receive latency in the window (same clock).
     pub latency_ms: Millis,
+    /// The same, of audio packets only.
+    pub audio_latency_ms: Millis,
     /// The server's resource use, when its pid was given.
     pub server: Option<ServerUsage>,
     /// The generator's own CPU over the window, % of one core.
@@ -346,6 +348,7 @@ fn report(
 ) -> Report {
     let mut joins = Vec::new();
     let mut latencies = Vec::new();
+    let mut audio_latencies = Vec::new();
     let (mut received, mut lost, mut dups, mut corrupt, mut in_window) = (0, 0, 0, 0, 0);
     let (mut video_received, mut video_lost) = (0, 0);
     let mut weak = crate::metrics::WeakLinkLog::default();
@@ -370,6 +373,7 @@ fn report(
         corrupt += s.corrupt;
         in_window += s.in_window;
         latencies.extend_from_slice(&s.latencies_us);
+        audio_latencies.extend_from_slice(&s.audio_latencies_us);
     }
     let secs = window.as_secs_f64();
     let server = server.map(|(before, after)| {
@@ -414,6 +418,7 @@ fn report(
         duplicates: dups,
         corrupt,
         latency_ms: Millis::of_micros(&mut latencies),
+        audio_latency_ms: Millis::of_micros(&mut audio_latencies),
         server,
         generator_cpu_percent: 100.0 * (generator.1.cpu - generator.0.cpu).as_secs_f64() / secs,
         told_audio_only,
@@ -644,6 +649,14 @@ impl Report {
         line(
             "added latency ms p50 / p99",
             format!("{} / {}", ms(self.latency_ms.p50), ms(self.latency_ms.p99)),
+        );
+        line(
+            "audio latency ms p50 / p99",
+            format!(
+                "{} / {}",
+                ms(self.audio_latency_ms.p50),
+                ms(self.audio_latency_ms.p99)
+            ),
         );
         match &self.server {
             Some(s) => {
