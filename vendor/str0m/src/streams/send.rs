@@ -662,11 +662,8 @@ impl StreamTx {
         }
         let mut packet = self.packet_of(rtp);
         packet.timestamp = now;
-        let len = packet.payload.len() as u64;
-        self.stats.update_packet_counts(len, true);
-        if let Some(h) = &mut self.stats.bytes_retransmitted {
-            h.push(now, len);
-        }
+        self.stats
+            .count_sent(now, packet.payload.len() as u64, true);
         self.poll_packet_of(now, exts, twcc, params, buf, Take::AppResend(&mut packet))
     }
 
@@ -693,7 +690,7 @@ impl StreamTx {
         let direct = matches!(take, Take::Direct(_));
         let (next, is_padding) = match take {
             Take::Direct(pkt) => {
-                self.count_sent(now, pkt.payload.len() as u64);
+                self.stats.count_sent(now, pkt.payload.len() as u64, false);
                 let seq_no = pkt.seq_no;
                 let kind = NextPacketKind::Regular;
                 (NextPacket { kind, seq_no, pkt }, false)
@@ -1035,11 +1032,7 @@ impl StreamTx {
         // Borrow checker gymnastics.
         let pkt = self.rtx_cache.get_cached_packet_by_seq_no(seq_no).unwrap();
 
-        let len = pkt.payload.len() as u64;
-        self.stats.update_packet_counts(len, true);
-        if let Some(h) = &mut self.stats.bytes_retransmitted {
-            h.push(now, len);
-        }
+        self.stats.count_sent(now, pkt.payload.len() as u64, true);
 
         let seq_no = self.seq_no_rtx.inc();
 
@@ -1052,22 +1045,12 @@ impl StreamTx {
         })
     }
 
-    /// Counts a media packet (not a resend) as sent: the stream's counters, and the byte
-    /// history the resend ratio cap reads.
-    fn count_sent(&mut self, now: Instant, len: u64) {
-        self.stats.update_packet_counts(len, false);
-        if let Some(h) = &mut self.stats.bytes_transmitted {
-            h.push(now, len)
-        }
-    }
-
     fn poll_packet_regular(&mut self, now: Instant) -> Option<NextPacket<'_>> {
         // exit via ? here is ok since that means there is nothing to send.
         // The packet remains in the head of the send queue until we
         // finish poll_packet, at which point we move it to the cache.
-        let len = self.send_queue.peek()?.payload.len() as u64;
-        self.count_sent(now, len);
         let pkt = self.send_queue.peek()?;
+        self.stats.count_sent(now, pkt.payload.len() as u64, false);
 
         let seq_no = pkt.seq_no;
 

@@ -63,12 +63,23 @@ impl StreamTxStats {
         }
     }
 
-    pub fn update_packet_counts(&mut self, bytes: u64, is_resend: bool) {
+    /// Counts a packet sent at `now` (a resend when `is_resend`): the counters, and the byte
+    /// history the resend ratio cap reads (one place for the three ways a stream sends:
+    /// polled, at once, and the application's resend; Jinke's patch).
+    pub fn count_sent(&mut self, now: Instant, bytes: u64, is_resend: bool) {
         self.packets += 1;
         self.bytes += bytes;
         if is_resend {
             self.bytes_resent += bytes;
             self.packets_resent += 1;
+        }
+        let history = if is_resend {
+            &mut self.bytes_retransmitted
+        } else {
+            &mut self.bytes_transmitted
+        };
+        if let Some(h) = history {
+            h.push(now, bytes);
         }
     }
 
