@@ -63,6 +63,8 @@ pub struct RtcConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct BweConfig {
     pub(crate) initial_bitrate: Bitrate,
+    /// Whether a pacer spaces the sends (and probes) out. See [`RtcConfig::set_bwe_unpaced`].
+    pub(crate) paced: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -487,6 +489,20 @@ impl RtcConfig {
         self
     }
 
+    /// Estimates the bandwidth (when [`Self::enable_bwe()`] is set) without pacing the sends.
+    ///
+    /// The estimator still learns from the peer's transport-wide feedback and reports its
+    /// estimate, but packets are not spaced out by a pacer: `write_rtp` and
+    /// `DirectApi::send_rtp_now` send as without BWE, and no probes or padding are sent (so the
+    /// estimate grows only with what is sent). For an SFU that only needs to know when a
+    /// subscriber's link is congested, and cannot afford a pacer per subscriber.
+    pub fn set_bwe_unpaced(mut self) -> Self {
+        if let Some(conf) = &mut self.bwe_config {
+            conf.paced = false;
+        }
+        self
+    }
+
     /// The initial bitrate as set by [`Self::enable_bwe()`].
     ///
     /// ```
@@ -873,7 +889,10 @@ impl RtcConfig {
 
 impl BweConfig {
     fn new(initial_bitrate: Bitrate) -> Self {
-        Self { initial_bitrate }
+        Self {
+            initial_bitrate,
+            paced: true,
+        }
     }
 }
 

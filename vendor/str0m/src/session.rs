@@ -167,7 +167,11 @@ impl Session {
         }
         let (pacer, bwe) = if let Some(config) = &config.bwe_config {
             let rate = config.initial_bitrate;
-            let pacer = PacerImpl::leaky_bucket(rate * 2.0);
+            let pacer = if config.paced {
+                PacerImpl::leaky_bucket(rate * 2.0)
+            } else {
+                PacerImpl::null()
+            };
             let bwe = Bwe::new(rate);
             (pacer, Some(bwe))
         } else {
@@ -358,7 +362,13 @@ impl Session {
         // sending media section has both a transport sequence extension and a
         // payload type supporting TWCC feedback. No prior media packet or RTX
         // stream is required. The Direct API uses its configured capabilities.
-        let probe_media = self.srtp_tx.as_ref().and_then(|_| self.probe_media());
+        // An unpaced session (`set_bwe_unpaced`) has no pacer to send probes with.
+        let paced = !matches!(self.pacer, PacerImpl::Null(_));
+        let probe_media = self
+            .srtp_tx
+            .as_ref()
+            .filter(|_| paced)
+            .and_then(|_| self.probe_media());
         let do_probe = probe_media.is_some();
         let bwe = self.bwe.as_mut()?;
 
@@ -1255,7 +1265,7 @@ impl Session {
     /// could not be sent at once: then a packet is queued (or dropped) as
     /// [`StreamTx::write_rtp`] would, for the next poll, and a resend is dropped. Not at once:
     /// without an ICE pair to send on (`connected` false), without SRTP keys, or in a session
-    /// that paces its sends (BWE enabled: the pacer decides when).
+    /// that paces its sends (BWE enabled and not `set_bwe_unpaced`: the pacer decides when).
     pub fn send_rtp_now(
         &mut self,
         now: Instant,
@@ -1768,6 +1778,26 @@ mod tests {
         let stream = paced.streams.stream_tx_by_midrid(midrid).unwrap();
         assert!(stream.need_timeout(), "queued, waiting for its timestamp");
         assert_eq!(stream.last_packet(), Some(&[7_u8; 50][..]));
+    }
+
+    #[test]
+    fn an_unpaced_estimator_sends_at_once_and_never_probes() {
+        let now = Instant::now();
+        let bwe = RtcConfig::default().enable_bwe(Some(Bitrate::kbps(500)));
+        let (mut paced, _) = sending_session(&bwe);
+        let (mut unpaced, midrid) = sending_session(&bwe.clone().set_bwe_unpaced());
+        assert!(unpaced.bwe.is_some(), "it still estimates");
+
+        let pt = unpaced.codec_config.params()[0].pt();
+        let write = RtpWrite::new(pt, 1.into(), 900, now, vec![7_u8; 50]);
+        let mut out = Vec::new();
+        let connected = true;
+        let sent = unpaced.send_rtp_now(now, midrid, write, false, connected, &mut out);
+        assert_eq!(sent, Some(out.len()), "sent at once, not held for a pacer");
+
+        // Its media could carry probes, as the paced session's does; it has no pacer for them.
+        assert!(paced.handle_timeout_bwe(now).is_some());
+        assert!(unpaced.handle_timeout_bwe(now).is_none());
     }
 
     #[test]
