@@ -79,6 +79,12 @@ pub struct PeerSpec {
     pub screen: bool,
     /// Whether it receives while its room is held (a lesson's lobby): teachers and assistants.
     pub moderator: bool,
+    /// Whether the SFU estimates what this receiver's link carries from transport-wide
+    /// feedback (str0m's estimator, unpaced), stepping its video down when the link congests
+    /// before a deep queue on the way loses anything. Costs ~50% more CPU per packet forwarded
+    /// to it (BENCHMARKS.md): for one-to-one lessons and small classes, not lectures. Without
+    /// it, receiver reports' loss alone judges the link (`link.rs`).
+    pub estimates_bandwidth: bool,
     /// Where the SFU reports what happens to this peer.
     pub events: UnboundedSender<PeerEvent>,
 }

@@ -11,9 +11,13 @@
 //! Lossy reports just after a link that was dead both ways is back do not count either: they
 //! count everything sent into the dead link. The loss judged is the subscriber's link's own:
 //! the gaps a publisher's loss left in the stream are taken out first (`route.rs`). Loss from
-//! the RTCP receiver reports is used rather than str0m's bandwidth estimator: that one paces
-//! every packet of every subscriber and cost 30-45% more CPU per forwarded packet
-//! (BENCHMARKS.md). Sans-IO: time is passed in.
+//! the RTCP receiver reports is the signal for everyone. A subscriber of a one-to-one lesson
+//! or a small class also has str0m's bandwidth estimator (transport-wide feedback, unpaced):
+//! when it finds the link congested (its estimate falls well below what is being sent) the
+//! video steps down before a deep queue on the way (a router's buffer: seconds of delay, no
+//! loss yet) fills and loses. Lectures go without it: it costs ~50% more CPU per forwarded
+//! packet (BENCHMARKS.md), and one core must carry a lecture to many. Sans-IO: time is passed
+//! in.
 
 use std::time::{Duration, Instant};
 
@@ -51,6 +55,12 @@ const PROVEN: Duration = Duration::from_secs(3);
 /// now, so for [`SETTLE`] after it lossy reports do not count. (A publisher's outage needs no
 /// such rule: the gap it leaves is taken out of the reports, see `Subscription::downlink_loss`.)
 const OUTAGE: Duration = Duration::from_secs(3);
+/// An estimate that falls below this share of what is being sent means the link is congested:
+/// on a link that carries everything the estimator's decrease lands near 0.85 of what it
+/// carries, so this leaves room for the sending rate's burstiness (keyframes).
+const CONGESTED: f64 = 0.7;
+/// What is being sent is measured over this long (many frames: a keyframe is a burst).
+const SENT_WINDOW: Duration = Duration::from_secs(1);
 
 /// The most a subscriber's link carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -82,6 +92,12 @@ pub(crate) struct LinkController {
     settling: Option<(Step, Instant)>,
     /// When the last datagram came from the subscriber.
     heard: Option<Instant>,
+    /// The estimator's last estimate (bits per second), for subscribers that have one.
+    estimate: Option<u64>,
+    /// Media bytes sent to the subscriber in all, and when: the start of the current window.
+    sent_mark: Option<(u64, Instant)>,
+    /// What was sent in the last whole [`SENT_WINDOW`], in bits per second.
+    sending: u64,
 }
 
 /// Which way the allowance last moved.
@@ -109,6 +125,9 @@ impl Default for LinkController {
             tried_from: None,
             settling: None,
             heard: None,
+            estimate: None,
+            sent_mark: None,
+            sending: 0,
         }
     }
 }
@@ -155,26 +174,10 @@ impl LinkController {
                 _ => {}
             }
             self.bad += 1;
-            let down = if let Some((before, _)) = self.tried_from.take() {
-                // The step up did not fit: back to where the link was clean, and the next try
-                // waits (twice as long as the last, unless this was the first climb).
-                if !std::mem::take(&mut self.climbing) {
-                    self.wait = (self.wait * 2).min(LONGEST_WAIT);
-                }
-                before
-            } else if self.bad < BAD_REPORTS && loss <= HEAVY_LOSS {
+            if self.tried_from.is_none() && self.bad < BAD_REPORTS && loss <= HEAVY_LOSS {
                 return None;
-            } else {
-                self.climbing = false;
-                let down = self.step_down(self.allowance);
-                if loss > SEVERE_LOSS {
-                    self.step_down(down)
-                } else {
-                    down
-                }
-            };
-            self.bad = 0;
-            return self.set(down, Step::Down(loss), now);
+            }
+            return self.back_off(loss, now);
         }
         self.bad = 0;
         if loss >= GOOD_LOSS || matches!(self.settling(now), Some(Step::Up | Step::Resume)) {
@@ -199,6 +202,67 @@ impl LinkController {
             Step::Up
         };
         self.set(up, step, now)
+    }
+
+    /// The estimator said the link carries `estimate` bits per second at `now`, when `sent`
+    /// media bytes had gone to the subscriber in all. Returns the new allowance when it
+    /// changed: one step down (or back from an unproven step up) when the estimate just fell
+    /// below [`CONGESTED`] of what is being sent. Only a fall counts: without probes the
+    /// estimate trails what is sent after each step up, and rises to it when the link is
+    /// clean. Just after a step down, or while video resumes, the queue the step left still
+    /// drains: nothing counts then.
+    pub fn estimate(&mut self, estimate: u64, sent: u64, now: Instant) -> Option<Allowance> {
+        match self.sent_mark {
+            None => self.sent_mark = Some((sent, now)),
+            Some((bytes, at)) => {
+                let span = now.saturating_duration_since(at);
+                if span >= SENT_WINDOW {
+                    let bits = sent.saturating_sub(bytes) as f64 * 8.0;
+                    self.sending = (bits / span.as_secs_f64()) as u64;
+                    self.sent_mark = Some((sent, now));
+                }
+            }
+        }
+        let fell = self
+            .estimate
+            .replace(estimate)
+            .is_some_and(|e| estimate < e);
+        let congested = (estimate as f64) < CONGESTED * self.sending as f64;
+        if !fell || !congested {
+            return None;
+        }
+        if self.settling(now).is_some_and(|step| step != Step::Up) {
+            return None;
+        }
+        tracing::debug!(
+            estimate,
+            sending = self.sending,
+            "the estimator finds the link congested"
+        );
+        self.back_off(0.0, now)
+    }
+
+    /// The link did not carry what was sent (`loss` lost, 0 when the estimator said so): back
+    /// to where it was clean if a step up was not proven (the next try waits twice as long as
+    /// the last, unless this was the first climb), else a step down (two on severe loss).
+    fn back_off(&mut self, loss: f32, now: Instant) -> Option<Allowance> {
+        self.clean_since = None;
+        self.bad = 0;
+        let down = if let Some((before, _)) = self.tried_from.take() {
+            if !std::mem::take(&mut self.climbing) {
+                self.wait = (self.wait * 2).min(LONGEST_WAIT);
+            }
+            before
+        } else {
+            self.climbing = false;
+            let down = self.step_down(self.allowance);
+            if loss > SEVERE_LOSS {
+                self.step_down(down)
+            } else {
+                down
+            }
+        };
+        self.set(down, Step::Down(loss), now)
     }
 
     /// The last step, if reports at `now` may still describe the time before it.
@@ -258,6 +322,79 @@ mod tests {
         assert_eq!(c.allowance(), Allowance::Any);
         c.report(0.0, at(t0, 7000));
         c
+    }
+
+    /// Drives [`LinkController::estimate`] as str0m's stats do: every 200 ms, with the media
+    /// bytes sent so far.
+    struct Estimates {
+        sent: u64,
+    }
+
+    impl Estimates {
+        /// From `from_ms` to `to_ms` (exclusive), sending `kbps`, with the estimate (kbps) that
+        /// `estimate` gives for each moment; returns the allowances that changed, with when.
+        fn feed(
+            &mut self,
+            c: &mut LinkController,
+            t0: Instant,
+            (from_ms, to_ms): (u64, u64),
+            kbps: u64,
+            estimate: impl Fn(u64) -> u64,
+        ) -> Vec<(u64, Allowance)> {
+            let mut changes = Vec::new();
+            for ms in (from_ms..to_ms).step_by(200) {
+                self.sent += kbps * 1000 / 8 / 5;
+                if let Some(a) = c.estimate(estimate(ms) * 1000, self.sent, at(t0, ms)) {
+                    changes.push((ms, a));
+                }
+            }
+            changes
+        }
+    }
+
+    #[test]
+    fn a_falling_estimate_below_what_is_sent_steps_down_before_any_loss() {
+        let t0 = Instant::now();
+        let mut c = at_the_top(t0);
+        let mut e = Estimates { sent: 0 };
+        // The top layer (1.2 Mbps) on a link that carries it: the estimate rises past it.
+        let rising = e.feed(&mut c, t0, (8000, 10_000), 1200, |ms| 900 + (ms - 8000) / 4);
+        assert_eq!(rising, []);
+        // Congested: the estimate falls, first to above 70% of what is sent (a dip), then below.
+        assert_eq!(e.feed(&mut c, t0, (10_000, 10_200), 1200, |_| 900), []);
+        assert_eq!(
+            e.feed(&mut c, t0, (10_200, 10_400), 1200, |_| 800),
+            [(10_200, Allowance::UpToLayer(1))],
+        );
+        // The queue the step left drains: its falling estimates do not count...
+        let draining = e.feed(&mut c, t0, (10_400, 12_400), 500, |ms| {
+            700 - (ms - 10_400) / 10
+        });
+        assert_eq!(draining, []);
+        // ...and after that a fall below the new layer's rate steps down again.
+        assert_eq!(
+            e.feed(&mut c, t0, (12_400, 12_600), 500, |_| 300),
+            [(12_400, Allowance::UpToLayer(0))],
+        );
+    }
+
+    #[test]
+    fn an_estimate_that_trails_a_step_up_is_no_congestion_until_it_falls() {
+        let t0 = Instant::now();
+        let mut c = LinkController::default();
+        c.set_layers(3);
+        let mut e = Estimates { sent: 0 };
+        // The smallest layer, ~150 kbps; str0m starts at 300 kbps.
+        assert_eq!(e.feed(&mut c, t0, (0, 1000), 150, |_| 300), []);
+        assert_eq!(c.report(0.0, at(t0, 1000)), Some(Allowance::UpToLayer(1)));
+        // ~500 kbps now; without probes the estimate climbs behind it, far below for seconds.
+        let trailing = e.feed(&mut c, t0, (1000, 4000), 500, |ms| 300 + (ms - 1000) / 100);
+        assert_eq!(trailing, []);
+        // It falls: the step up did not fit, back to where the link was clean.
+        assert_eq!(
+            e.feed(&mut c, t0, (4000, 4200), 500, |_| 300),
+            [(4000, Allowance::UpToLayer(0))],
+        );
     }
 
     #[test]

@@ -51,7 +51,8 @@ pub(crate) struct Peer {
     pub moderator: bool,
     /// Whether it asked for no camera video (audio and screens only).
     pub video_off: bool,
-    /// Judges its link from the loss it reports; below the smallest layer, audio only.
+    /// Judges its link from the loss it reports (and, in small lessons, from its bandwidth
+    /// estimate); below the smallest layer, audio only.
     pub link: crate::link::LinkController,
     /// Sizes it shows tracks at that it said before their subscriptions started.
     pub views: Vec<(String, Option<(u16, u16)>)>,

@@ -9,6 +9,7 @@ use std::sync::mpsc::TryRecvError;
 use std::time::{Duration, Instant};
 
 use jinke_signaling::{MediaKind, TrackInfo};
+use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
 use str0m::format::{Codec, CodecConfig, FormatParams};
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, Mid, NackRequest};
@@ -24,6 +25,9 @@ use crate::{CloseReason, Command, PeerEvent, PeerId, PeerSpec, SfuError, SfuStat
 
 /// The longest the shard blocks on its socket, bounding how late a control command is seen.
 const MAX_WAIT: Duration = Duration::from_millis(10);
+/// Where a subscriber's bandwidth estimate starts (see `PeerSpec::estimates_bandwidth`): only
+/// its falls are acted on (`link.rs`), so this need not be right, only not zero.
+const ESTIMATE_START: Bitrate = Bitrate::kbps(300);
 
 /// Most video sizes kept for tracks whose subscription has not started (a client cannot grow
 /// the list by naming tracks that do not exist).
@@ -293,6 +297,7 @@ impl Shard {
             .transpose()
             .map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let now = Instant::now();
+        let estimated = spec.receives && spec.estimates_bandwidth;
         let mut config = Rtc::builder()
             .set_rtp_mode(true)
             .set_ice_lite(true)
@@ -305,7 +310,10 @@ impl Shard {
             // second; stats this often carry each one's loss soon after it arrives (and none
             // when no report came), so a step up that does not fit is undone quickly.
             .set_stats_interval(spec.receives.then_some(Duration::from_millis(200)))
-            .set_extension_map(extensions(spec.may_publish))
+            .set_extension_map(extensions(spec.may_publish, estimated))
+            // Its estimates come with the stats (`judge_estimate`); sends stay direct.
+            .enable_bwe(estimated.then_some(ESTIMATE_START))
+            .set_bwe_unpaced()
             .build(now);
         let candidate = Candidate::host(self.announce, "udp")
             .map_err(|e| SfuError::BadSdp(format!("announce address: {e}")))?;
@@ -597,6 +605,11 @@ impl Shard {
             }
             Event::RtpPacket(packet) => self.forward(id, packet),
             Event::MediaEgressStats(stats) => self.judge_link(id, &stats),
+            Event::PeerStats(stats) => {
+                if let Some(estimate) = stats.bwe_tx {
+                    self.judge_estimate(id, estimate.as_u64(), stats.bytes_tx);
+                }
+            }
             Event::KeyframeRequest(req) => {
                 let Some(source) = self.peers.get(&id).and_then(|p| p.source_of(req.mid)) else {
                     return;
@@ -997,6 +1010,27 @@ impl Shard {
         }
     }
 
+    /// A subscriber's bandwidth estimate (`estimate` bits per second, when `sent` media bytes
+    /// had gone to it in all): a congested link steps its camera video down.
+    fn judge_estimate(&mut self, id: PeerId, estimate: u64, sent: u64) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let was_audio_only = peer.audio_only();
+        if peer.video_off {
+            return;
+        }
+        if let Some(allowance) = peer.link.estimate(estimate, sent, Instant::now()) {
+            tracing::debug!(
+                ?id,
+                ?allowance,
+                estimate,
+                "a subscriber's link allowance changed"
+            );
+            self.apply_allowance(id, was_audio_only);
+        }
+    }
+
     /// Holds back or lets through a subscriber's camera videos, and caps their layers, as its
     /// link allows; tells it when audio-only starts and ends.
     fn apply_allowance(&mut self, id: PeerId, was_audio_only: bool) {
@@ -1115,18 +1149,20 @@ impl Shard {
 /// The RTP header extensions a peer's session negotiates: str0m's standard set, without
 /// transport-wide sequence numbers and absolute send times for a peer that only receives.
 /// Those feed bandwidth estimators (ours from transport-wide feedback, the browser's own from
-/// send times), which Jinke does not use for subscribers (`link.rs` judges their links from
-/// loss), and they cost per packet per subscriber: a feedback report to parse and a send
+/// send times), and they cost per packet per subscriber: a feedback report to parse and a send
 /// record, a clock conversion and 4 bytes (4% of an audio packet). A publisher keeps them: its
-/// browser estimates its uplink from our feedback.
-fn extensions(may_publish: bool) -> ExtensionMap {
-    let for_estimators = [
-        Extension::TransportSequenceNumber,
-        Extension::AbsoluteSendTime,
-    ];
+/// browser estimates its uplink from our feedback. A receiver whose link we `estimate` keeps
+/// transport-wide numbers (our estimator's input); most subscribers (a lecture's) have their
+/// links judged from loss alone (`link.rs`).
+fn extensions(may_publish: bool, estimate: bool) -> ExtensionMap {
     let mut exts = ExtensionMap::empty();
     for (id, ext) in ExtensionMap::standard().iter() {
-        if may_publish || !for_estimators.contains(ext) {
+        let keep = match ext {
+            Extension::TransportSequenceNumber => may_publish || estimate,
+            Extension::AbsoluteSendTime => may_publish,
+            _ => true,
+        };
+        if keep {
             exts.set(id, ext.clone());
         }
     }
@@ -1161,9 +1197,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_peer_that_only_receives_negotiates_no_extension_for_estimators() {
+    fn a_peer_that_only_receives_negotiates_no_extension_for_estimators_it_lacks() {
         let has = |exts: &ExtensionMap, ext: &Extension| exts.iter().any(|(_, e)| e == ext);
-        let (receiver, publisher) = (extensions(false), extensions(true));
+        let (receiver, publisher) = (extensions(false, false), extensions(true, false));
+        let estimated = extensions(false, true);
         for ext in [
             Extension::TransportSequenceNumber,
             Extension::AbsoluteSendTime,
@@ -1171,8 +1208,12 @@ mod tests {
             assert!(!has(&receiver, &ext), "{ext:?}");
             assert!(has(&publisher, &ext), "{ext:?}");
         }
+        // Our estimator's input, and not the browser's.
+        assert!(has(&estimated, &Extension::TransportSequenceNumber));
+        assert!(!has(&estimated, &Extension::AbsoluteSendTime));
         for ext in [Extension::AudioLevel, Extension::RtpMid] {
             assert!(has(&receiver, &ext), "{ext:?}");
+            assert!(has(&estimated, &ext), "{ext:?}");
         }
     }
 }

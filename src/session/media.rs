@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use jinke_sfu::{PeerEvent, PeerId, PeerSpec, Sfu, SfuError};
+use jinke_signaling::{LessonMode, Role};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 /// SFU peer ids, unique for the life of the process.
@@ -64,6 +65,9 @@ pub(super) struct Media {
     always: bool,
     /// May share a screen (teachers and assistants).
     may_share: bool,
+    /// Whether the SFU estimates what this participant's link carries (see
+    /// [`PeerSpec::estimates_bandwidth`]): not in lectures, where CPU is what limits.
+    estimated: bool,
     on_stage: bool,
     muted: bool,
 }
@@ -73,8 +77,8 @@ impl Media {
     pub fn new(
         room: &str,
         identity: &str,
-        always: bool,
-        may_share: bool,
+        mode: LessonMode,
+        role: Role,
         on_stage: bool,
         muted: bool,
     ) -> (Media, UnboundedReceiver<PeerEvent>) {
@@ -89,8 +93,9 @@ impl Media {
             sides: Vec::new(),
             side_tx,
             side_events,
-            always,
-            may_share,
+            always: mode.may_publish(role),
+            may_share: role.moderates(),
+            estimated: mode != LessonMode::Lecture,
             on_stage,
             muted,
         };
@@ -117,6 +122,7 @@ impl Media {
             receives: main,
             screen,
             moderator: self.may_share,
+            estimates_bandwidth: main && self.estimated,
             events,
         }
     }

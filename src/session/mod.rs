@@ -272,8 +272,8 @@ impl Session {
         let (mut media, peer_rx) = Media::new(
             &self.lesson.id,
             &you.identity,
-            self.lesson.mode.may_publish(you.role),
-            you.role.moderates(),
+            self.lesson.mode,
+            you.role,
             admission.on_stage,
             admission.muted.contains(&you.identity),
         );
