@@ -10,6 +10,8 @@
 #   SIZES="100 2000" DURATION=20 loadtests/bench.sh
 #   SERVERS=jinke loadtests/bench.sh   # one server only
 #   SIZES=5 DURATION=2 PROFILE=debug loadtests/bench.sh   # the smoke run scripts/test.sh does
+#   SIMULCAST=1 SERVERS=jinke loadtests/bench.sh          # the teacher's camera in three
+#                                      # simulcast layers, as browsers send it (Jinke only)
 #   JINKE_SERVER=/tmp/jinke-before loadtests/bench.sh     # another build of the server
 #                                      # (loadtests/pair.sh runs builds back to back)
 #
@@ -32,6 +34,11 @@ JANUS_EVENT_LOOPS=${JANUS_EVENT_LOOPS:-2}
 JINKE_MEDIA_THREADS=${JINKE_MEDIA_THREADS:-1}
 PROFILE=${PROFILE:-release}
 BIN=target/$PROFILE
+SIMULCAST=${SIMULCAST:-0}
+if [ "$SIMULCAST" = 1 ] && [[ " $SERVERS " == *" janus "* ]]; then
+  echo "SIMULCAST=1 is for Jinke only (the generator's Janus publisher sends one layer): SERVERS=jinke" >&2
+  exit 2
+fi
 
 if [ "${JINKE_BENCH_IN_NS:-}" != 1 ]; then
   if [ "$PROFILE" = release ]; then
@@ -91,6 +98,7 @@ start_jinke() {
   server_pid=$!
   wait_http "http://$SERVER_IP:18500/"
   LOAD_ARGS=(--target jinke --url "http://$SERVER_IP:18500" --api-key "$KEY")
+  if [ "$SIMULCAST" = 1 ]; then LOAD_ARGS+=(--simulcast); fi
 }
 
 start_janus() {

@@ -55,6 +55,10 @@ struct Args {
     /// Clients' sockets take each datagram alone, without UDP GRO.
     #[arg(long)]
     no_udp_gro: bool,
+    /// Publishers send their video as three simulcast layers (Jinke only; see
+    /// `LoadConfig::simulcast`).
+    #[arg(long)]
+    simulcast: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -80,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         join_concurrency: args.join_concurrency,
         join_timeout: Duration::from_secs_f64(args.join_timeout),
         udp_gro: !args.no_udp_gro,
+        simulcast: args.simulcast,
     };
     let report = jinke_load::run_blocking(config)?;
     let text = if args.json {

@@ -77,6 +77,48 @@ pub fn video_frames() -> Result<Vec<Frame>, MediaError> {
     Ok(frames)
 }
 
+/// The simulcast layers a publisher sends with `--simulcast` (Jinke only), named as Chromium
+/// names them: the same clip on each (the SFUs forward without decoding; what differs between
+/// a browser's layers, their size and rate, does not change the per-packet work measured).
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// `packet` (one of [`video_frames`]'s, whose payload descriptor is one byte) with the
+/// descriptor a browser's simulcast encoder writes (RFC 7741 §4.2): a 15-bit PictureID, a
+/// TL0PICIDX and a temporal layer index, of which the first two an SFU rewrites for each subscriber so that they stay continuous across
+/// its layer switches.
+pub fn with_picture_id(packet: &[u8], picture_id: u16, tl0_pic_idx: u8) -> Vec<u8> {
+    let start = packet.first().copied().unwrap_or(0) & 0x10;
+    let mut p = Vec::with_capacity(packet.len() + 4);
+    // X; I (a PictureID follows, M set: 15 bits), L (a TL0PICIDX) and T (a TID byte: the
+    // base temporal layer; RFC 7741 asks for T with L).
+    p.extend([0x80 | start, 0xe0]);
+    p.extend((0x8000 | (picture_id & 0x7fff)).to_be_bytes());
+    p.extend([tl0_pic_idx, 0x00]);
+    p.extend_from_slice(packet.get(1..).unwrap_or_default());
+    p
+}
+
+/// What follows a VP8 payload's descriptor (RFC 7741 §4.2): the part an SFU forwards as it
+/// came. Received packets are checked against what was sent by it.
+pub fn vp8_body(payload: &[u8]) -> &[u8] {
+    let byte = |i: usize| payload.get(i).copied().unwrap_or(0);
+    let mut at = 1;
+    if byte(0) & 0x80 != 0 {
+        let extensions = byte(1);
+        at = 2;
+        if extensions & 0x80 != 0 {
+            at += if byte(at) & 0x80 != 0 { 2 } else { 1 };
+        }
+        if extensions & 0x40 != 0 {
+            at += 1;
+        }
+        if extensions & 0x30 != 0 {
+            at += 1;
+        }
+    }
+    payload.get(at..).unwrap_or_default()
+}
+
 /// One encoded Opus frame and its audio level, as a browser reports it in the RFC 6464 header
 /// extension (`-dBov`, -127..=0).
 pub struct AudioFrame {
@@ -135,6 +177,30 @@ pub fn audio_frames(duration: Duration) -> Result<Vec<AudioFrame>, MediaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_simulcast_descriptor_carries_the_ids_and_leaves_the_body() {
+        let frames = video_frames().unwrap();
+        let first = &frames[0].packets[0];
+        let p = with_picture_id(first, 0x1234, 7);
+        let descriptor = [0x90, 0xe0, 0x92, 0x34, 7, 0];
+        assert_eq!(&p[..6], &descriptor, "S kept, 15-bit id, TL0PICIDX, TID 0");
+        let parsed = str0m::rtp::Vp8Descriptor::parse(&p).expect("as str0m reads it");
+        assert!(
+            parsed.starts_keyframe(&p),
+            "the keyframe's tag right after it"
+        );
+        assert_eq!(vp8_body(&p), &first[1..]);
+        assert_eq!(vp8_body(first), &first[1..], "a one-byte descriptor");
+        let later = with_picture_id(&frames[0].packets[1], 5, 0);
+        assert_eq!(later[0], 0x80, "no start bit on a later packet");
+        assert_eq!(vp8_body(&[0x80, 0x80, 0x05, 9]), &[9], "a 7-bit PictureID");
+        assert_eq!(
+            vp8_body(&[0x80]),
+            &[] as &[u8],
+            "truncated: nothing, no panic"
+        );
+    }
 
     #[test]
     fn the_clip_is_vp8_with_periodic_keyframes() {

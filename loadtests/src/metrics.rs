@@ -21,7 +21,18 @@ pub fn payload_hash(timestamp: u32, payload: &[u8]) -> u64 {
     h ^ (h >> 32)
 }
 
-/// Every packet the publishers sent, with when it was sent.
+/// The part of a packet that a server must forward exactly as it was sent, which receivers
+/// check: all of an audio payload; a video payload after its VP8 descriptor, whose PictureID
+/// and TL0PICIDX a simulcast SFU rewrites per subscriber.
+pub fn checked_part(payload: &[u8], video: bool) -> &[u8] {
+    if video {
+        crate::media::vp8_body(payload)
+    } else {
+        payload
+    }
+}
+
+/// Every packet the publishers sent (its [`checked_part`]), with when it was sent.
 ///
 /// Servers may rewrite RTP timestamps (Janus does; Jinke does not), so a receiver first matches
 /// its stream's first packet by content alone to learn the timestamp offset, then looks packets up
@@ -154,6 +165,7 @@ impl ReceiverStats {
         });
         track.record(seq);
         let video = track.video;
+        let payload = checked_part(payload, video);
         let offset = match self.ts_offsets.get(&ssrc) {
             Some(o) => Some(*o),
             None => sent.timestamp_of(payload).map(|ts| {
@@ -162,7 +174,15 @@ impl ReceiverStats {
                 o
             }),
         };
-        let sent_at = offset.and_then(|o| sent.sent_at(timestamp.wrapping_sub(o), payload));
+        let mut sent_at = offset.and_then(|o| sent.sent_at(timestamp.wrapping_sub(o), payload));
+        if sent_at.is_none()
+            && let Some(ts) = sent.timestamp_of(payload)
+        {
+            // A simulcast SFU re-bases a subscriber's timestamps when it switches its layer:
+            // the offset is learned again from the content.
+            self.ts_offsets.insert(ssrc, timestamp.wrapping_sub(ts));
+            sent_at = sent.sent_at(ts, payload);
+        }
         if sent_at.is_none() {
             self.corrupt += 1;
         }
@@ -343,11 +363,31 @@ mod tests {
         log.record(1960, b"second", t0);
         let mut r = ReceiverStats::default();
         // The server shifted timestamps by 5000.
-        r.record(7, || true, 1, 6000, b"first", t0, &log, None);
-        r.record(7, || true, 2, 6960, b"second", t0, &log, None);
-        r.record(7, || true, 3, 7920, b"forged", t0, &log, None);
+        r.record(7, || false, 1, 6000, b"first", t0, &log, None);
+        r.record(7, || false, 2, 6960, b"second", t0, &log, None);
+        r.record(7, || false, 3, 7920, b"forged", t0, &log, None);
         assert_eq!(r.corrupt, 1);
         assert_eq!(r.counts(), (3, 0, 0));
+        // Re-based (a layer switch): learned again from the content, not taken as corrupt.
+        log.record(2920, b"third", t0);
+        r.record(7, || false, 4, 9920, b"third", t0, &log, None);
+        assert_eq!(r.corrupt, 1);
+    }
+
+    #[test]
+    fn a_video_packet_with_a_rewritten_descriptor_is_as_sent_and_its_body_is_checked() {
+        let mut log = SentLog::default();
+        let t0 = Instant::now();
+        let sent = crate::media::with_picture_id(&[0x10, 1, 2, 3], 100, 4);
+        log.record(1000, checked_part(&sent, true), t0);
+        let mut r = ReceiverStats::default();
+        // The SFU renumbered the PictureID and TL0PICIDX for this subscriber.
+        let forwarded = crate::media::with_picture_id(&[0x10, 1, 2, 3], 7, 9);
+        r.record(7, || true, 1, 1000, &forwarded, t0, &log, None);
+        assert_eq!(r.corrupt, 0);
+        let damaged = crate::media::with_picture_id(&[0x10, 1, 2, 4], 7, 9);
+        r.record(7, || true, 2, 1000, &damaged, t0, &log, None);
+        assert_eq!(r.corrupt, 1);
     }
 
     #[test]
@@ -369,12 +409,12 @@ mod tests {
     fn audio_latency_is_kept_apart_from_video() {
         let mut log = SentLog::default();
         let t0 = Instant::now();
-        log.record(0, b"v", t0);
+        log.record(0, checked_part(b"vp8", true), t0);
         log.record(0, b"a", t0);
         let window = Some((t0, t0 + Duration::from_secs(1)));
         let mut r = ReceiverStats::default();
         let at = |ms| t0 + Duration::from_millis(ms);
-        r.record(1, || true, 1, 0, b"v", at(9), &log, window);
+        r.record(1, || true, 1, 0, b"vp8", at(9), &log, window);
         r.record(2, || false, 1, 0, b"a", at(2), &log, window);
         r.record(2, || false, 2, 0, b"a", at(2000), &log, window);
         assert_eq!(r.latencies_us, [9000, 2000]);

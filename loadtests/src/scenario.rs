@@ -69,6 +69,10 @@ pub struct LoadConfig {
     /// frame as one GSO send pays for splitting it and delivering each packet, which a network
     /// card would do for it in a real deployment.
     pub udp_gro: bool,
+    /// Whether publishers send their video as three simulcast layers, with the VP8 PictureIDs
+    /// a browser's encoder writes, as browsers publish cameras in lessons: the server then
+    /// rewrites each video packet's descriptor for each subscriber. Jinke only.
+    pub simulcast: bool,
 }
 
 /// The server's resource use over the window.
@@ -173,6 +177,7 @@ impl LoadConfig {
             join_concurrency: 8,
             join_timeout: Duration::from_secs(20),
             udp_gro: true,
+            simulcast: false,
         }
     }
 }
@@ -199,6 +204,7 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
     let http = reqwest::Client::new();
     let janus = match config.target {
         Target::Jinke => None,
+        Target::Janus if config.simulcast => bail!("simulcast publishers are for Jinke only"),
         Target::Janus => Some(janus::JanusSession::create(http.clone(), &config.url).await?),
     };
     let participants = match &janus {
@@ -215,6 +221,7 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
         stop,
         publishers: Cell::new(0),
         udp_gro: config.udp_gro,
+        simulcast: config.simulcast,
     });
     let gate = std::sync::Arc::new(Semaphore::new(config.join_concurrency.max(1)));
     let mut tasks = Vec::new();
