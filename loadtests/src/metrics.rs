@@ -117,6 +117,8 @@ pub struct ReceiverStats {
     ts_offsets: HashMap<u32, u32>,
     /// Packets received in the measurement window.
     pub in_window: u64,
+    /// Their RTP payloads' bytes.
+    pub bytes_in_window: u64,
     /// Packets whose content no publisher sent.
     pub corrupt: u64,
     /// Send-to-receive latencies in the window, in microseconds.
@@ -165,6 +167,7 @@ impl ReceiverStats {
         });
         track.record(seq);
         let video = track.video;
+        let size = payload.len() as u64;
         let payload = checked_part(payload, video);
         let offset = match self.ts_offsets.get(&ssrc) {
             Some(o) => Some(*o),
@@ -191,6 +194,7 @@ impl ReceiverStats {
             && received < end
         {
             self.in_window += 1;
+            self.bytes_in_window += size;
             if let Some(at) = sent_at {
                 let us = received.saturating_duration_since(at).as_micros();
                 let us = us.min(u32::MAX as u128) as u32;
@@ -418,6 +422,11 @@ mod tests {
         r.record(2, || false, 1, 0, b"a", at(2), &log, window);
         r.record(2, || false, 2, 0, b"a", at(2000), &log, window);
         assert_eq!(r.latencies_us, [9000, 2000]);
+        assert_eq!(
+            r.bytes_in_window,
+            3 + 1,
+            "whole payloads, in the window only"
+        );
         assert_eq!(
             r.audio_latencies_us,
             [2000],

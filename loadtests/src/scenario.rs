@@ -115,6 +115,9 @@ pub struct Report {
     pub packets_in_window: u64,
     /// Forwarded packets per second in the window.
     pub packets_per_second: f64,
+    /// Their mean RTP payload size in bytes: what the per-packet figures are per (encryption
+    /// and copies grow with it; a workload with more keyframes has larger packets).
+    pub payload_bytes_per_packet: f64,
     /// Unique packets received over the whole run.
     pub received: u64,
     /// Packets missing from the sequence numbers.
@@ -357,6 +360,7 @@ fn report(
     let mut latencies = Vec::new();
     let mut audio_latencies = Vec::new();
     let (mut received, mut lost, mut dups, mut corrupt, mut in_window) = (0, 0, 0, 0, 0);
+    let mut bytes_in_window = 0;
     let (mut video_received, mut video_lost) = (0, 0);
     let mut weak = crate::metrics::WeakLinkLog::default();
     let (mut told_audio_only, mut told_video_back) = (0, 0);
@@ -379,6 +383,7 @@ fn report(
         video_lost += vl;
         corrupt += s.corrupt;
         in_window += s.in_window;
+        bytes_in_window += s.bytes_in_window;
         latencies.extend_from_slice(&s.latencies_us);
         audio_latencies.extend_from_slice(&s.audio_latencies_us);
     }
@@ -413,6 +418,7 @@ fn report(
         window_s: secs,
         packets_in_window: in_window,
         packets_per_second: in_window as f64 / secs,
+        payload_bytes_per_packet: bytes_in_window as f64 / in_window.max(1) as f64,
         received,
         lost,
         loss_percent: if received + lost > 0 {
@@ -638,8 +644,11 @@ impl Report {
         line(
             "forwarded in window",
             format!(
-                "{} packets in {:.1} s ({:.0}/s)",
-                self.packets_in_window, self.window_s, self.packets_per_second
+                "{} packets in {:.1} s ({:.0}/s, {:.0} payload bytes each)",
+                self.packets_in_window,
+                self.window_s,
+                self.packets_per_second,
+                self.payload_bytes_per_packet
             ),
         );
         line(
