@@ -79,6 +79,9 @@ pub(crate) struct LinkController {
     allowance: Allowance,
     /// Layers the subscriber's video has (1 without simulcast).
     layers: u8,
+    /// Whether the subscriber's camera video was reported on ([`LinkController::set_layers`]):
+    /// before, it gets none, and an estimate has nothing to step down.
+    camera: bool,
     bad: u32,
     /// Since when reports have been clean.
     clean_since: Option<Instant>,
@@ -118,6 +121,7 @@ impl Default for LinkController {
         LinkController {
             allowance: Allowance::UpToLayer(0),
             layers: 1,
+            camera: false,
             bad: 0,
             clean_since: None,
             wait: FIRST_TRY,
@@ -140,6 +144,7 @@ impl LinkController {
 
     /// How many layers the subscriber's camera video has (at least 1).
     pub fn set_layers(&mut self, layers: u8) {
+        self.camera = true;
         self.layers = layers.max(1);
     }
 
@@ -207,7 +212,8 @@ impl LinkController {
     /// The estimator said the link carries `estimate` bits per second at `now`, when `sent`
     /// media bytes had gone to the subscriber in all. Returns the new allowance when it
     /// changed: one step down (or back from an unproven step up) when the estimate just fell
-    /// below [`CONGESTED`] of what is being sent. Only a fall counts: without probes the
+    /// below [`CONGESTED`] of what is being sent, once the subscriber gets camera video (one
+    /// that gets sound alone is not told its link is weak). Only a fall counts: without probes the
     /// estimate trails what is sent after each step up, and rises to it when the link is
     /// clean. Just after a step down, or while video resumes, the queue the step left still
     /// drains: nothing counts then.
@@ -228,7 +234,7 @@ impl LinkController {
             .replace(estimate)
             .is_some_and(|e| estimate < e);
         let congested = (estimate as f64) < CONGESTED * self.sending as f64;
-        if !fell || !congested {
+        if !fell || !congested || !self.camera {
             return None;
         }
         if self.settling(now).is_some_and(|step| step != Step::Up) {
@@ -375,6 +381,23 @@ mod tests {
         assert_eq!(
             e.feed(&mut c, t0, (12_400, 12_600), 500, |_| 300),
             [(12_400, Allowance::UpToLayer(0))],
+        );
+    }
+
+    #[test]
+    fn an_estimate_counts_only_once_camera_video_flows() {
+        let t0 = Instant::now();
+        let mut c = LinkController::default();
+        let mut e = Estimates { sent: 0 };
+        // Sound alone (~40 kbps), on a link that falls: no camera to step down, no notice.
+        let falling = e.feed(&mut c, t0, (0, 3000), 40, |ms| 40 - ms / 100);
+        assert_eq!(falling, []);
+        assert_eq!(c.allowance(), Allowance::UpToLayer(0));
+        c.set_layers(3);
+        assert_eq!(
+            e.feed(&mut c, t0, (3000, 3200), 40, |_| 5),
+            [(3000, Allowance::AudioOnly)],
+            "once it has camera video, the smallest layer's fall is to sound alone"
         );
     }
 
