@@ -136,6 +136,19 @@ fn decoded(received: &[Received]) -> Vec<(Instant, usize)> {
     out
 }
 
+/// The longest gap between decodable frames (as [`decoded`] gives them), and when it began
+/// (zero at the first frame when there are fewer than two).
+fn longest_stall(frames: &[(Instant, usize)]) -> (Duration, Instant) {
+    let start = frames.first().map_or_else(Instant::now, |f| f.0);
+    frames
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0, w[0].0))
+        .fold(
+            (Duration::ZERO, start),
+            |a, b| if b.0 > a.0 { b } else { a },
+        )
+}
+
 /// What the student's side reports: the teacher's media as received, the weak-link notices
 /// it was sent, when it connected and when the teacher stopped.
 struct StudentRun {
@@ -328,13 +341,7 @@ fn at_300_kbps_a_student_gets_the_low_layer_and_its_video_never_stalls() {
         }
     }
     let first = frames.first().expect("the student decoded some video").0;
-    let mut stall = (Duration::ZERO, first);
-    for w in frames.windows(2) {
-        let gap = w[1].0 - w[0].0;
-        if gap > stall.0 {
-            stall = (gap, w[0].0);
-        }
-    }
+    let stall = longest_stall(&frames);
     let tail = run
         .stopped_at
         .saturating_duration_since(frames.last().unwrap().0);
@@ -518,11 +525,7 @@ fn behind_a_deep_queue_a_tutored_student_is_stepped_down_before_it_overflows() {
         }
     }
     let frames = decoded(&run.video);
-    let stall = frames
-        .windows(2)
-        .map(|w| w[1].0 - w[0].0)
-        .max()
-        .unwrap_or(RUN);
+    let stall = longest_stall(&frames).0;
     let mut per_layer = [0usize; 3];
     for &(_, layer) in &frames {
         per_layer[layer] += 1;

@@ -5,7 +5,6 @@
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -485,9 +484,9 @@ impl Publisher {
         Some((pt(Codec::Opus)?, pt(Codec::Vp8)?))
     }
 
-    /// Makes the next video frame the clip's next keyframe: a browser answers a keyframe
-    /// request with one within a frame or two, which a simulcast subscriber switching layers
-    /// waits for. (Without simulcast the clip's own keyframes, every 2.5 s, are what the
+    /// Makes the next video frame the clip's next keyframe: a browser's encoder answers a
+    /// keyframe request with its next frame, and a simulcast subscriber switching layers waits
+    /// for it. (Without simulcast the clip's own keyframes, every 2.5 s, are what the
     /// benchmark's figures were measured with: requests are not answered then.)
     fn skip_to_keyframe(&mut self, shared: &Shared) {
         let len = shared.video.len();
@@ -545,8 +544,10 @@ impl Publisher {
             for i in 0..self.video_streams.len() {
                 let (rid, seq) = self.video_streams[i];
                 for (k, packet) in frame.packets.iter().enumerate() {
-                    let payload = if simulcast {
-                        &Arc::from(with_picture_id(packet, picture_id, tl0))
+                    let patched;
+                    let payload: &[u8] = if simulcast {
+                        patched = with_picture_id(packet, picture_id, tl0);
+                        &patched
                     } else {
                         packet
                     };
@@ -580,7 +581,7 @@ impl Publisher {
         pt: Pt,
         seq: u64,
         ts: u32,
-        payload: &Arc<[u8]>,
+        payload: &[u8],
         marker: bool,
         audio_level: Option<i8>,
         now: Instant,
