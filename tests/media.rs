@@ -150,11 +150,11 @@ async fn broken_datagrams_from_a_students_own_address_do_not_end_its_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_to_one_tutoring_works_both_ways() {
     let server = TestServer::start().await;
-    let (mut tutor, pupil) = server
+    let (mut tutor, mut pupil) = server
         .teacher_and_student("one_to_one", "tutor", "pupil")
         .await;
 
-    let from_tutor = tracks_of(&pupil.joined);
+    let from_tutor = pupil.tracks_from("tutor", 2).await;
     let t_audio = track_id(&from_tutor, "tutor", MediaKind::Audio);
     let t_video = track_id(&from_tutor, "tutor", MediaKind::Video);
     // The tutor learns the pupil's tracks from track_published events.
@@ -475,7 +475,7 @@ async fn a_lecture_student_invited_on_stage_is_seen_and_heard_until_taken_off() 
     stage.wait_connected("s1 on stage").await;
 
     // The teacher and the other student receive s1; s1 does not get its own tracks back.
-    let tracks = s2.published_tracks("s1's tracks", 2).await;
+    let tracks = s2.tracks_from("s1", 2).await;
     let audio = track_id(&tracks, "s1", MediaKind::Audio);
     let video = track_id(&tracks, "s1", MediaKind::Video);
     server
@@ -529,6 +529,9 @@ async fn a_teacher_shares_a_screen_that_everyone_receives_until_it_stops() {
     // Students do not share screens.
     assert_refused(student.share_screen().await.err(), ErrorCode::NotAllowed);
 
+    // The camera's tracks, whether listed on joining or announced after: what is announced next
+    // is the screen's.
+    student.tracks_from("teacher", 2).await;
     let mut screen = teacher.share_screen().await.expect("a teacher shares");
     screen.wait_connected("the teacher's screen").await;
     let shared = student.published_tracks("the screen's tracks", 2).await;
@@ -640,13 +643,13 @@ async fn a_student_on_a_weak_link_turns_camera_video_off_and_back_on() {
         .connect(&lesson, "teacher", "teacher", Publish::AudioVideo)
         .await;
     let s = server.token(&lesson, "s1", "student").await;
-    let student = TestClient::join(&server, &s, "s1", Publish::Nothing).await;
+    let mut student = TestClient::join(&server, &s, "s1", Publish::Nothing).await;
     server
         .wait_stats("the teacher's tracks to the student", |s| {
             s.subscriptions == 2
         })
         .await;
-    let tracks = tracks_of(&student.joined);
+    let tracks = student.tracks_from("teacher", 2).await;
     let audio = track_id(&tracks, "teacher", MediaKind::Audio);
     let video = track_id(&tracks, "teacher", MediaKind::Video);
     warm_up(&teacher, &[&student], &audio, &video).await;

@@ -19,7 +19,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::netns::{A_IP, B_IP, run_linked, sh};
-use common::numbered::{track_id, tracks_of};
+use common::numbered::track_id;
 use common::vp8::{Vp8Part, vp8_start};
 use common::*;
 use jinke_signaling::{MediaKind, ServerMessage};
@@ -287,7 +287,7 @@ fn lesson_over(
             student.wait_connected().await;
             let connected_at = Instant::now();
             connected_tx.send(connected_at).unwrap();
-            let tracks = tracks_of(&student.joined);
+            let tracks = student.tracks_from("teacher", 2).await;
             let video = track_id(&tracks, "teacher", MediaKind::Video);
             let audio = track_id(&tracks, "teacher", MediaKind::Audio);
             let mut stop = tokio::task::spawn_blocking(move || stop_rx.recv());

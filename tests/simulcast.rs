@@ -123,10 +123,14 @@ async fn the_layer_that_fits_and_seamless_switches(publish: Publish) {
         .await;
     // The teacher has been sending a while (every layer a keyframe) when the student comes.
     send_frames(&teacher, publish, 0, KEYFRAME_EVERY).await;
-    let student = server
+    let mut student = server
         .connect(&lesson, "student", "student", Publish::Nothing)
         .await;
-    let video = track_id(&tracks_of(&student.joined), "teacher", MediaKind::Video);
+    let video = track_id(
+        &student.tracks_from("teacher", 2).await,
+        "teacher",
+        MediaKind::Video,
+    );
 
     // Nothing said about its view: the student starts on the smallest layer and climbs to the
     // largest as its clean receiver reports come in.

@@ -913,6 +913,38 @@ impl TestClient {
         tracks
     }
 
+    /// `identity`'s `n` tracks as this client learns them: those its `joined` message lists, then
+    /// those announced after it. The shard routes a track before the room lists it (the
+    /// publisher's session announces it when its peer reports it), so a client may join in
+    /// between and learn of it only from a `track_published` message.
+    pub async fn tracks_from(
+        &mut self,
+        identity: &str,
+        n: usize,
+    ) -> Vec<jinke_signaling::TrackInfo> {
+        let listed: Vec<_> = match &self.joined {
+            ServerMessage::Joined { tracks, .. } => tracks.clone(),
+            other => panic!("{}: expected joined, got {other:?}", self.identity),
+        };
+        let mut tracks: Vec<_> = listed
+            .into_iter()
+            .filter(|t| t.identity == identity)
+            .collect();
+        while tracks.len() < n {
+            let what = format!("{identity}'s tracks");
+            if let ServerMessage::TrackPublished(t) = self
+                .expect_event(
+                    &what,
+                    |m| matches!(m, ServerMessage::TrackPublished(t) if t.identity == identity),
+                )
+                .await
+            {
+                tracks.push(t);
+            }
+        }
+        tracks
+    }
+
     /// Packets received on the track with this server track id.
     pub fn received(&self, track_id: &str) -> Vec<Received> {
         self.inbox

@@ -192,7 +192,7 @@ impl Lecture {
                 s.subscriptions == 2 * students
             })
             .await;
-        let tracks = tracks_of(&joined[0].joined);
+        let tracks = joined[0].tracks_from("teacher", 2).await;
         let audio = track_id(&tracks, "teacher", MediaKind::Audio);
         let video = track_id(&tracks, "teacher", MediaKind::Video);
         let receivers: Vec<&TestClient> = joined.iter().collect();
