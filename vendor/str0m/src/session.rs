@@ -158,6 +158,31 @@ struct LastRrtr {
 }
 
 impl Session {
+    /// The cache lines a send reads (see [`crate::Rtc::send_lines`]).
+    pub(crate) fn send_lines(&self, line: &mut impl FnMut(*const u8)) {
+        use crate::addr_of;
+        line(addr_of(&self.medias));
+        line(addr_of(&self.codec_config));
+        line(addr_of(&self.srtp_tx));
+        line(addr_of(&self.twcc));
+        line(addr_of(&self.bwe));
+        line(addr_of(&self.pacer));
+        line(addr_of(&self.poll_packet_buf));
+        line(addr_of(&self.raw_packets));
+        line(addr_of(&self.media_bytes_tx));
+        for media in &self.medias {
+            line(addr_of(media));
+            line(addr_of(media.remote_extmap()));
+        }
+        self.streams.send_lines(line);
+        self.codec_config.send_lines(line);
+        if let Some(srtp) = &self.srtp_tx {
+            srtp.send_lines(line);
+        }
+        line(self.poll_packet_buf.as_ptr());
+        line(self.poll_packet_buf.as_ptr().wrapping_add(64));
+    }
+
     pub fn new(config: &RtcConfig) -> Self {
         let mut id = SessionId::new();
         // Max 2^62 - 1: https://bugzilla.mozilla.org/show_bug.cgi?id=861895
@@ -1729,6 +1754,28 @@ mod tests {
         session.medias.push(media);
         session.streams.declare_stream_tx(42.into(), None, midrid);
         (session, midrid)
+    }
+
+    #[test]
+    fn send_lines_name_the_stream_media_and_buffer_a_send_reads() {
+        let (mut session, midrid) = sending_session(&RtcConfig::default());
+        let mut lines = Vec::new();
+        session.send_lines(&mut |p| lines.push(p as usize));
+        let stream = crate::addr_of(session.streams.stream_tx_by_midrid(midrid).unwrap()) as usize;
+        let media = crate::addr_of(&session.medias[0]) as usize;
+        let buffer = session.poll_packet_buf.as_ptr() as usize;
+        for (what, addr) in [("stream", stream), ("media", media), ("buffer", buffer)] {
+            assert!(
+                lines.contains(&addr),
+                "the {what} at {addr:#x} is not in {lines:x?}"
+            );
+        }
+        let inside = crate::addr_of(&session) as usize
+            ..crate::addr_of(&session) as usize + size_of::<Session>();
+        assert!(
+            lines.iter().filter(|l| !inside.contains(l)).count() >= 4,
+            "the stream, the media, the cipher and the buffer lie outside the session: {lines:x?}"
+        );
     }
 
     #[test]

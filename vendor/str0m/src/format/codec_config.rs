@@ -79,6 +79,10 @@ pub struct CodecConfig {
 }
 
 impl CodecConfig {
+    pub(crate) fn send_lines(&self, line: &mut impl FnMut(*const u8)) {
+        line(self.params.as_ptr().cast());
+    }
+
     /// Creates a new empty config.
     pub fn empty() -> Self {
         CodecConfig::default()

@@ -248,6 +248,17 @@ impl DecryptWarnings {
 }
 
 impl SrtpContext {
+    pub(crate) fn send_lines(&self, line: &mut impl FnMut(*const u8)) {
+        use crate::addr_of;
+        match &self.rtp {
+            Derived::Aes128CmSha1_80 { enc, .. } => line(addr_of(&**enc)),
+            Derived::AeadAes128Gcm { enc, .. } => line(addr_of(&**enc)),
+            Derived::AeadAes256Gcm { enc, .. } => line(addr_of(&**enc)),
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+    }
+
     #[cfg(test)]
     pub fn protect_rtp(
         &mut self,

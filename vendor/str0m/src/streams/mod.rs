@@ -172,6 +172,13 @@ struct RxLookup {
 }
 
 impl Streams {
+    pub(crate) fn send_lines(&self, line: &mut impl FnMut(*const u8)) {
+        line(crate::addr_of(&self.streams_tx));
+        for stream in self.streams_tx.values() {
+            stream.send_lines(line);
+        }
+    }
+
     pub(crate) fn new(enable_stats: bool, mtu_warn: usize, pause_threshold: Duration) -> Self {
         Self {
             streams_rx: Default::default(),

@@ -357,6 +357,17 @@ impl RtpWrite {
 }
 
 impl StreamTx {
+    pub(crate) fn send_lines(&self, line: &mut impl FnMut(*const u8)) {
+        use crate::addr_of;
+        line(addr_of(self));
+        line(addr_of(&self.midrid));
+        line(addr_of(&self.seq_no));
+        line(addr_of(&self.rtp_and_wallclock));
+        line(addr_of(&self.send_queue));
+        line(addr_of(&self.stats));
+        line(addr_of(&self.rtx_cache));
+    }
+
     pub(crate) fn new(
         ssrc: Ssrc,
         rtx: Option<Ssrc>,
