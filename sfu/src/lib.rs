@@ -14,6 +14,7 @@ mod link;
 mod mailbox;
 mod offer;
 mod peer;
+mod prefetch;
 mod repair;
 mod rewrite;
 mod route;

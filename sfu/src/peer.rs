@@ -118,6 +118,13 @@ impl Peer {
         !std::mem::replace(&mut self.dirty, true)
     }
 
+    /// The cache lines a send to this peer reads (see `prefetch`): the peer's own and its
+    /// session's.
+    pub fn send_lines(&self, line: &mut dyn FnMut(*const u8)) {
+        line((self as *const Self).cast());
+        self.rtc.send_lines(&mut |p| line(p));
+    }
+
     /// Media was written to this peer: it gets a timeout input before its next poll. Returns
     /// whether it must be put in the shard's queue, as [`Peer::queue`].
     pub fn written_to(&mut self) -> bool {

@@ -15,6 +15,7 @@ use crate::PeerId;
 use crate::h264::H264Info;
 use crate::keyframe::KeyframeCoalescer;
 use crate::peer::TrackKey;
+use crate::prefetch::SendLines;
 use crate::repair::{PacketCache, Sent, SentLog, layer_index};
 use crate::rewrite::SeqRewriter;
 use crate::simulcast::{LayerFollower, Step, Vp8Info, choose_layer};
@@ -374,6 +375,8 @@ pub(crate) struct Subscription {
     reported: ReportMark,
     /// What it was sent lately (video), to answer its NACKs.
     sent: SentLog,
+    /// The subscriber's session in the cache, as the last send found it.
+    pub lines: SendLines,
 }
 
 /// A receiver report's cumulative figures (RFC 3550 6.4.1), with the server's own count of
@@ -401,6 +404,7 @@ impl Subscription {
             layer_cap: None,
             reported: ReportMark::default(),
             sent: SentLog::default(),
+            lines: SendLines::default(),
         }
     }
 

@@ -826,7 +826,17 @@ impl Shard {
         let Some(route) = self.routes.get_mut(&key) else {
             return;
         };
-        for (i, sub) in route.subscribers_mut().iter_mut().enumerate() {
+        let subs = route.subscribers_mut();
+        for i in 0..subs.len() {
+            // The sessions of the subscribers two places on are fetched into the cache while
+            // this one is sent to (`prefetch`): without, each send waited on its misses.
+            if let Some(ahead) = subs.get(i + 3) {
+                ahead.lines.fetch_notes();
+            }
+            if let Some(ahead) = subs.get(i + 2) {
+                ahead.lines.fetch();
+            }
+            let sub = &mut subs[i];
             let Some(peer) = self.peers.get_mut(&sub.peer) else {
                 continue;
             };
@@ -843,6 +853,7 @@ impl Shard {
                     self.dirty.push(sub.peer);
                 }
             }
+            sub.lines.sent(|line| peer.send_lines(line));
             if (i + 1) % FLUSH_EVERY == 0 {
                 self.outbox.flush(&self.socket);
             }
