@@ -66,9 +66,9 @@ impl SendLines {
 
     /// Asks the CPU to bring these notes themselves into its cache (before [`Self::fetch`]).
     pub fn fetch_notes(&self) {
-        let notes = (self as *const Self).cast::<u8>();
-        for offset in (0..size_of::<Self>()).step_by(LINE) {
-            prefetch(notes.wrapping_add(offset) as usize);
+        let notes = (self as *const Self).cast::<u8>() as usize;
+        for line in (notes & !(LINE - 1)..notes + size_of::<Self>()).step_by(LINE) {
+            prefetch(line);
         }
     }
 
