@@ -170,17 +170,19 @@ impl Session {
         line(addr_of(&self.poll_packet_buf));
         line(addr_of(&self.raw_packets));
         line(addr_of(&self.media_bytes_tx));
-        for media in &self.medias {
-            line(addr_of(media));
-            line(addr_of(media.remote_extmap()));
-        }
-        self.streams.send_lines(line);
         self.codec_config.send_lines(line);
         if let Some(srtp) = &self.srtp_tx {
             srtp.send_lines(line);
         }
         line(self.poll_packet_buf.as_ptr());
         line(self.poll_packet_buf.as_ptr().wrapping_add(64));
+        // Last, as they grow with the session's media: one that keeps only so many lines
+        // keeps the ones above.
+        for media in &self.medias {
+            line(addr_of(media));
+            line(addr_of(media.remote_extmap()));
+        }
+        self.streams.send_lines(line);
     }
 
     pub fn new(config: &RtcConfig) -> Self {
@@ -1770,6 +1772,9 @@ mod tests {
                 "the {what} at {addr:#x} is not in {lines:x?}"
             );
         }
+        // What grows with the session's media comes after what does not.
+        let first = |addr: usize| lines.iter().position(|l| l / 64 == addr / 64);
+        assert!(first(buffer) < first(stream), "{lines:x?}");
         let inside = crate::addr_of(&session) as usize
             ..crate::addr_of(&session) as usize + size_of::<Session>();
         assert!(
