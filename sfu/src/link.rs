@@ -77,11 +77,10 @@ pub(crate) enum Allowance {
 #[derive(Debug)]
 pub(crate) struct LinkController {
     allowance: Allowance,
-    /// Layers the subscriber's video has (1 without simulcast).
-    layers: u8,
-    /// Whether the subscriber's camera video was reported on ([`LinkController::set_layers`]):
-    /// before, it gets none, and an estimate has nothing to step down.
-    camera: bool,
+    /// Layers the subscriber's camera video has (1 without simulcast); `None` until it was
+    /// reported on ([`LinkController::set_layers`]): before, it gets none, and an estimate has
+    /// nothing to step down.
+    layers: Option<u8>,
     bad: u32,
     /// Since when reports have been clean.
     clean_since: Option<Instant>,
@@ -120,8 +119,7 @@ impl Default for LinkController {
     fn default() -> LinkController {
         LinkController {
             allowance: Allowance::UpToLayer(0),
-            layers: 1,
-            camera: false,
+            layers: None,
             bad: 0,
             clean_since: None,
             wait: FIRST_TRY,
@@ -144,8 +142,7 @@ impl LinkController {
 
     /// How many layers the subscriber's camera video has (at least 1).
     pub fn set_layers(&mut self, layers: u8) {
-        self.camera = true;
-        self.layers = layers.max(1);
+        self.layers = Some(layers.max(1));
     }
 
     /// A datagram came from the subscriber at `now` (called for each: one compare and store).
@@ -234,7 +231,7 @@ impl LinkController {
             .replace(estimate)
             .is_some_and(|e| estimate < e);
         let congested = (estimate as f64) < CONGESTED * self.sending as f64;
-        if !fell || !congested || !self.camera {
+        if !fell || !congested || self.layers.is_none() {
             return None;
         }
         if self.settling(now).is_some_and(|step| step != Step::Up) {
@@ -277,8 +274,13 @@ impl LinkController {
             .and_then(|(step, until)| (now < until).then_some(step))
     }
 
+    /// The subscriber's top layer (0 without simulcast, or before its camera was reported on).
+    fn top(&self) -> u8 {
+        self.layers.unwrap_or(1) - 1
+    }
+
     fn step_down(&self, from: Allowance) -> Allowance {
-        let top = self.layers - 1;
+        let top = self.top();
         match from {
             Allowance::Any if top > 0 => Allowance::UpToLayer(top - 1),
             Allowance::UpToLayer(n) if n > 0 => Allowance::UpToLayer(n.min(top) - 1),
@@ -287,7 +289,7 @@ impl LinkController {
     }
 
     fn step_up(&self) -> Allowance {
-        let top = self.layers - 1;
+        let top = self.top();
         match self.allowance {
             Allowance::AudioOnly if top > 0 => Allowance::UpToLayer(0),
             Allowance::UpToLayer(n) if n + 1 < top => Allowance::UpToLayer(n + 1),

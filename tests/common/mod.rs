@@ -901,16 +901,7 @@ impl TestClient {
         what: &str,
         n: usize,
     ) -> Vec<jinke_signaling::TrackInfo> {
-        let mut tracks = Vec::new();
-        while tracks.len() < n {
-            if let ServerMessage::TrackPublished(t) = self
-                .expect_event(what, |m| matches!(m, ServerMessage::TrackPublished(_)))
-                .await
-            {
-                tracks.push(t);
-            }
-        }
-        tracks
+        self.announced(what, n, |_| true).await
     }
 
     /// `identity`'s `n` tracks as this client learns them: those its `joined` message lists, then
@@ -922,20 +913,30 @@ impl TestClient {
         identity: &str,
         n: usize,
     ) -> Vec<jinke_signaling::TrackInfo> {
-        let listed: Vec<_> = match &self.joined {
-            ServerMessage::Joined { tracks, .. } => tracks.clone(),
-            other => panic!("{}: expected joined, got {other:?}", self.identity),
-        };
-        let mut tracks: Vec<_> = listed
-            .into_iter()
-            .filter(|t| t.identity == identity)
-            .collect();
+        let mut tracks = numbered::tracks_of(&self.joined);
+        tracks.retain(|t| t.identity == identity);
+        let more = n.saturating_sub(tracks.len());
+        let what = format!("{identity}'s tracks");
+        tracks.extend(
+            self.announced(&what, more, |t| t.identity == identity)
+                .await,
+        );
+        tracks
+    }
+
+    /// The next `n` tracks announced that `wanted` takes, skipping other events.
+    async fn announced(
+        &mut self,
+        what: &str,
+        n: usize,
+        wanted: impl Fn(&jinke_signaling::TrackInfo) -> bool,
+    ) -> Vec<jinke_signaling::TrackInfo> {
+        let mut tracks = Vec::new();
         while tracks.len() < n {
-            let what = format!("{identity}'s tracks");
             if let ServerMessage::TrackPublished(t) = self
                 .expect_event(
-                    &what,
-                    |m| matches!(m, ServerMessage::TrackPublished(t) if t.identity == identity),
+                    what,
+                    |m| matches!(m, ServerMessage::TrackPublished(t) if wanted(t)),
                 )
                 .await
             {

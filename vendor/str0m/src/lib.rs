@@ -2391,7 +2391,7 @@ pub mod unversioned {
     };
 }
 
-/// Where a value is, for a prefetch (see [`Rtc::prefetch_send`]).
+/// Where a value is, for a prefetch (see [`Rtc::send_lines`]).
 pub(crate) fn addr_of<T: ?Sized>(v: &T) -> *const u8 {
     (v as *const T).cast()
 }
