@@ -8,7 +8,9 @@ use std::time::Duration;
 use common::ws::*;
 use common::*;
 use jinke::tokens::JoinClaims;
-use jinke_signaling::{ByeReason, ClientMessage, ErrorCode, PROTOCOL_VERSION, Role, ServerMessage};
+use jinke_signaling::{
+    ByeReason, ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Role, ServerMessage,
+};
 
 fn signed(server: &TestServer, lesson: &str, exp_offset: i64) -> String {
     let now = jinke::unix_now();
@@ -118,6 +120,31 @@ async fn malformed_messages_get_an_error_and_the_session_goes_on() {
     ));
     send(&mut ws, ClientMessage::Ping.to_json()).await;
     assert_eq!(next_message(&mut ws).await, Some(ServerMessage::Pong));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_up_to_the_limit_is_read_whole_and_a_larger_one_ends_the_session() {
+    let server = TestServer::start().await;
+    let lesson = server.create_lesson("small_class").await;
+    let (mut ws, reply) = join(&server, &lesson, "s1", "student").await;
+    assert!(matches!(reply, Some(ServerMessage::Joined { .. })));
+    // Many times the server's read buffer: still one message, answered once.
+    let sdp = format!("v=0 {}", "x".repeat(MAX_MESSAGE_BYTES - 100));
+    let near = ClientMessage::Offer { sdp }.to_json();
+    assert!(near.len() <= MAX_MESSAGE_BYTES);
+    send(&mut ws, near).await;
+    assert!(matches!(
+        next_message(&mut ws).await,
+        Some(ServerMessage::Error {
+            code: ErrorCode::BadSdp,
+            ..
+        })
+    ));
+    send(&mut ws, ClientMessage::Ping.to_json()).await;
+    assert_eq!(next_message(&mut ws).await, Some(ServerMessage::Pong));
+    send(&mut ws, "x".repeat(MAX_MESSAGE_BYTES + 1)).await;
+    assert_eq!(next_message(&mut ws).await, None, "over the limit");
     server.stop().await;
 }
 
