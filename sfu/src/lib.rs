@@ -21,6 +21,7 @@ mod route;
 mod shard;
 mod simulcast;
 mod speaker;
+mod srtp_gcm;
 pub mod udp;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};

@@ -314,6 +314,7 @@ impl Shard {
             // Its estimates come with the stats (`judge_estimate`); sends stay direct.
             .enable_bwe(estimated.then_some(ESTIMATE_START))
             .set_bwe_unpaced()
+            .set_crypto_provider(crate::srtp_gcm::provider())
             .build(now);
         let candidate = Candidate::host(self.announce, "udp")
             .map_err(|e| SfuError::BadSdp(format!("announce address: {e}")))?;

@@ -2353,6 +2353,28 @@ mod test {
     use super::*;
 
     #[test]
+    fn the_lines_of_a_value_are_every_line_it_spans() {
+        #[repr(align(64))]
+        struct Lines([u8; 256]);
+        let value = Lines([0; 256]);
+        let lines = |v: &[u8]| {
+            let mut named = Vec::new();
+            lines_of(v, &mut |p| named.push(p as usize));
+            named
+        };
+        let at = addr_of(&value) as usize;
+        let all: Vec<usize> = (0..4).map(|i| at + 64 * i).collect();
+        assert_eq!(lines(&value.0), all, "four lines from the first");
+        assert_eq!(
+            lines(&value.0[10..140]),
+            all[..3],
+            "a part: the lines it touches"
+        );
+        assert_eq!(lines(&value.0[63..65]), all[..2]);
+        assert!(lines(&value.0[5..5]).is_empty());
+    }
+
+    #[test]
     fn rtc_is_send() {
         fn is_send<T: Send>(_t: T) {}
         fn is_sync<T: Sync>(_t: T) {}
@@ -2394,4 +2416,18 @@ pub mod unversioned {
 /// Where a value is, for a prefetch (see [`Rtc::send_lines`]).
 pub(crate) fn addr_of<T: ?Sized>(v: &T) -> *const u8 {
     (v as *const T).cast()
+}
+
+/// Every cache line a value spans, for a prefetch (see [`Rtc::send_lines`]): for a value
+/// whose size only its type knows (a crypto provider's cipher behind a `dyn`).
+pub(crate) fn lines_of<T: ?Sized>(v: &T, line: &mut impl FnMut(*const u8)) {
+    const LINE: usize = 64;
+    let start = addr_of(v) as usize;
+    let end = start + std::mem::size_of_val(v);
+    if start == end {
+        return;
+    }
+    for at in (start & !(LINE - 1)..end).step_by(LINE) {
+        line(at as *const u8);
+    }
 }

@@ -249,11 +249,12 @@ impl DecryptWarnings {
 
 impl SrtpContext {
     pub(crate) fn send_lines(&self, line: &mut impl FnMut(*const u8)) {
-        use crate::addr_of;
+        // All of the cipher object: a provider may keep its key schedule in it.
+        use crate::lines_of;
         match &self.rtp {
-            Derived::Aes128CmSha1_80 { enc, .. } => line(addr_of(&**enc)),
-            Derived::AeadAes128Gcm { enc, .. } => line(addr_of(&**enc)),
-            Derived::AeadAes256Gcm { enc, .. } => line(addr_of(&**enc)),
+            Derived::Aes128CmSha1_80 { enc, .. } => lines_of(&**enc, line),
+            Derived::AeadAes128Gcm { enc, .. } => lines_of(&**enc, line),
+            Derived::AeadAes256Gcm { enc, .. } => lines_of(&**enc, line),
             #[allow(unreachable_patterns)]
             _ => {}
         }
