@@ -133,8 +133,11 @@ pub(crate) struct Streams {
     /// Time we last cleaned up unused entries from source_keys_rx.
     last_rx_lookup_cleanup: Instant,
 
-    /// All outgoing encoded streams.
-    streams_tx: HashMap<Ssrc, StreamTx>,
+    /// All outgoing encoded streams, each knowing its SSRC (Jinke's patch: a list, not a map
+    /// by SSRC). A session sends on a few; every send finds its stream by mid and rid, which a
+    /// map could only scan too, through its control bytes: one more cache miss per packet
+    /// that `Rtc::send_lines` could not name.
+    streams_tx: Vec<StreamTx>,
 
     /// Non-media padding source. Its sequence counter survives media changes.
     probe_tx: StreamTx,
@@ -174,7 +177,7 @@ struct RxLookup {
 impl Streams {
     pub(crate) fn send_lines(&self, line: &mut impl FnMut(*const u8)) {
         line(crate::addr_of(&self.streams_tx));
-        for stream in self.streams_tx.values() {
+        for stream in self.streams_tx.iter() {
             stream.send_lines(line);
         }
     }
@@ -184,7 +187,7 @@ impl Streams {
             streams_rx: Default::default(),
             rx_lookup: Default::default(),
             last_rx_lookup_cleanup: already_happened(),
-            streams_tx: Default::default(),
+            streams_tx: Vec::new(),
             probe_tx: StreamTx::new_probe(mtu_warn),
             probe_media: None,
             default_ssrc_tx: 0.into(), // this will be changed
@@ -340,24 +343,34 @@ impl Streams {
         rtx: Option<Ssrc>,
         midrid: MidRid,
     ) -> &mut StreamTx {
-        self.streams_tx
-            .entry(ssrc)
-            .or_insert_with(|| StreamTx::new(ssrc, rtx, midrid, self.enable_stats, self.mtu_warn))
+        let i = match self.streams_tx.iter().position(|s| s.ssrc() == ssrc) {
+            Some(i) => i,
+            None => {
+                let stream = StreamTx::new(ssrc, rtx, midrid, self.enable_stats, self.mtu_warn);
+                self.streams_tx.push(stream);
+                self.streams_tx.len() - 1
+            }
+        };
+        &mut self.streams_tx[i]
     }
 
     pub fn remove_stream_tx(&mut self, ssrc: Ssrc) -> bool {
-        self.streams_tx.remove(&ssrc).is_some()
+        let Some(i) = self.streams_tx.iter().position(|s| s.ssrc() == ssrc) else {
+            return false;
+        };
+        self.streams_tx.remove(i);
+        true
     }
 
     pub(crate) fn local_sender_ssrcs(&self) -> Vec<Ssrc> {
         self.streams_tx
-            .values()
+            .iter()
             .flat_map(|s| std::iter::once(s.ssrc()).chain(s.rtx()))
             .collect()
     }
 
     pub(crate) fn reset_send_buffers(&mut self) {
-        for stream in self.streams_tx.values_mut() {
+        for stream in self.streams_tx.iter_mut() {
             stream.reset_buffers();
         }
     }
@@ -367,7 +380,7 @@ impl Streams {
     }
 
     pub fn stream_tx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
-        self.streams_tx.get_mut(ssrc)
+        self.streams_tx.iter_mut().find(|s| s.ssrc() == *ssrc)
     }
 
     /// Lookup the "main" SSRC and mid for a given SSRC(main or RTX).
@@ -409,7 +422,7 @@ impl Streams {
             .values()
             .filter(|s| !s.ssrc().is_probe())
             .map(|s| s.receiver_report_at(i));
-        let s = self.streams_tx.values().map(|s| s.sender_report_at(i));
+        let s = self.streams_tx.iter().map(|s| s.sender_report_at(i));
         r.chain(s).min()
     }
 
@@ -418,7 +431,7 @@ impl Streams {
     }
 
     pub(crate) fn send_stream(&self) -> Option<Instant> {
-        if self.streams_tx.values().any(|s| s.need_timeout()) {
+        if self.streams_tx.iter().any(|s| s.need_timeout()) {
             Some(already_happened())
         } else {
             None
@@ -468,13 +481,13 @@ impl Streams {
         }
 
         self.mids_to_report.clear(); // start over for StreamTx.
-        for stream in self.streams_tx.values() {
+        for stream in self.streams_tx.iter() {
             if stream.need_sr(now, intervals) {
                 self.mids_to_report.push(stream.mid());
             }
         }
 
-        for stream in self.streams_tx.values_mut() {
+        for stream in self.streams_tx.iter_mut() {
             let mid = stream.mid();
 
             // All StreamTx belonging to the same Mid are reported together.
@@ -498,7 +511,7 @@ impl Streams {
     }
 
     pub(crate) fn poll_keyframe_request(&mut self) -> Option<KeyframeRequest> {
-        self.streams_tx.values_mut().find_map(|s| {
+        self.streams_tx.iter_mut().find_map(|s| {
             let kind = s.poll_keyframe_request()?;
             Some(KeyframeRequest {
                 mid: s.mid(),
@@ -509,7 +522,7 @@ impl Streams {
     }
 
     pub(crate) fn poll_nack_request(&mut self) -> Option<NackRequest> {
-        self.streams_tx.values_mut().find_map(|s| {
+        self.streams_tx.iter_mut().find_map(|s| {
             let seq_nos = s.poll_nacked()?;
             Some(NackRequest {
                 mid: s.mid(),
@@ -534,7 +547,7 @@ impl Streams {
 
     pub(crate) fn poll_remb_request(&mut self) -> Option<(Mid, Bitrate)> {
         self.streams_tx
-            .values_mut()
+            .iter_mut()
             .find_map(|s| s.poll_remb_request().map(|b| (s.mid(), b)))
     }
 
@@ -547,7 +560,7 @@ impl Streams {
     }
 
     pub(crate) fn has_stream_tx(&self, ssrc: Ssrc) -> bool {
-        self.streams_tx.contains_key(&ssrc)
+        self.streams_tx.iter().any(|s| s.ssrc() == ssrc)
     }
 
     pub(crate) fn handle_dlrr(&mut self, now: Instant, dlrr: DlrrItem) {
@@ -569,12 +582,12 @@ impl Streams {
     }
 
     pub(crate) fn streams_tx(&mut self) -> impl Iterator<Item = &mut StreamTx> {
-        self.streams_tx.values_mut()
+        self.streams_tx.iter_mut()
     }
 
     pub(crate) fn ssrcs_tx(&self, mid: Mid) -> Vec<(Ssrc, Option<Ssrc>)> {
         self.streams_tx
-            .values()
+            .iter()
             .filter(|s| s.mid() == mid)
             .map(|s| (s.ssrc(), s.rtx()))
             .collect()
@@ -597,7 +610,7 @@ impl Streams {
                 continue;
             }
 
-            let has_rtx_tx = self.streams_tx.values().any(|s| s.rtx() == Some(ssrc));
+            let has_rtx_tx = self.streams_tx.iter().any(|s| s.rtx() == Some(ssrc));
             if has_rtx_tx {
                 continue;
             }
@@ -626,9 +639,9 @@ impl Streams {
     }
 
     pub(crate) fn first_ssrc_local(&mut self) -> Ssrc {
-        if let Some(ssrc) = self.streams_tx.keys().next() {
+        if let Some(stream) = self.streams_tx.first() {
             // If there is some local Tx SSRC, use that.
-            *ssrc
+            stream.ssrc()
         } else {
             // Fallback in case we don't have any Tx SSRC.
             if *self.default_ssrc_tx == 0 {
@@ -665,7 +678,7 @@ impl Streams {
             queue.midrid = MidRid(MID_PROBE, None);
             queue
         });
-        let mut streams = self.streams_tx.values_mut();
+        let mut streams = self.streams_tx.iter_mut();
         std::iter::from_fn(move || {
             if let Some(stream) = streams.next() {
                 let mut queue = stream.queue_state(now);
@@ -690,7 +703,7 @@ impl Streams {
             self.probe_media?;
             return Some(&mut self.probe_tx);
         }
-        self.streams_tx.values_mut().find(|s| s.is_midrid(midrid))
+        self.streams_tx.iter_mut().find(|s| s.is_midrid(midrid))
     }
 
     pub(crate) fn stream_rx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamRx> {
@@ -698,14 +711,14 @@ impl Streams {
     }
 
     pub(crate) fn remove_streams_by_mid(&mut self, mid: Mid) {
-        self.streams_tx.retain(|_, s| s.mid() != mid);
+        self.streams_tx.retain(|s| s.mid() != mid);
         self.streams_rx.retain(|_, s| s.mid() != mid);
         self.rx_lookup.retain(|_, v| v.mid != mid);
     }
 
     /// An iterator over all the tx streams for a given mid.
     pub(crate) fn streams_tx_by_mid(&mut self, mid: Mid) -> impl Iterator<Item = &mut StreamTx> {
-        self.streams_tx.values_mut().filter(move |s| s.mid() == mid)
+        self.streams_tx.iter_mut().filter(move |s| s.mid() == mid)
     }
 
     /// An iterator over all the rx streams for a given mid.
@@ -798,5 +811,33 @@ impl fmt::Debug for RtpPacket {
             .field("nackable", &self.nackable)
             .field("timestamp", &self.timestamp)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn a_send_stream_is_found_by_the_ssrc_it_has_now() {
+        let mut streams = Streams::new(false, 1200, Duration::from_secs(1));
+        let midrid = MidRid(Mid::from("a"), None);
+        streams.declare_stream_tx(1.into(), Some(2.into()), midrid);
+        // Declared again: the same stream, not a second.
+        streams.declare_stream_tx(1.into(), None, midrid);
+        assert_eq!(streams.local_sender_ssrcs(), [1.into(), 2.into()]);
+
+        // A new SSRC (`DirectApi::reset_stream_tx`): found by it, no longer by the old one.
+        let stream = streams.stream_tx_by_midrid(midrid).unwrap();
+        stream.reset_ssrc(3.into(), Some(4.into()));
+        assert!(streams.stream_tx(&3.into()).is_some());
+        assert!(streams.stream_tx(&1.into()).is_none());
+        assert!(streams.has_stream_tx(3.into()));
+        assert!(!streams.has_stream_tx(1.into()));
+        assert_eq!(streams.first_ssrc_local(), 3.into());
+
+        assert!(!streams.remove_stream_tx(1.into()));
+        assert!(streams.remove_stream_tx(3.into()));
+        assert!(streams.stream_tx_by_midrid(midrid).is_none());
     }
 }
