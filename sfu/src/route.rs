@@ -442,6 +442,14 @@ impl Subscription {
         self.paused = paused;
     }
 
+    /// Whether a batch of packets may have something for this subscriber: `layers` has a bit
+    /// per simulcast layer among them, `None` if any is not simulcast. False only where
+    /// [`Self::rewrite`] returns nothing for each: paused, or layers it neither gets nor
+    /// waits to switch to. A cheap test, before the subscriber's session is looked up.
+    pub fn may_take(&self, layers: Option<u8>) -> bool {
+        !self.paused && layers.is_none_or(|mask| self.layers.taken() & mask != 0)
+    }
+
     /// One of the publisher's packets as this subscriber gets it (its payload type, sequence
     /// number, timestamp and VP8 ids rewritten), or `None` if it gets none (paused, no
     /// matching codec in `codecs`, another layer, or older than the subscription).
@@ -630,6 +638,48 @@ mod tests {
     }
 
     /// A local route of a camera video.
+    #[test]
+    fn a_subscriber_passed_over_would_have_got_nothing() {
+        let codecs = CodecConfig::new_with_defaults();
+        let vp8 = *codecs
+            .iter()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .unwrap();
+        let now = Instant::now();
+        let rids = [Rid::from("q"), Rid::from("h"), Rid::from("f")];
+        let mut seqs = [100_u64, 5000, 9000];
+        let mut sub = subscription();
+        let mut got = [0; 3];
+        // No target yet, then the top layer, a switch down, a pause and a resume.
+        for step in 0..60 {
+            match step {
+                10 => sub.layers.set_target(Some(2)),
+                30 => sub.layers.set_target(Some(0)),
+                40 => sub.set_paused(true),
+                45 => sub.set_paused(false),
+                _ => {}
+            }
+            if step == 20 {
+                assert!(!sub.may_take(Some(0b011)), "following the top layer only");
+            }
+            for layer in 0..3_u8 {
+                let i = usize::from(layer);
+                let mut packet = MediaPacket::for_test(vp8, Some((layer, rids[i])), seqs[i]);
+                packet.keyframe = step % 7 == 0;
+                seqs[i] += 1;
+                let may = sub.may_take(Some(1 << layer));
+                let sent = sub.rewrite(&codecs, &packet, now).is_some();
+                assert!(may || !sent, "step {step}: layer {layer} was for it");
+                got[i] += usize::from(sent);
+            }
+        }
+        assert!(got[0] > 0 && got[1] == 0 && got[2] > 0, "{got:?}");
+        // Without simulcast: whoever is not paused.
+        assert!(sub.may_take(None));
+        sub.set_paused(true);
+        assert!(!sub.may_take(None));
+    }
+
     fn video_route() -> Route {
         let track = TrackInfo {
             track_id: "t".into(),

@@ -70,6 +70,9 @@ pub(crate) struct Shard {
     dirty: Vec<PeerId>,
     /// Datagrams produced by the current poll round, sent together at its end.
     outbox: Outbox,
+    /// Where in its route's list each subscriber a batch of packets may go to is (kept to
+    /// reuse its memory).
+    takers: Vec<usize>,
     /// Peers whose session died, to be removed after the current poll round.
     dead: Vec<PeerId>,
     next_track: u64,
@@ -101,6 +104,7 @@ impl Shard {
             held: HashSet::new(),
             dirty: Vec::new(),
             outbox: Outbox::default(),
+            takers: Vec::new(),
             dead: Vec::new(),
             next_track: 1,
             keyframe_requests: 0,
@@ -828,14 +832,22 @@ impl Shard {
             return;
         };
         let subs = route.subscribers_mut();
-        for i in 0..subs.len() {
+        // With simulcast, only the subscribers on (or switching to) the batch's layers: a
+        // frame of one layer is not walked, looked up and prefetched for everyone.
+        let layers = packets
+            .iter()
+            .try_fold(0, |mask, p| p.layer.map(|(layer, _)| mask | 1 << layer));
+        self.takers.clear();
+        self.takers
+            .extend((0..subs.len()).filter(|&i| subs[i].may_take(layers)));
+        for (n, &i) in self.takers.iter().enumerate() {
             // The sessions of the subscribers two places on are fetched into the cache while
             // this one is sent to (`prefetch`): without, each send waited on its misses.
-            if let Some(ahead) = subs.get(i + 3) {
-                ahead.lines.fetch_notes();
+            if let Some(&ahead) = self.takers.get(n + 3) {
+                subs[ahead].lines.fetch_notes();
             }
-            if let Some(ahead) = subs.get(i + 2) {
-                ahead.lines.fetch();
+            if let Some(&ahead) = self.takers.get(n + 2) {
+                subs[ahead].lines.fetch();
             }
             let sub = &mut subs[i];
             let Some(peer) = self.peers.get_mut(&sub.peer) else {
@@ -855,7 +867,7 @@ impl Shard {
                 }
             }
             sub.lines.sent(|line| peer.send_lines(line));
-            if (i + 1) % FLUSH_EVERY == 0 {
+            if (n + 1) % FLUSH_EVERY == 0 {
                 self.outbox.flush(&self.socket);
             }
         }

@@ -130,6 +130,15 @@ impl LayerFollower {
         self.target.filter(|t| self.current != Some(*t))
     }
 
+    /// The layers [`Self::step`] may forward a packet of, a bit each: the current one and the
+    /// target (on its keyframe).
+    pub fn taken(&self) -> u8 {
+        [self.current, self.target]
+            .into_iter()
+            .flatten()
+            .fold(0, |mask, layer| mask | 1 << layer)
+    }
+
     /// Starts over at the next keyframe (after a pause, the current layer's stream is stale).
     pub fn restart(&mut self) {
         self.current = None;
