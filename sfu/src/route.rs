@@ -637,7 +637,6 @@ mod tests {
         assert_eq!(sub.downlink_loss(9, 0), None, "an older report");
     }
 
-    /// A local route of a camera video.
     #[test]
     fn a_subscriber_passed_over_would_have_got_nothing() {
         let codecs = CodecConfig::new_with_defaults();
@@ -680,6 +679,7 @@ mod tests {
         assert!(!sub.may_take(None));
     }
 
+    /// A local route of a camera video.
     fn video_route() -> Route {
         let track = TrackInfo {
             track_id: "t".into(),

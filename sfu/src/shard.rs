@@ -70,8 +70,8 @@ pub(crate) struct Shard {
     dirty: Vec<PeerId>,
     /// Datagrams produced by the current poll round, sent together at its end.
     outbox: Outbox,
-    /// Where in its route's list each subscriber a batch of packets may go to is (kept to
-    /// reuse its memory).
+    /// Scratch for `send_to_subscribers`: the positions, in the route's list, of the
+    /// subscribers a batch of packets may go to (kept to reuse its memory).
     takers: Vec<usize>,
     /// Peers whose session died, to be removed after the current poll round.
     dead: Vec<PeerId>,
@@ -841,7 +841,7 @@ impl Shard {
         self.takers
             .extend((0..subs.len()).filter(|&i| subs[i].may_take(layers)));
         for (n, &i) in self.takers.iter().enumerate() {
-            // The sessions of the subscribers two places on are fetched into the cache while
+            // The sessions of the subscribers two takers on are fetched into the cache while
             // this one is sent to (`prefetch`): without, each send waited on its misses.
             if let Some(&ahead) = self.takers.get(n + 3) {
                 subs[ahead].lines.fetch_notes();

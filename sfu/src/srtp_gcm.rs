@@ -23,9 +23,9 @@ use str0m::crypto::{
     SupportedAeadAes256Gcm, SupportedAes128CmSha1_80, from_feature_flags,
 };
 
-/// The GCM tag's length in SRTP (RFC 7714 §5.2.2).
+/// The GCM tag's length in SRTP (RFC 7714: 16 octets for both key sizes).
 const TAG: usize = 16;
-/// The GCM nonce's length in SRTP (RFC 7714 §8.1).
+/// The GCM nonce's length in SRTP (RFC 7714: 12 octets, from the salt, SSRC and index).
 const NONCE: usize = 12;
 
 /// The crypto provider for the server's sessions: str0m's default with [`Gcm`] ciphers.
@@ -43,8 +43,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// str0m's default SRTP provider, for what this module leaves to it.
 fn fallback() -> &'static dyn SrtpProvider {
-    static DEFAULT: OnceLock<CryptoProvider> = OnceLock::new();
-    DEFAULT.get_or_init(from_feature_flags).srtp_provider
+    from_feature_flags().srtp_provider
 }
 
 /// SRTP with [`Gcm`] for the AEAD profiles.
