@@ -225,49 +225,34 @@ impl fmt::Debug for Gcm {
     }
 }
 
-impl AeadAes128GcmCipher for Gcm {
-    fn encrypt(
-        &mut self,
-        iv: &[u8; NONCE],
-        aad: &[u8],
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<(), CryptoError> {
-        self.seal(iv, aad, input, output)
-    }
+/// str0m has a cipher trait per key size, of one shape; [`Gcm`] serves both.
+macro_rules! aead_cipher {
+    ($($cipher:ident),+) => {$(
+        impl $cipher for Gcm {
+            fn encrypt(
+                &mut self,
+                iv: &[u8; NONCE],
+                aad: &[u8],
+                input: &[u8],
+                output: &mut [u8],
+            ) -> Result<(), CryptoError> {
+                self.seal(iv, aad, input, output)
+            }
 
-    fn decrypt(
-        &mut self,
-        iv: &[u8; NONCE],
-        aads: &[&[u8]],
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<usize, CryptoError> {
-        self.open(iv, aads, input, output)
-    }
+            fn decrypt(
+                &mut self,
+                iv: &[u8; NONCE],
+                aads: &[&[u8]],
+                input: &[u8],
+                output: &mut [u8],
+            ) -> Result<usize, CryptoError> {
+                self.open(iv, aads, input, output)
+            }
+        }
+    )+};
 }
 
-impl AeadAes256GcmCipher for Gcm {
-    fn encrypt(
-        &mut self,
-        iv: &[u8; NONCE],
-        aad: &[u8],
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<(), CryptoError> {
-        self.seal(iv, aad, input, output)
-    }
-
-    fn decrypt(
-        &mut self,
-        iv: &[u8; NONCE],
-        aads: &[&[u8]],
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<usize, CryptoError> {
-        self.open(iv, aads, input, output)
-    }
-}
+aead_cipher!(AeadAes128GcmCipher, AeadAes256GcmCipher);
 
 #[cfg(test)]
 mod tests {
