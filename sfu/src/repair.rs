@@ -104,17 +104,13 @@ impl SentLog {
 
 #[cfg(test)]
 mod tests {
-    use str0m::format::{Codec, CodecConfig};
+    use str0m::format::Codec;
     use str0m::media::Rid;
 
     use super::*;
 
     fn packet(layer: Option<u8>, seq: u64) -> MediaPacket {
-        let codecs = CodecConfig::new_with_defaults();
-        let vp8 = *codecs
-            .iter()
-            .find(|p| p.spec().codec == Codec::Vp8)
-            .unwrap();
+        let vp8 = MediaPacket::params_of(Codec::Vp8);
         MediaPacket::for_test(vp8, layer.map(|l| (l, Rid::from("q"))), seq)
     }
 

@@ -278,6 +278,15 @@ pub(crate) struct MediaPacket {
 }
 
 impl MediaPacket {
+    /// For tests: the parameters of `codec` in str0m's default codec config.
+    #[cfg(test)]
+    pub fn params_of(codec: str0m::format::Codec) -> PayloadParams {
+        *str0m::format::CodecConfig::new_with_defaults()
+            .iter()
+            .find(|p| p.spec().codec == codec)
+            .expect("a default codec")
+    }
+
     /// For tests: a packet of the track `(PeerId(9), "v")` in `params`'s codec, numbered `seq`
     /// (its payload, 50 bytes of `seq`, and timestamp follow from it).
     #[cfg(test)]
@@ -640,10 +649,7 @@ mod tests {
     #[test]
     fn a_subscriber_passed_over_would_have_got_nothing() {
         let codecs = CodecConfig::new_with_defaults();
-        let vp8 = *codecs
-            .iter()
-            .find(|p| p.spec().codec == Codec::Vp8)
-            .unwrap();
+        let vp8 = MediaPacket::params_of(Codec::Vp8);
         let now = Instant::now();
         let rids = [Rid::from("q"), Rid::from("h"), Rid::from("f")];
         let mut seqs = [100_u64, 5000, 9000];
@@ -695,8 +701,10 @@ mod tests {
         let mut route = video_route();
         route.subscribe(Subscription::new(PeerId(1), Mid::from("a")));
         let codecs = CodecConfig::new_with_defaults();
-        let by_codec = |codec| *codecs.iter().find(|p| p.spec().codec == codec).unwrap();
-        let (vp8, opus) = (by_codec(Codec::Vp8), by_codec(Codec::Opus));
+        let (vp8, opus) = (
+            MediaPacket::params_of(Codec::Vp8),
+            MediaPacket::params_of(Codec::Opus),
+        );
         let now = Instant::now();
         // The publisher's 500..510, 503 lost before the server: the subscriber's 1..=10.
         for seq in (500..510).filter(|&s| s != 503) {
@@ -736,10 +744,7 @@ mod tests {
         let mut route = video_route();
         route.subscribe(Subscription::new(PeerId(1), Mid::from("a")));
         let codecs = CodecConfig::new_with_defaults();
-        let vp8 = *codecs
-            .iter()
-            .find(|p| p.spec().codec == Codec::Vp8)
-            .unwrap();
+        let vp8 = MediaPacket::params_of(Codec::Vp8);
         // A 4 Mbps screen share: ~420 packets of 1,200 bytes in the second a packet is kept.
         let start = Instant::now();
         let packets = 420;

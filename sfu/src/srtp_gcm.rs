@@ -4,11 +4,12 @@
 //!
 //! - The payload is sealed from where it is into the datagram. The default cipher copies it
 //!   into the datagram first and seals it there: a copy of every payload byte per subscriber.
-//! - aws-lc's context (the expanded key and the GHASH table, ~600 bytes) lives in the cipher
+//! - aws-lc's context (the expanded key and the GHASH table, 584 bytes) lives in the cipher
 //!   object that str0m holds, not behind a pointer of its own. `Rtc::send_lines` names every
 //!   line of that object, so the shard prefetches the key with the rest of the subscriber's
 //!   session (`prefetch`); with the default cipher, the key was a miss behind a miss per send
-//!   (profiled: most of the cipher's time outside the AES work itself).
+//!   (profiled, BENCHMARKS.md session 12: the cipher's symbols 9.5% of the server's samples,
+//!   the AES work itself 2.1 points of them; 5.5% with these).
 //!
 //! Everything else (AES-CM, key derivation, DTLS, hashes) is str0m's default provider.
 
@@ -261,66 +262,52 @@ mod tests {
     const IV: [u8; NONCE] = [7; NONCE];
     const HEADER: &[u8] = &[0x80, 0x60, 0, 1, 0, 0, 0, 9, 0, 0, 0, 42];
 
-    /// str0m's default ciphers for a key, the reference here: (sealer, opener).
-    fn reference(key: &[u8]) -> (Box<dyn Cipher>, Box<dyn Cipher>) {
-        let srtp = fallback();
-        match key.len() {
-            16 => {
-                let k: [u8; 16] = key.try_into().unwrap();
-                let gcm = srtp.aead_aes_128_gcm();
-                let (s, o) = (gcm.create_cipher(k, true), gcm.create_cipher(k, false));
-                (Box::new(Ref128(s)), Box::new(Ref128(o)))
-            }
-            _ => {
-                let k: [u8; 32] = key.try_into().unwrap();
-                let gcm = srtp.aead_aes_256_gcm();
-                let (s, o) = (gcm.create_cipher(k, true), gcm.create_cipher(k, false));
-                (Box::new(Ref256(s)), Box::new(Ref256(o)))
-            }
-        }
-    }
-
     /// One interface over both key sizes' traits, for the tests.
     trait Cipher {
         fn seal(&mut self, aad: &[u8], input: &[u8], output: &mut [u8]);
         fn open(&mut self, aads: &[&[u8]], input: &[u8], output: &mut [u8]) -> Option<usize>;
     }
 
-    struct Ref128(Box<dyn AeadAes128GcmCipher>);
-    struct Ref256(Box<dyn AeadAes256GcmCipher>);
-
-    impl Cipher for Ref128 {
-        fn seal(&mut self, aad: &[u8], input: &[u8], output: &mut [u8]) {
-            self.0.encrypt(&IV, aad, input, output).unwrap()
-        }
-        fn open(&mut self, aads: &[&[u8]], input: &[u8], output: &mut [u8]) -> Option<usize> {
-            self.0.decrypt(&IV, aads, input, output).ok()
-        }
+    macro_rules! test_cipher {
+        ($($cipher:ident),+) => {$(
+            impl Cipher for Box<dyn $cipher> {
+                fn seal(&mut self, aad: &[u8], input: &[u8], output: &mut [u8]) {
+                    self.encrypt(&IV, aad, input, output).unwrap()
+                }
+                fn open(&mut self, aads: &[&[u8]], input: &[u8], output: &mut [u8]) -> Option<usize> {
+                    self.decrypt(&IV, aads, input, output).ok()
+                }
+            }
+        )+};
     }
 
-    impl Cipher for Ref256 {
-        fn seal(&mut self, aad: &[u8], input: &[u8], output: &mut [u8]) {
-            self.0.encrypt(&IV, aad, input, output).unwrap()
-        }
-        fn open(&mut self, aads: &[&[u8]], input: &[u8], output: &mut [u8]) -> Option<usize> {
-            self.0.decrypt(&IV, aads, input, output).ok()
-        }
-    }
+    test_cipher!(AeadAes128GcmCipher, AeadAes256GcmCipher);
 
-    /// Ours, through the same traits str0m calls.
-    fn ours(key: &[u8]) -> Box<dyn Cipher> {
-        let provider = provider();
-        let srtp = provider.srtp_provider;
+    /// `srtp`'s cipher for a 16- or 32-byte key, through the traits str0m calls.
+    fn cipher(srtp: &dyn SrtpProvider, key: &[u8], encrypt: bool) -> Box<dyn Cipher> {
         match key.len() {
-            16 => Box::new(Ref128(
+            16 => Box::new(
                 srtp.aead_aes_128_gcm()
-                    .create_cipher(key.try_into().unwrap(), true),
-            )),
-            _ => Box::new(Ref256(
+                    .create_cipher(key.try_into().unwrap(), encrypt),
+            ),
+            _ => Box::new(
                 srtp.aead_aes_256_gcm()
-                    .create_cipher(key.try_into().unwrap(), true),
-            )),
+                    .create_cipher(key.try_into().unwrap(), encrypt),
+            ),
         }
+    }
+
+    /// str0m's default ciphers for a key, the reference here: (sealer, opener).
+    fn reference(key: &[u8]) -> (Box<dyn Cipher>, Box<dyn Cipher>) {
+        (
+            cipher(fallback(), key, true),
+            cipher(fallback(), key, false),
+        )
+    }
+
+    /// Ours.
+    fn ours(key: &[u8]) -> Box<dyn Cipher> {
+        cipher(provider().srtp_provider, key, true)
     }
 
     #[test]

@@ -255,8 +255,6 @@ impl SrtpContext {
             Derived::Aes128CmSha1_80 { enc, .. } => lines_of(&**enc, line),
             Derived::AeadAes128Gcm { enc, .. } => lines_of(&**enc, line),
             Derived::AeadAes256Gcm { enc, .. } => lines_of(&**enc, line),
-            #[allow(unreachable_patterns)]
-            _ => {}
         }
     }
 
