@@ -28,6 +28,9 @@ use str0m::crypto::{
 const TAG: usize = 16;
 /// The GCM nonce's length in SRTP (RFC 7714: 12 octets, from the salt, SSRC and index).
 const NONCE: usize = 12;
+/// The longest authenticated header given in parts that is joined on the stack: SRTCP's
+/// (8 octets of header, 4 of index) with room to spare; a longer one is joined on the heap.
+const AAD_ON_STACK: usize = 64;
 
 /// The crypto provider for the server's sessions: str0m's default with [`Gcm`] ciphers.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -181,12 +184,25 @@ impl Gcm {
         let Some(len) = input.len().checked_sub(TAG).filter(|&n| n <= output.len()) else {
             return Err(failed());
         };
+        // SRTCP passes its header and its index apart: joined on the stack (12 bytes then),
+        // not in an allocation per received RTCP packet.
+        let mut on_stack = [0_u8; AAD_ON_STACK];
         let joined;
         let aad = match aads {
             [one] => *one,
             many => {
-                joined = many.concat();
-                &joined
+                let total: usize = many.iter().map(|part| part.len()).sum();
+                if total <= AAD_ON_STACK {
+                    let mut at = 0;
+                    for part in many {
+                        on_stack[at..at + part.len()].copy_from_slice(part);
+                        at += part.len();
+                    }
+                    &on_stack[..total]
+                } else {
+                    joined = many.concat();
+                    &joined
+                }
             }
         };
         let (ciphertext, tag) = input.split_at(len);
@@ -353,6 +369,35 @@ mod tests {
         let (a, b) = HEADER.split_at(5);
         assert_eq!(mine.open(&[a, b], &sealed, &mut out), Some(payload.len()));
         assert_eq!(out, payload);
+    }
+
+    #[test]
+    fn a_header_in_parts_opens_whether_or_not_it_fits_on_the_stack() {
+        let mut mine = ours(&[4_u8; 16]);
+        let payload = [6_u8; 40];
+        for len in [
+            AAD_ON_STACK - 1,
+            AAD_ON_STACK,
+            AAD_ON_STACK + 1,
+            3 * AAD_ON_STACK,
+        ] {
+            let header: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut sealed = vec![0; payload.len() + TAG];
+            mine.seal(&header, &payload, &mut sealed);
+            let (a, rest) = header.split_at(len / 3);
+            let (b, c) = rest.split_at(rest.len() / 2);
+            let mut out = vec![0; payload.len()];
+            assert_eq!(
+                mine.open(&[a, b, c], &sealed, &mut out),
+                Some(payload.len()),
+                "{len}"
+            );
+            assert_eq!(out, payload);
+            // Each part counts: the same parts with one byte changed do not open.
+            let mut other = c.to_vec();
+            other[0] ^= 1;
+            assert_eq!(mine.open(&[a, b, &other], &sealed, &mut out), None, "{len}");
+        }
     }
 
     #[test]
