@@ -170,7 +170,8 @@ impl Session {
         line(addr_of(&self.poll_packet_buf));
         line(addr_of(&self.raw_packets));
         line(addr_of(&self.media_bytes_tx));
-        self.codec_config.send_lines(line);
+        self.codec_config
+            .send_lines(self.streams.written_pts(), line);
         if let Some(srtp) = &self.srtp_tx {
             srtp.send_lines(line);
         }
@@ -179,8 +180,7 @@ impl Session {
         // Last, as they grow with the session's media: one that keeps only so many lines
         // keeps the ones above.
         for media in &self.medias {
-            line(addr_of(media));
-            line(addr_of(media.remote_extmap()));
+            media.send_lines(line);
         }
         self.streams.send_lines(line);
     }
@@ -1763,10 +1763,25 @@ mod tests {
         let (mut session, midrid) = sending_session(&RtcConfig::default());
         let mut lines = Vec::new();
         session.send_lines(&mut |p| lines.push(p as usize));
-        let stream = crate::addr_of(session.streams.stream_tx_by_midrid(midrid).unwrap()) as usize;
-        let media = crate::addr_of(&session.medias[0]) as usize;
+        let mut stream = Vec::new();
+        let tx = session.streams.stream_tx_by_midrid(midrid).unwrap();
+        tx.send_lines(&mut |p| stream.push(p as usize));
+        assert!(
+            stream.iter().all(|l| lines.contains(l)),
+            "{stream:x?} in {lines:x?}"
+        );
+        let stream = stream[0];
+        let mut media = Vec::new();
+        session.medias[0].send_lines(&mut |p| media.push(p as usize));
+        let (media, extensions) = (media[0], media[1]);
         let buffer = session.poll_packet_buf.as_ptr() as usize;
-        for (what, addr) in [("stream", stream), ("media", media), ("buffer", buffer)] {
+        let named = [
+            ("stream", stream),
+            ("media's mid", media),
+            ("media's extension kinds", extensions),
+            ("buffer", buffer),
+        ];
+        for (what, addr) in named {
             assert!(
                 lines.contains(&addr),
                 "the {what} at {addr:#x} is not in {lines:x?}"
@@ -1781,6 +1796,39 @@ mod tests {
             lines.iter().filter(|l| !inside.contains(l)).count() >= 4,
             "the stream, the media, the cipher and the buffer lie outside the session: {lines:x?}"
         );
+    }
+
+    #[test]
+    fn send_lines_reach_the_codec_entry_of_what_was_sent() {
+        let now = Instant::now();
+        let (mut session, midrid) = sending_session(&RtcConfig::default());
+        let params = session.codec_config.params().to_vec();
+        assert!(params.len() > 4, "the default config's codecs");
+        let lines_of_session = |session: &Session| {
+            let mut lines = Vec::new();
+            session.send_lines(&mut |p| lines.push(p as usize / 64));
+            lines
+        };
+        let end_of = |session: &Session, i: usize| {
+            let entry = &session.codec_config.params()[i];
+            (crate::addr_of(entry) as usize + size_of_val(entry) - 1) / 64
+        };
+        // Nothing sent yet: the first entry only.
+        let lines = lines_of_session(&session);
+        assert!(lines.contains(&end_of(&session, 0)));
+        assert!(!lines.contains(&end_of(&session, 4)), "{lines:x?}");
+
+        // A send's scan goes from the first entry to its payload type's, each line read.
+        let pt = params[4].pt();
+        let write = RtpWrite::new(pt, 1.into(), 900, now, vec![7_u8; 50]);
+        session.send_rtp_now(now, midrid, write, false, true, &mut Vec::new());
+        let lines = lines_of_session(&session);
+        for i in 0..=4 {
+            assert!(
+                lines.contains(&end_of(&session, i)),
+                "entry {i}: {lines:x?}"
+            );
+        }
     }
 
     #[test]

@@ -79,8 +79,20 @@ pub struct CodecConfig {
 }
 
 impl CodecConfig {
-    pub(crate) fn send_lines(&self, line: &mut impl FnMut(*const u8)) {
-        line(self.params.as_ptr().cast());
+    /// The lines a send of these payload types reads: a send scans the list from its start
+    /// to the entry of its payload type (~68 bytes each; Jinke's lecture audio and video are
+    /// the first two, three lines), so every line up to the last of theirs; the first entry's
+    /// when none is given.
+    pub(crate) fn send_lines(
+        &self,
+        pts: impl Iterator<Item = Pt>,
+        line: &mut impl FnMut(*const u8),
+    ) {
+        let scanned = pts
+            .filter_map(|pt| self.params.iter().position(|p| p.pt() == pt))
+            .max()
+            .map_or(self.params.len().min(1), |last| last + 1);
+        crate::lines_of(&self.params[..scanned], line);
     }
 
     /// Creates a new empty config.

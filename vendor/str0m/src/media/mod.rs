@@ -229,6 +229,13 @@ impl Media {
         self.mid
     }
 
+    /// The lines a send reads of this media, for the caller to prefetch: its mid (a send
+    /// finds its stream's media by it) and what it reads of the extension map.
+    pub(crate) fn send_lines(&self, line: &mut impl FnMut(*const u8)) {
+        line(crate::addr_of(&self.mid));
+        line(self.remote_exts.send_line());
+    }
+
     /// Canonical name.
     ///
     /// Persistent transport-level identifier for an RTP source.
@@ -879,5 +886,22 @@ mod receive_timeout_test {
         assert_eq!(media.poll_receive_timeout(None), None);
         media.depayloaders.insert((pt1, rid1), blocked_buffer(base));
         assert_eq!(media.poll_receive_timeout(Some(Duration::ZERO)), Some(base));
+    }
+}
+
+#[cfg(test)]
+mod send_lines_test {
+    use super::*;
+
+    #[test]
+    fn a_media_names_the_lines_of_its_mid_and_of_the_extension_kinds_a_send_reads() {
+        let media =
+            Media::from_direct_api("a".into(), 0, MediaKind::Audio, ExtensionMap::standard());
+        let mut lines = Vec::new();
+        media.send_lines(&mut |p| lines.push(p));
+        assert_eq!(
+            lines,
+            [crate::addr_of(&media.mid), media.remote_exts.send_line()]
+        );
     }
 }

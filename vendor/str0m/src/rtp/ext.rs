@@ -249,6 +249,29 @@ impl Extension {
         Extension::UnknownUri(uri.to_string(), Arc::new(s))
     }
 
+    /// 1 + its place in [`EXT_URI`] for one str0m knows, [`UNKNOWN_KIND`] for one it does not:
+    /// what [`ExtensionMap`] keeps per id to find a known extension without reading its entry.
+    fn kind(&self) -> u8 {
+        use Extension::*;
+        match self {
+            AbsoluteSendTime => 1,
+            AbsoluteCaptureTime => 2,
+            AudioLevel => 3,
+            TransmissionTimeOffset => 4,
+            VideoOrientation => 5,
+            TransportSequenceNumber => 6,
+            PlayoutDelay => 7,
+            VideoContentType => 8,
+            VideoTiming => 9,
+            RtpStreamId => 10,
+            RepairedRtpStreamId => 11,
+            RtpMid => 12,
+            FrameMarking => 13,
+            ColorSpace => 14,
+            UnknownUri(..) => UNKNOWN_KIND,
+        }
+    }
+
     /// Represents the extension as an URI.
     pub fn as_uri(&self) -> &str {
         for (t, spec) in EXT_URI.iter() {
@@ -350,7 +373,18 @@ impl Extension {
 
 /// Mapping between RTP extension id to what extension that is.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ExtensionMap([Option<MapEntry>; MAX_ID as usize]); // index 0 is extmap:1.
+pub struct ExtensionMap {
+    /// The extension at each id: index 0 is extmap:1.
+    entries: [Option<MapEntry>; MAX_ID as usize],
+    /// The [`Extension::kind`] at each id ([`NO_KIND`] where none is): what sending a packet
+    /// reads (`id_of`, `form`, `write_to`), 16 bytes where `entries` are 768.
+    kinds: [u8; MAX_ID as usize],
+}
+
+/// The kind of an id no extension is mapped to.
+const NO_KIND: u8 = 0;
+/// The kind of every [`Extension::UnknownUri`]: what it is must be read from its entry.
+const UNKNOWN_KIND: u8 = EXT_URI.len() as u8 + 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MapEntry {
@@ -361,7 +395,10 @@ struct MapEntry {
 impl ExtensionMap {
     /// Create an empty map.
     pub fn empty() -> Self {
-        ExtensionMap(std::array::from_fn(|_| None))
+        ExtensionMap {
+            entries: std::array::from_fn(|_| None),
+            kinds: [NO_KIND; MAX_ID as usize],
+        }
     }
 
     /// Creates a map with the "standard" mappings.
@@ -383,8 +420,24 @@ impl ExtensionMap {
     }
 
     pub(crate) fn clear(&mut self) {
-        for i in &mut self.0 {
+        for i in &mut self.entries {
             *i = None;
+        }
+        self.kinds = [NO_KIND; MAX_ID as usize];
+    }
+
+    /// The line a send reads of this map (its kinds), for the caller to prefetch.
+    pub(crate) fn send_line(&self) -> *const u8 {
+        crate::addr_of(&self.kinds)
+    }
+
+    /// The extension at index `idx` (id `idx + 1`): a known one from [`EXT_URI`] by its kind,
+    /// so that only an unknown one reads the map's entry.
+    fn at(&self, idx: usize) -> Option<&Extension> {
+        match self.kinds[idx] {
+            NO_KIND => None,
+            UNKNOWN_KIND => self.entries[idx].as_ref().map(|m| &m.ext),
+            kind => Some(&EXT_URI[kind as usize - 1].0),
         }
     }
 
@@ -398,9 +451,10 @@ impl ExtensionMap {
         }
         let idx = id as usize - 1;
 
+        self.kinds[idx] = ext.kind();
         let m = MapEntry { ext, locked: false };
 
-        self.0[idx] = Some(m);
+        self.entries[idx] = Some(m);
     }
 
     /// Look up the extension for the id.
@@ -408,7 +462,7 @@ impl ExtensionMap {
     /// The id must be in 1..=MAX_ID (1-indexed).
     pub fn lookup(&self, id: u8) -> Option<&Extension> {
         if id >= 1 && id <= MAX_ID {
-            self.0[id as usize - 1].as_ref().map(|m| &m.ext)
+            self.at(id as usize - 1)
         } else {
             debug!("Lookup RTP extension out of range 1-{}: {}", MAX_ID, id);
             None
@@ -419,15 +473,19 @@ impl ExtensionMap {
     ///
     /// The returned id will be 1-based.
     pub fn id_of(&self, e: Extension) -> Option<u8> {
-        self.0
-            .iter()
-            .position(|x| x.as_ref().map(|e| &e.ext) == Some(&e))
-            .map(|p| p as u8 + 1)
+        let position = match e.kind() {
+            UNKNOWN_KIND => self
+                .entries
+                .iter()
+                .position(|x| x.as_ref().map(|e| &e.ext) == Some(&e)),
+            kind => self.kinds.iter().position(|&k| k == kind),
+        };
+        position.map(|p| p as u8 + 1)
     }
 
     /// Returns an iterator over the elements of the extension map
     pub fn iter(&self) -> impl Iterator<Item = (u8, &Extension)> + '_ {
-        self.0
+        self.entries
             .iter()
             .enumerate()
             .filter_map(|(i, e)| e.as_ref().map(|e| (i, e)))
@@ -526,10 +584,13 @@ impl ExtensionMap {
     }
 
     pub(crate) fn form(&self, ev: &ExtensionValues) -> ExtensionsForm {
-        if self
-            .iter()
-            .any(|(id, ext)| id > MAX_ID_ONE_BYTE_FORM || ext.requires_two_byte_form(ev))
-        {
+        // Only an unknown extension may need the two-byte form for its value.
+        let needs_two_bytes = |idx: usize| {
+            idx >= MAX_ID_ONE_BYTE_FORM as usize
+                || (self.kinds[idx] == UNKNOWN_KIND
+                    && self.at(idx).is_some_and(|e| e.requires_two_byte_form(ev)))
+        };
+        if (0..self.kinds.len()).any(|idx| self.kinds[idx] != NO_KIND && needs_two_bytes(idx)) {
             ExtensionsForm::TwoByte
         } else {
             ExtensionsForm::OneByte
@@ -545,11 +606,11 @@ impl ExtensionMap {
         let orig_len = ext_buf.len();
         let mut b = ext_buf;
 
-        for (idx, x) in self.0.iter().enumerate() {
-            if let Some(v) = x {
+        for idx in 0..self.kinds.len() {
+            if let Some(ext) = self.at(idx) {
                 match form {
                     ExtensionsForm::OneByte => {
-                        if let Some(n) = v.ext.write_to(&mut b[1..], ev) {
+                        if let Some(n) = ext.write_to(&mut b[1..], ev) {
                             assert!(n <= 16);
                             assert!(n > 0);
                             b[0] = (idx as u8 + 1) << 4 | (n as u8 - 1);
@@ -557,7 +618,7 @@ impl ExtensionMap {
                         }
                     }
                     ExtensionsForm::TwoByte => {
-                        if let Some(n) = v.ext.write_to(&mut b[2..], ev) {
+                        if let Some(n) = ext.write_to(&mut b[2..], ev) {
                             b[0] = (idx + 1) as u8;
                             b[1] = n as u8;
                             b = &mut b[2 + n..];
@@ -586,7 +647,7 @@ impl ExtensionMap {
         let new_index = id as usize - 1;
 
         let Some(old_index) = self
-            .0
+            .entries
             .iter()
             .enumerate()
             .find(|(_, m)| m.as_ref().map(|m| &m.ext) == Some(ext))
@@ -596,7 +657,7 @@ impl ExtensionMap {
         };
 
         // Unwrap OK because index is checking just above.
-        let old = self.0[old_index].as_mut().unwrap();
+        let old = self.entries[old_index].as_mut().unwrap();
 
         let is_change = new_index != old_index;
 
@@ -616,7 +677,8 @@ impl ExtensionMap {
             return;
         }
 
-        self.0.swap(old_index, new_index);
+        self.entries.swap(old_index, new_index);
+        self.kinds.swap(old_index, new_index);
     }
 }
 
@@ -1213,7 +1275,7 @@ impl fmt::Debug for ExtensionMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Extensions(")?;
         let joined = self
-            .0
+            .entries
             .iter()
             .enumerate()
             .filter_map(|(i, v)| v.as_ref().map(|v| (i + 1, v)))
@@ -1281,6 +1343,112 @@ impl Eq for Extension {}
 #[cfg(test)]
 mod test {
     use super::*;
+
+    /// A user extension writing `len` bytes of `byte`, read back as a [`Seen`].
+    #[derive(Debug)]
+    struct Fill {
+        byte: u8,
+        len: usize,
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct Seen(Vec<u8>);
+
+    impl ExtensionSerializer for Fill {
+        fn write_to(&self, buf: &mut [u8], _ev: &ExtensionValues) -> usize {
+            buf[..self.len].fill(self.byte);
+            self.len
+        }
+        fn parse_value(&self, buf: &[u8], ev: &mut ExtensionValues) -> bool {
+            ev.user_values.set(Seen(buf.to_vec()));
+            true
+        }
+        fn is_video(&self) -> bool {
+            true
+        }
+        fn is_audio(&self) -> bool {
+            true
+        }
+        fn requires_two_byte_form(&self, _ev: &ExtensionValues) -> bool {
+            self.len > 16
+        }
+    }
+
+    #[test]
+    fn a_known_extension_s_kind_is_its_place_in_the_uri_table() {
+        for (i, (ext, uri)) in EXT_URI.iter().enumerate() {
+            assert_eq!(ext.kind() as usize, i + 1, "{uri}");
+            assert_eq!(Extension::from_sdp_uri(uri).kind(), ext.kind(), "{uri}");
+        }
+        let user = Extension::with_serializer("urn:x", Fill { byte: 1, len: 1 });
+        assert_eq!(user.kind(), UNKNOWN_KIND);
+        assert_eq!(Extension::from_sdp_uri("urn:y").kind(), UNKNOWN_KIND);
+        assert_ne!(NO_KIND, UNKNOWN_KIND);
+    }
+
+    #[test]
+    fn the_map_finds_writes_and_reads_what_its_entries_hold_after_set_swap_and_clear() {
+        let user = |len| Extension::with_serializer("urn:x", Fill { byte: 0xab, len });
+        let mut exts = ExtensionMap::empty();
+        exts.set(1, Extension::AudioLevel);
+        exts.set(3, Extension::TransportSequenceNumber);
+        exts.set(4, Extension::RtpMid);
+        exts.set(5, user(2));
+        // The remote's numbering: the sequence number moves from 3 to 7, the mid stays.
+        exts.remap(&[
+            (7, &Extension::TransportSequenceNumber),
+            (4, &Extension::RtpMid),
+        ]);
+
+        let entries: Vec<(u8, Extension)> = exts.iter().map(|(id, e)| (id, e.clone())).collect();
+        assert_eq!(
+            entries.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [1, 4, 5, 7]
+        );
+        for id in 1..=MAX_ID {
+            let entry = entries.iter().find(|(at, _)| *at == id).map(|(_, e)| e);
+            assert_eq!(exts.lookup(id), entry, "id {id}");
+        }
+        assert_eq!(exts.id_of(Extension::AudioLevel), Some(1));
+        assert_eq!(exts.id_of(Extension::TransportSequenceNumber), Some(7));
+        assert_eq!(exts.id_of(Extension::RtpMid), Some(4));
+        assert_eq!(exts.id_of(user(2)), Some(5));
+        assert_eq!(exts.id_of(Extension::AbsoluteSendTime), None);
+
+        let mid: Mid = "m1".into();
+        let ev = ExtensionValues {
+            audio_level: Some(-30),
+            voice_activity: Some(true),
+            transport_cc: Some(0x1234),
+            mid: Some(mid),
+            ..Default::default()
+        };
+        assert_eq!(exts.form(&ev), ExtensionsForm::OneByte);
+        let mut buf = vec![0_u8; 64];
+        let n = exts.write_to(&mut buf, &ev, ExtensionsForm::OneByte);
+        // id 1: one byte; 4: "m1"; 5: two bytes of 0xab; 7: two bytes.
+        assert_eq!(n, 2 + 3 + 3 + 3);
+        let mut back = ExtensionValues::default();
+        exts.parse(&buf[..n], ExtensionsForm::OneByte, &mut back);
+        assert_eq!(back.audio_level, Some(-30));
+        assert_eq!(back.transport_cc, Some(0x1234));
+        assert_eq!(back.mid, Some(mid));
+        assert_eq!(back.user_values.get::<Seen>(), Some(&Seen(vec![0xab; 2])));
+
+        // A user extension that needs the two-byte form makes the map need it.
+        exts.set(5, user(20));
+        assert_eq!(exts.form(&ev), ExtensionsForm::TwoByte);
+        let n = exts.write_to(&mut buf, &ev, ExtensionsForm::TwoByte);
+        let mut back = ExtensionValues::default();
+        exts.parse(&buf[..n], ExtensionsForm::TwoByte, &mut back);
+        assert_eq!(back.user_values.get::<Seen>(), Some(&Seen(vec![0xab; 20])));
+        assert_eq!(back.transport_cc, Some(0x1234));
+
+        exts.clear();
+        assert!((1..=MAX_ID).all(|id| exts.lookup(id).is_none()));
+        assert_eq!(exts.id_of(Extension::AudioLevel), None);
+        assert_eq!(exts.write_to(&mut buf, &ev, ExtensionsForm::OneByte), 0);
+    }
 
     #[test]
     fn abs_send_time() {
@@ -1568,7 +1736,7 @@ mod test {
         // First apply e2
         e1.remap(&e2.iter_video().collect::<Vec<_>>());
 
-        println!("{:#?}", e1.0);
+        println!("{:#?}", e1.entries);
         assert_eq!(
             e1.iter_video().collect::<Vec<_>>(),
             vec![(12, &VideoOrientation), (14, &TransportSequenceNumber)]
@@ -1577,7 +1745,7 @@ mod test {
         // Now attempt e3
         e1.remap(&e3.iter_audio().collect::<Vec<_>>());
 
-        println!("{:#?}", e1.0);
+        println!("{:#?}", e1.entries);
         // At this point we should have not allowed the change, but remain as it was in first apply.
         assert_eq!(
             e1.iter_video().collect::<Vec<_>>(),

@@ -581,6 +581,11 @@ impl Streams {
         self.streams_rx.values_mut()
     }
 
+    /// The payload types last written to each send stream (see `Session::send_lines`).
+    pub(crate) fn written_pts(&self) -> impl Iterator<Item = Pt> + '_ {
+        self.streams_tx.iter().filter_map(StreamTx::last_written_pt)
+    }
+
     pub(crate) fn streams_tx(&mut self) -> impl Iterator<Item = &mut StreamTx> {
         self.streams_tx.iter_mut()
     }

@@ -174,6 +174,10 @@ pub struct StreamTx {
     // figures out the param.resend() RTX PT using main.
     pt_for_padding: Option<Pt>,
 
+    /// The payload type of the last packet written: where a send's scan of the codec list
+    /// for its entry stops (see `Session::send_lines`).
+    last_written_pt: Option<Pt>,
+
     /// Whether a receiver report has been received for this SSRC, thus acknowledging
     /// that the receiver has bound the Mid/Rid tuple to the SSRC and no longer
     /// needs to be sent on every packet
@@ -363,14 +367,26 @@ impl RtpWrite {
 }
 
 impl StreamTx {
+    /// The lines a send at once ([`Self::send_now`]) reads and writes of this stream, named
+    /// field by field: the compiler lays the ~2 KB out as it likes, so the start of the
+    /// stream or of its stats says nothing of where these are (the profile's stalls were on
+    /// `rtx` and the sent counters, which no line named held).
     pub(crate) fn send_lines(&self, line: &mut impl FnMut(*const u8)) {
-        use crate::addr_of;
-        line(addr_of(self));
-        line(addr_of(&self.midrid));
-        line(addr_of(&self.seq_no));
+        use crate::{addr_of, lines_of};
+        lines_of(&self.midrid, line);
+        line(addr_of(&self.ssrc));
+        line(addr_of(&self.rtx));
+        line(addr_of(&self.remote_acked_ssrc));
+        line(addr_of(&self.remote_acked_rtx_ssrc));
+        line(addr_of(&self.clock_rate));
+        line(addr_of(&self.pt_for_padding));
+        line(addr_of(&self.last_sent_seq_no));
+        line(addr_of(&self.last_used));
         line(addr_of(&self.rtp_and_wallclock));
-        line(addr_of(&self.send_queue));
-        line(addr_of(&self.stats));
+        line(addr_of(&self.last_written_pt));
+        lines_of(&self.send_queue, line);
+        self.stats.send_lines(line);
+        // Written only for a packet that may be resent (Jinke's never are: it keeps its own).
         line(addr_of(&self.rtx_cache));
     }
 
@@ -411,6 +427,7 @@ impl StreamTx {
             stats: StreamTxStats::new(enable_stats),
             rtx_ratio: (0.0, already_happened()),
             pt_for_padding: None,
+            last_written_pt: None,
             remote_acked_ssrc: false,
             remote_acked_rtx_ssrc: false,
             mtu_warn,
@@ -535,6 +552,12 @@ impl StreamTx {
         }
 
         self.rtp_and_wallclock = Some((rtp.time, rtp.wallclock));
+        self.last_written_pt = Some(rtp.pt);
+    }
+
+    /// The payload type of the last packet written, if any.
+    pub(crate) fn last_written_pt(&self) -> Option<Pt> {
+        self.last_written_pt
     }
 
     /// The packet a write makes (not timestamped: see `timestamp` below).
@@ -1832,6 +1855,43 @@ mod test {
         let plain = streams.declare_stream_tx(44.into(), None, MidRid("aud".into(), None));
         let resent = plain.resend_now(write(1), now, &exts, None, codecs.params(), &mut buf);
         assert!(resent.is_none());
+    }
+
+    #[test]
+    fn send_lines_hold_what_a_send_at_once_writes_wherever_the_compiler_put_it() {
+        let mut stream = StreamTx::new(
+            42.into(),
+            Some(43.into()),
+            MidRid("v".into(), None),
+            false,
+            1200,
+        );
+        // As Jinke's sessions have it: the resend ratio is capped, so each send is counted.
+        stream.set_rtx_cache(1024, Duration::from_secs(3), Some(0.15));
+        let mut lines = Vec::new();
+        stream.send_lines(&mut |p| lines.push(p as usize / 64));
+        let line = |p: *const u8| p as usize / 64;
+        use crate::addr_of as addr;
+        let history = stream.stats.bytes_transmitted.as_ref().expect("capped");
+        let written = [
+            ("ssrc", line(addr(&stream.ssrc))),
+            ("rtx", line(addr(&stream.rtx))),
+            ("remote_acked_ssrc", line(addr(&stream.remote_acked_ssrc))),
+            ("last_used", line(addr(&stream.last_used))),
+            ("send_queue", line(addr(&stream.send_queue))),
+            ("stats.bytes", line(addr(&stream.stats.bytes))),
+            ("stats.packets", line(addr(&stream.stats.packets))),
+            (
+                "the byte history's end",
+                line(addr(history).wrapping_add(size_of_val(history) - 1)),
+            ),
+        ];
+        for (what, at) in written {
+            assert!(
+                lines.contains(&at),
+                "{what}'s line {at:#x} is not in {lines:x?}"
+            );
+        }
     }
 
     #[test]

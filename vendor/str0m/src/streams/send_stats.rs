@@ -66,6 +66,13 @@ impl StreamTxStats {
     /// Counts a packet sent at `now` (a resend when `is_resend`): the counters, and the byte
     /// history the resend ratio cap reads (one place for the three ways a stream sends:
     /// polled, at once, and the application's resend; Jinke's patch).
+    /// The lines [`Self::count_sent`] writes for a first send (see `StreamTx::send_lines`).
+    pub(crate) fn send_lines(&self, line: &mut impl FnMut(*const u8)) {
+        line(crate::addr_of(&self.bytes));
+        line(crate::addr_of(&self.packets));
+        crate::lines_of(&self.bytes_transmitted, line);
+    }
+
     pub fn count_sent(&mut self, now: Instant, bytes: u64, is_resend: bool) {
         self.packets += 1;
         self.bytes += bytes;
