@@ -66,7 +66,8 @@ impl StreamTxStats {
     /// Counts a packet sent at `now` (a resend when `is_resend`): the counters, and the byte
     /// history the resend ratio cap reads (one place for the three ways a stream sends:
     /// polled, at once, and the application's resend; Jinke's patch).
-    /// The lines [`Self::count_sent`] writes for a first send (see `StreamTx::send_lines`).
+    /// The lines [`Self::count_sent`] writes for a packet sent the first time, not a resend
+    /// (see `StreamTx::send_lines`).
     pub(crate) fn send_lines(&self, line: &mut impl FnMut(*const u8)) {
         line(crate::addr_of(&self.bytes));
         line(crate::addr_of(&self.packets));
