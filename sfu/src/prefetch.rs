@@ -8,11 +8,12 @@
 //! they arrive while this one is sent to.
 
 /// How many lines are noted. A send to a lecture student (two media lines, two streams) reads
-/// 51-53 (counted on the server in a 50-student lecture, session 13): the peer's, three of
-/// its `Rtc`'s, str0m's session with its streams' fields one by one (str0m patch 10), and 10
-/// for the cipher `srtp_gcm` makes (584 bytes). str0m's part grows with the media lines and
-/// streams, and comes last, so a bigger session (a screen share's third media line and
-/// stream, ~12 more) loses only its streams' tail.
+/// 51-53 (counted on the server in a 50-student lecture, session 13: BENCHMARKS.md says how):
+/// the peer's, three of its `Rtc`'s, str0m's session with its streams' fields one by one
+/// (str0m patch 10), and 10 for the cipher `srtp_gcm` makes (584 bytes). str0m's part grows
+/// with the media lines and streams, and comes last, so a bigger session loses only its
+/// streams' tail (a screen share's third media line and stream would add ~12, estimated from
+/// two per media line and ~10 per stream, not counted).
 const LINES: usize = 56;
 /// A cache line's size on the machines Jinke runs on.
 const LINE: usize = 64;

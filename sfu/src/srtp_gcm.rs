@@ -185,14 +185,15 @@ impl Gcm {
             return Err(failed());
         };
         // SRTCP passes its header and its index apart: joined on the stack (12 bytes then),
-        // not in an allocation per received RTCP packet.
-        let mut on_stack = [0_u8; AAD_ON_STACK];
+        // not in an allocation per received RTCP packet. An RTP header comes whole.
+        let mut on_stack;
         let joined;
         let aad = match aads {
             [one] => *one,
             many => {
                 let total: usize = many.iter().map(|part| part.len()).sum();
                 if total <= AAD_ON_STACK {
+                    on_stack = [0_u8; AAD_ON_STACK];
                     let mut at = 0;
                     for part in many {
                         on_stack[at..at + part.len()].copy_from_slice(part);

@@ -584,13 +584,19 @@ impl ExtensionMap {
     }
 
     pub(crate) fn form(&self, ev: &ExtensionValues) -> ExtensionsForm {
-        // Only an unknown extension may need the two-byte form for its value.
-        let needs_two_bytes = |idx: usize| {
-            idx >= MAX_ID_ONE_BYTE_FORM as usize
-                || (self.kinds[idx] == UNKNOWN_KIND
-                    && self.at(idx).is_some_and(|e| e.requires_two_byte_form(ev)))
-        };
-        if (0..self.kinds.len()).any(|idx| self.kinds[idx] != NO_KIND && needs_two_bytes(idx)) {
+        // An id past the one-byte range, or a user extension whose value needs it (str0m's
+        // own never do).
+        let two_byte = self
+            .kinds
+            .iter()
+            .enumerate()
+            .any(|(idx, &kind)| match kind {
+                NO_KIND => false,
+                _ if idx >= MAX_ID_ONE_BYTE_FORM as usize => true,
+                UNKNOWN_KIND => self.at(idx).is_some_and(|e| e.requires_two_byte_form(ev)),
+                _ => false,
+            });
+        if two_byte {
             ExtensionsForm::TwoByte
         } else {
             ExtensionsForm::OneByte

@@ -343,7 +343,7 @@ impl Streams {
         rtx: Option<Ssrc>,
         midrid: MidRid,
     ) -> &mut StreamTx {
-        let i = match self.streams_tx.iter().position(|s| s.ssrc() == ssrc) {
+        let i = match self.position_tx(ssrc) {
             Some(i) => i,
             None => {
                 let stream = StreamTx::new(ssrc, rtx, midrid, self.enable_stats, self.mtu_warn);
@@ -355,7 +355,7 @@ impl Streams {
     }
 
     pub fn remove_stream_tx(&mut self, ssrc: Ssrc) -> bool {
-        let Some(i) = self.streams_tx.iter().position(|s| s.ssrc() == ssrc) else {
+        let Some(i) = self.position_tx(ssrc) else {
             return false;
         };
         self.streams_tx.remove(i);
@@ -380,7 +380,13 @@ impl Streams {
     }
 
     pub fn stream_tx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
-        self.streams_tx.iter_mut().find(|s| s.ssrc() == *ssrc)
+        let i = self.position_tx(*ssrc)?;
+        Some(&mut self.streams_tx[i])
+    }
+
+    /// Where the send stream of `ssrc` is in the list (by the SSRC it has now).
+    fn position_tx(&self, ssrc: Ssrc) -> Option<usize> {
+        self.streams_tx.iter().position(|s| s.ssrc() == ssrc)
     }
 
     /// Lookup the "main" SSRC and mid for a given SSRC(main or RTX).
@@ -560,7 +566,7 @@ impl Streams {
     }
 
     pub(crate) fn has_stream_tx(&self, ssrc: Ssrc) -> bool {
-        self.streams_tx.iter().any(|s| s.ssrc() == ssrc)
+        self.position_tx(ssrc).is_some()
     }
 
     pub(crate) fn handle_dlrr(&mut self, now: Instant, dlrr: DlrrItem) {
