@@ -14,11 +14,17 @@
 #                                      # simulcast layers, as browsers send it (Jinke only)
 #   JINKE_SERVER=/tmp/jinke-before loadtests/bench.sh     # another build of the server
 #                                      # (loadtests/pair.sh runs builds back to back)
+#   SERVERS=jinke SERVER_CORE=0-3 JINKE_MEDIA_THREADS=4 LOAD_CORE=4-11 LOAD_THREADS=8 \
+#     SIZES="1000 2000" loadtests/bench.sh    # on a bigger machine: four shards, and a generator
+#                                      # of eight threads (one saturates near 1,000 students)
+#   BIN=/path/to/binaries SERVERS=jinke loadtests/bench.sh # prebuilt jinke, jinke-load and
+#                                      # jinke-ceiling, on a machine without cargo
 #
 # Exits non-zero when a run had corrupt packets, or failed clients or missing joins at the first
 # (smallest) N (errors, not performance); further up, failures and loss above 1% only stop N from
 # growing.
-# Needs root (unshare --net), taskset, python3 and Debian's janus (installed when missing).
+# Needs root (unshare --net), taskset, python3 and Debian's janus (installed when missing); `ip`
+# and curl where present.
 # Results (JSON per run) are left in $OUT (default: a fresh folder under /tmp). BENCHMARKS.md
 # records the figures.
 set -euo pipefail
@@ -29,19 +35,26 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 SERVER_CORE=${SERVER_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
+LOAD_THREADS=${LOAD_THREADS:-1}
 JANUS_EVENT_LOOPS=${JANUS_EVENT_LOOPS:-2}
 # One media thread: the server gets one core (taskset), as Janus does.
 JINKE_MEDIA_THREADS=${JINKE_MEDIA_THREADS:-1}
 PROFILE=${PROFILE:-release}
-BIN=target/$PROFILE
+BIN=${BIN:-target/$PROFILE}
 SIMULCAST=${SIMULCAST:-0}
 if [ "$SIMULCAST" = 1 ] && [[ " $SERVERS " == *" janus "* ]]; then
   echo "SIMULCAST=1 is for Jinke only (the generator's Janus publisher sends one layer): SERVERS=jinke" >&2
   exit 2
 fi
+if [ "$LOAD_THREADS" != 1 ] && [[ " $SERVERS " == *" janus "* ]]; then
+  echo "LOAD_THREADS is for Jinke only (the generator's Janus clients share one session): SERVERS=jinke" >&2
+  exit 2
+fi
 
 if [ "${JINKE_BENCH_IN_NS:-}" != 1 ]; then
-  if [ "$PROFILE" = release ]; then
+  if [ "$BIN" != "target/$PROFILE" ]; then
+    : # prebuilt binaries
+  elif [ "$PROFILE" = release ]; then
     cargo build --release --locked -p jinke -p jinke-load --bins
   else
     cargo build --locked -p jinke -p jinke-load --bins
@@ -55,12 +68,23 @@ fi
 
 SERVER_IP=127.0.0.2
 CLIENT_IP=127.0.0.3
-ip link set lo up
-ip link add bench0 type veth peer name bench1
-ip addr add "$SERVER_IP/32" dev bench0
-ip addr add "$CLIENT_IP/32" dev bench0
-ip link set bench0 up
-ip link set bench1 up
+if command -v ip >/dev/null; then
+  ip link set lo up
+else # a machine without iproute2: SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP
+  python3 -c 'import fcntl, socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, struct.pack("16sH14x", b"lo", 0)))[1]
+fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))'
+fi
+# Janus refuses loopback interfaces: its addresses go on a veth. Jinke's work on lo, all of
+# 127.0.0.0/8 being local.
+if [[ " $SERVERS " == *" janus "* ]]; then
+  ip link add bench0 type veth peer name bench1
+  ip addr add "$SERVER_IP/32" dev bench0
+  ip addr add "$CLIENT_IP/32" dev bench0
+  ip link set bench0 up
+  ip link set bench1 up
+fi
 ulimit -n "$(ulimit -Hn)"
 
 KEY=bench-key-0123456789abcdef
@@ -82,8 +106,14 @@ stop_server() {
 trap 'stop_server; rm -rf "$work"' EXIT
 
 wait_http() {
+  local hostport=${1#http://}
+  hostport=${hostport%%/*}
   for _ in $(seq 100); do
-    curl -s -o /dev/null "$1" && return 0
+    if command -v curl >/dev/null; then
+      curl -s -o /dev/null "$1" && return 0
+    else # no curl: the port accepting is enough
+      (exec 3<>"/dev/tcp/${hostport%:*}/${hostport#*:}") 2>/dev/null && return 0
+    fi
     sleep 0.1
   done
   echo "server at $1 did not come up" >&2
@@ -126,7 +156,7 @@ for n in $SIZES; do
   for server in $SERVERS; do
     "start_$server"
     taskset -c "$LOAD_CORE" "$BIN/jinke-load" "${LOAD_ARGS[@]}" --bind-ip "$CLIENT_IP" \
-      --scenario lecture -n "$n" --warmup "$WARMUP" --duration "$DURATION" \
+      --scenario lecture -n "$n" --warmup "$WARMUP" --duration "$DURATION" --threads "$LOAD_THREADS" \
       --server-pid "$server_pid" --json > "$OUT/$server-lecture-$n.json"
     stop_server
     loss=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["loss_percent"])' "$OUT/$server-lecture-$n.json")

@@ -2,9 +2,11 @@
 //! no decoding) on its own UDP socket. Publishers send the clip and the Opus frames; everyone
 //! records what they receive.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -39,12 +41,13 @@ thread_local! {
     static BATCH: RefCell<RecvBatch> = RefCell::new(RecvBatch::with_gro(RECV_BATCH));
 }
 
-/// Everything the clients of one run share (single-threaded: `Rc`/`RefCell`).
+/// Everything the clients of one run share, across the generator's threads.
 pub struct Shared {
-    /// Every packet sent, for integrity and latency.
-    pub sent: RefCell<SentLog>,
+    /// Every packet sent, for integrity and latency: written by the publishers, read for every
+    /// packet received.
+    pub sent: RwLock<SentLog>,
     /// The measurement window, once it is set.
-    pub window: Cell<Option<(Instant, Instant)>>,
+    pub window: OnceLock<(Instant, Instant)>,
     /// The VP8 clip, packetized.
     pub video: Vec<Frame>,
     /// Opus frames with their levels, looped.
@@ -52,7 +55,9 @@ pub struct Shared {
     /// Becomes true when clients must leave.
     pub stop: watch::Receiver<bool>,
     /// Publishers started so far (each starts at its own point of the loops).
-    pub publishers: Cell<usize>,
+    pub publishers: AtomicUsize,
+    /// Clients that received their first media packet.
+    pub joined: AtomicUsize,
     /// Whether client sockets use UDP GRO (see `LoadConfig::udp_gro`).
     pub udp_gro: bool,
     /// Whether publishers send their video in simulcast layers (see `LoadConfig::simulcast`).
@@ -122,7 +127,7 @@ pub async fn media_session(
     opening: Opening,
     bind_ip: IpAddr,
     started: Instant,
-    shared: Rc<Shared>,
+    shared: Arc<Shared>,
     stats: Rc<RefCell<ReceiverStats>>,
     mut link: Link,
 ) -> anyhow::Result<()> {
@@ -157,8 +162,7 @@ pub async fn media_session(
             s
         });
         let v = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
-        let k = shared.publishers.get();
-        shared.publishers.set(k + 1);
+        let k = shared.publishers.fetch_add(1, Ordering::Relaxed);
         publisher = Some(Publisher::new(a, v, k, shared.simulcast));
         let (offer, p) = change.apply().context("an offer with media")?;
         pending = Some(p);
@@ -288,6 +292,7 @@ fn drain_events(
                 let mut st = stats.borrow_mut();
                 if st.join_time.is_none() {
                     st.join_time = Some(received_at - started);
+                    shared.joined.fetch_add(1, Ordering::Relaxed);
                 }
                 let pt = p.header.payload_type;
                 let is_video = || {
@@ -302,8 +307,8 @@ fn drain_events(
                     p.header.timestamp,
                     &p.payload,
                     received_at,
-                    &shared.sent.borrow(),
-                    shared.window.get(),
+                    &shared.sent.read().unwrap_or_else(PoisonError::into_inner),
+                    shared.window.get().copied(),
                 );
             }
             Output::Event(_) => {}
@@ -314,7 +319,7 @@ fn drain_events(
 /// A participant of a Jinke lesson: signaling over the WebSocket, one media session.
 pub async fn jinke_participant(
     spec: ClientSpec,
-    shared: Rc<Shared>,
+    shared: Arc<Shared>,
     stats: Rc<RefCell<ReceiverStats>>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -597,7 +602,8 @@ impl Publisher {
         let video = mid == self.video_mid;
         shared
             .sent
-            .borrow_mut()
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
             .record(ts, checked_part(&tagged, video), now);
         stream.write_rtp(
             RtpWrite::new(pt, SeqNo::from(seq), ts, now, tagged)

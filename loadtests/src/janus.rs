@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -217,7 +218,7 @@ pub async fn participant(
     session: Rc<JanusSession>,
     spec: JanusSpec,
     feeds: Rc<Feeds>,
-    shared: Rc<Shared>,
+    shared: Arc<Shared>,
     stats: Rc<RefCell<ReceiverStats>>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();

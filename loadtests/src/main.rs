@@ -59,6 +59,9 @@ struct Args {
     /// `LoadConfig::simulcast`).
     #[arg(long)]
     simulcast: bool,
+    /// Threads to run the clients on (Jinke only): one saturates at about a thousand students.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -85,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         join_timeout: Duration::from_secs_f64(args.join_timeout),
         udp_gro: !args.no_udp_gro,
         simulcast: args.simulcast,
+        threads: args.threads,
     };
     let report = jinke_load::run_blocking(config)?;
     let text = if args.json {

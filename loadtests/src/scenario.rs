@@ -1,8 +1,11 @@
 //! Scenarios: who joins which lessons, in what role; running them and reporting.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -73,6 +76,10 @@ pub struct LoadConfig {
     /// a browser's encoder writes, as browsers publish cameras in lessons: the server then
     /// rewrites each video packet's descriptor for each subscriber. Jinke only.
     pub simulcast: bool,
+    /// Threads the clients are dealt out to, each with a runtime of its own: one core of
+    /// clients saturates at about a thousand students, so a bigger lecture needs more (Jinke
+    /// only; the Janus adapter shares one session between its clients).
+    pub threads: usize,
 }
 
 /// The server's resource use over the window.
@@ -139,7 +146,7 @@ pub struct Report {
     pub audio_latency_ms: Millis,
     /// The server's resource use, when its pid was given.
     pub server: Option<ServerUsage>,
-    /// The generator's own CPU over the window, % of one core.
+    /// The generator's own CPU over the window, all its threads, % of one core.
     pub generator_cpu_percent: f64,
     /// Clients the server told their link carries audio only, at least once.
     pub told_audio_only: u64,
@@ -181,12 +188,13 @@ impl LoadConfig {
             join_timeout: Duration::from_secs(20),
             udp_gro: true,
             simulcast: false,
+            threads: 1,
         }
     }
 }
 
-/// Runs a scenario to completion on a runtime of its own, on the calling thread: one thread, as
-/// the point is to show how much one core of clients can simulate.
+/// Runs a scenario to completion on a runtime of its own, on the calling thread, plus one more
+/// thread per further `LoadConfig::threads`.
 pub fn run_blocking(config: LoadConfig) -> anyhow::Result<Report> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -202,6 +210,10 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<Report> {
 
 async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
     raise_fd_limit();
+    let threads = config.threads.max(1);
+    if threads > 1 && config.target == Target::Janus {
+        bail!("the Janus adapter runs on one thread (its session is shared by every client)");
+    }
     // If anything in the build turned on reqwest's TLS, it needs rustls's provider chosen.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let http = reqwest::Client::new();
@@ -214,95 +226,77 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
         None => plan(&http, &config).await?,
         Some(session) => plan_janus(session, &config).await?,
     };
-    let feeds = Rc::new(watch::channel(std::collections::HashMap::new()).0);
+    let clients = participants.len();
+    let publishers = participants.iter().filter(|p| p.publish).count();
+    let receivers = participants.iter().filter(|p| p.receives).count();
     let (stop_tx, stop) = watch::channel(false);
-    let shared = Rc::new(Shared {
-        sent: RefCell::default(),
-        window: Cell::new(None),
+    let shared = Arc::new(Shared {
+        sent: RwLock::default(),
+        window: OnceLock::new(),
         video: media::video_frames()?,
         audio: media::audio_frames(Duration::from_secs(6))?,
         stop,
-        publishers: Cell::new(0),
+        publishers: AtomicUsize::new(0),
+        joined: AtomicUsize::new(0),
         udp_gro: config.udp_gro,
         simulcast: config.simulcast,
     });
-    let gate = std::sync::Arc::new(Semaphore::new(config.join_concurrency.max(1)));
-    let mut tasks = Vec::new();
-    let mut stats = Vec::new();
-    // Publishers first, so receivers find their tracks published.
-    let mut ordered: Vec<&Participant> = participants.iter().filter(|p| p.publish).collect();
-    ordered.extend(participants.iter().filter(|p| !p.publish));
-    for p in ordered {
-        let s = Rc::new(RefCell::new(ReceiverStats::default()));
+    let crew = Crew {
+        shared: shared.clone(),
+        gate: Arc::new(Semaphore::new(config.join_concurrency.max(1))),
+        join_timeout: config.join_timeout,
+        url: config.url.clone(),
+        ended: Arc::new(AtomicUsize::new(0)),
+    };
+    // Publishers first, so receivers find their tracks published; then dealt out to the threads
+    // in turn.
+    let (mut ordered, rest): (Vec<_>, Vec<_>) = participants.into_iter().partition(|p| p.publish);
+    ordered.extend(rest);
+    let mut groups: Vec<Vec<(Participant, IpAddr)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, p) in ordered.into_iter().enumerate() {
         let bind_ip = match config.receiver_bind_ip {
             Some(ip) if !p.publish => ip,
             _ => config.bind_ip,
         };
-        let shared = shared.clone();
-        let session = match &p.join {
-            Join::Jinke { token } => Session::Jinke(ClientSpec {
-                base: config.url.clone(),
-                token: token.clone(),
-                publish: p.publish,
-                bind_ip,
-            }),
-            Join::Janus(spec) => Session::Janus(
-                janus.clone().expect("janus plan needs a janus session"),
-                janus::JanusSpec {
-                    room: spec.room,
-                    identity: spec.identity.clone(),
-                    publish: spec.publish,
-                    subscribe_to: spec.subscribe_to.clone(),
-                    bind_ip,
-                },
-                feeds.clone(),
-            ),
-        };
-        let st = s.clone();
-        let gate = gate.clone();
-        let join_timeout = config.join_timeout;
-        tasks.push(tokio::task::spawn_local(async move {
-            // Hold a join slot until this client receives media (or gives up).
-            let permit = gate.acquire_owned().await;
-            let st2 = st.clone();
-            let release = async move {
-                let deadline = Instant::now() + join_timeout;
-                while st2.borrow().join_time.is_none() && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                drop(permit);
-                std::future::pending::<()>().await
-            };
-            let participant = async move {
-                match session {
-                    Session::Jinke(spec) => client::jinke_participant(spec, shared, st).await,
-                    Session::Janus(session, spec, feeds) => {
-                        janus::participant(session, spec, feeds, shared, st).await
-                    }
-                }
-            };
-            tokio::select! {
-                r = participant => r,
-                () = release => unreachable!("release never completes"),
-            }
-        }));
-        stats.push((s, p.receives));
+        groups[i % threads].push((p, bind_ip));
     }
+    let mine = groups.remove(0);
+    let mut workers = Vec::new();
+    for (i, group) in groups.into_iter().enumerate() {
+        let crew = crew.clone();
+        let worker = std::thread::Builder::new()
+            .name(format!("clients-{}", i + 1))
+            .spawn(move || -> anyhow::Result<Vec<Outcome>> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let local = tokio::task::LocalSet::new();
+                Ok(runtime.block_on(local.run_until(crew.run(group, None))))
+            })
+            .context("starting a client thread")?;
+        workers.push(worker);
+    }
+    let via_janus = janus
+        .clone()
+        .map(|session| (session, Rc::new(watch::channel(HashMap::new()).0)));
+    let ended = crew.ended.clone();
+    let here = tokio::task::spawn_local(crew.run(mine, via_janus));
 
     // Wait until every receiver has media, or the join timeout.
     let deadline = Instant::now() + config.join_timeout;
     while Instant::now() < deadline
-        && !stats
-            .iter()
-            .all(|(s, receives)| !receives || s.borrow().join_time.is_some())
-        && !tasks.iter().all(|t| t.is_finished())
+        && shared.joined.load(Ordering::Relaxed) < receivers
+        && ended.load(Ordering::Relaxed) < clients
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(config.warmup).await;
 
     let start = Instant::now();
-    shared.window.set(Some((start, start + config.duration)));
+    shared
+        .window
+        .set((start, start + config.duration))
+        .expect("the window is set once");
     let server_before = config.server_pid.map(sample_process).transpose()?;
     let self_before = sample_process(std::process::id())?;
     tokio::time::sleep(config.duration).await;
@@ -311,23 +305,12 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
     let window = start.elapsed();
 
     stop_tx.send_replace(true);
-    let mut failed = 0;
-    let mut first_error = None;
-    for t in tasks {
-        match tokio::time::timeout(Duration::from_secs(5), t).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => {
-                failed += 1;
-                first_error.get_or_insert_with(|| format!("{e:#}"));
-            }
-            Ok(Err(e)) => {
-                failed += 1;
-                first_error.get_or_insert_with(|| format!("client task: {e}"));
-            }
-            Err(_) => {
-                failed += 1;
-                first_error.get_or_insert_with(|| "client did not stop".into());
-            }
+    let mut outcomes = here.await.context("the clients of the main thread")?;
+    for worker in workers {
+        // Its clients stop on the same signal; this thread has nothing else to run meanwhile.
+        match worker.join() {
+            Ok(done) => outcomes.extend(done?),
+            Err(_) => bail!("a client thread panicked"),
         }
     }
     if let Some(session) = &janus {
@@ -335,24 +318,126 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
     }
     Ok(report(
         &config,
-        &participants,
-        &stats,
+        (clients, publishers),
+        &outcomes,
         window,
-        failed,
-        first_error,
         server_before.zip(server_after),
         (self_before, self_after),
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a client left when the run ended.
+struct Outcome {
+    stats: ReceiverStats,
+    receives: bool,
+    /// Why it failed, if it did.
+    error: Option<String>,
+}
+
+/// What every client thread needs to run its share of the clients.
+#[derive(Clone)]
+struct Crew {
+    shared: Arc<Shared>,
+    /// Join slots, across all threads (`LoadConfig::join_concurrency`).
+    gate: Arc<Semaphore>,
+    join_timeout: Duration,
+    url: String,
+    /// Clients whose session ended, across all threads.
+    ended: Arc<AtomicUsize>,
+}
+
+impl Crew {
+    /// Runs these clients on the current thread until the run stops, and says how each did.
+    /// Janus clients need the run's Janus session and its published feeds, which live on one
+    /// thread.
+    async fn run(
+        self,
+        clients: Vec<(Participant, IpAddr)>,
+        janus: Option<(Rc<janus::JanusSession>, Rc<janus::Feeds>)>,
+    ) -> Vec<Outcome> {
+        let mut tasks = Vec::new();
+        for (p, bind_ip) in clients {
+            let st = Rc::new(RefCell::new(ReceiverStats::default()));
+            let session = match p.join {
+                Join::Jinke { token } => Session::Jinke(ClientSpec {
+                    base: self.url.clone(),
+                    token,
+                    publish: p.publish,
+                    bind_ip,
+                }),
+                Join::Janus(spec) => match &janus {
+                    Some((session, feeds)) => Session::Janus(
+                        session.clone(),
+                        janus::JanusSpec { bind_ip, ..spec },
+                        feeds.clone(),
+                    ),
+                    None => {
+                        let error = Some("a Janus client on a thread without Janus".into());
+                        tasks.push((None, st, p.receives, error));
+                        continue;
+                    }
+                },
+            };
+            let task = tokio::task::spawn_local(self.clone().client(session, st.clone()));
+            tasks.push((Some(task), st, p.receives, None));
+        }
+        let mut stop = self.shared.stop.clone();
+        let _ = stop.wait_for(|s| *s).await;
+        let mut outcomes = Vec::new();
+        for (task, st, receives, mut error) in tasks {
+            if let Some(task) = task {
+                error = match tokio::time::timeout(Duration::from_secs(5), task).await {
+                    Ok(Ok(Ok(()))) => None,
+                    Ok(Ok(Err(e))) => Some(format!("{e:#}")),
+                    Ok(Err(e)) => Some(format!("client task: {e}")),
+                    Err(_) => Some("client did not stop".into()),
+                };
+            }
+            outcomes.push(Outcome {
+                stats: std::mem::take(&mut *st.borrow_mut()),
+                receives,
+                error,
+            });
+        }
+        outcomes
+    }
+
+    /// One client, holding a join slot until it receives media (or gives up).
+    async fn client(self, session: Session, st: Rc<RefCell<ReceiverStats>>) -> anyhow::Result<()> {
+        let permit = self.gate.clone().acquire_owned().await;
+        let joined = st.clone();
+        let join_timeout = self.join_timeout;
+        let release = async move {
+            let deadline = Instant::now() + join_timeout;
+            while joined.borrow().join_time.is_none() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            drop(permit);
+            std::future::pending::<()>().await
+        };
+        let shared = self.shared.clone();
+        let participant = async move {
+            match session {
+                Session::Jinke(spec) => client::jinke_participant(spec, shared, st).await,
+                Session::Janus(session, spec, feeds) => {
+                    janus::participant(session, spec, feeds, shared, st).await
+                }
+            }
+        };
+        let r = tokio::select! {
+            r = participant => r,
+            () = release => unreachable!("release never completes"),
+        };
+        self.ended.fetch_add(1, Ordering::Relaxed);
+        r
+    }
+}
+
 fn report(
     config: &LoadConfig,
-    participants: &[Participant],
-    stats: &[(Rc<RefCell<ReceiverStats>>, bool)],
+    (clients, publishers): (usize, usize),
+    outcomes: &[Outcome],
     window: Duration,
-    failed: usize,
-    first_error: Option<String>,
     server: Option<(crate::metrics::ProcSample, crate::metrics::ProcSample)>,
     generator: (crate::metrics::ProcSample, crate::metrics::ProcSample),
 ) -> Report {
@@ -364,8 +449,10 @@ fn report(
     let (mut video_received, mut video_lost) = (0, 0);
     let mut weak = crate::metrics::WeakLinkLog::default();
     let (mut told_audio_only, mut told_video_back) = (0, 0);
-    for (s, receives) in stats {
-        let s = s.borrow();
+    for Outcome {
+        stats: s, receives, ..
+    } in outcomes
+    {
         let log = s.weak_link_log();
         told_audio_only += u64::from(log.audio_only > 0);
         told_video_back += u64::from(log.restored > 0);
@@ -409,11 +496,11 @@ fn report(
         target: config.target,
         scenario: config.scenario,
         size: config.size,
-        clients: participants.len(),
-        publishers: participants.iter().filter(|p| p.publish).count(),
+        clients,
+        publishers,
         joined: joins.len(),
-        failed,
-        first_error,
+        failed: outcomes.iter().filter(|o| o.error.is_some()).count(),
+        first_error: outcomes.iter().find_map(|o| o.error.clone()),
         join_ms: Millis::of_micros(&mut joins),
         window_s: secs,
         packets_in_window: in_window,
