@@ -200,9 +200,9 @@ for path in glob.glob(os.path.join(out, "*-lecture-*.json")):
     r = json.load(open(path))
     rows.append((server, r["size"], r))
 rows.sort(key=lambda x: (x[1], x[0]))
-fmt = "{:<7}{:>6}{:>8}{:>10}{:>10}{:>9}{:>10}{:>10}{:>11}{:>9}{:>9}{:>11}{:>7}"
+fmt = "{:<7}{:>6}{:>8}{:>10}{:>10}{:>9}{:>10}{:>10}{:>11}{:>9}{:>9}{:>11}{:>10}{:>7}"
 print(fmt.format("server", "N", "joined", "pkt/s", "loss %", "us/pkt", "CPU %", "RSS MiB", "join p50", "lat p50", "lat p99",
-                 "audio p99", "B/pkt"))
+                 "audio p99", "read p99", "B/pkt"))
 by = {(srv, n): r for srv, n, r in rows}
 for server, n, r in rows:
     s = r.get("server") or {}
@@ -210,7 +210,8 @@ for server, n, r in rows:
     print(fmt.format(server, n, r["joined"], f(r["packets_per_second"], 0), f(r["loss_percent"], 3),
                      f(s.get("cpu_us_per_packet"), 2), f(s.get("cpu_percent")), f(s.get("rss_mib")),
                      f(r["join_ms"]["p50"]), f(r["latency_ms"]["p50"], 2), f(r["latency_ms"]["p99"], 2),
-                     f(r["audio_latency_ms"]["p99"], 2), f(r.get("payload_bytes_per_packet"), 0)))
+                     f(r["audio_latency_ms"]["p99"], 2), f((r.get("handled_latency_ms") or {}).get("p99"), 2),
+                     f(r.get("payload_bytes_per_packet"), 0)))
 print()
 print("CPU per forwarded packet, Janus / Jinke (higher is better for Jinke):")
 for n in sorted({n for _, n, _ in rows}):

@@ -7,11 +7,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
-use jinke_sfu::udp::{RecvBatch, enable_gro, grow_buffer};
+use jinke_sfu::udp::{RecvBatch, enable_gro, enable_rx_timestamps, grow_buffer};
 use jinke_signaling::{ClientMessage, PROTOCOL_VERSION, ServerMessage};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::media::{
     AUDIO_FRAME, AUDIO_TS_STEP, Frame, SIMULCAST_RIDS, VIDEO_CLOCK, VIDEO_FPS, with_picture_id,
 };
-use crate::metrics::{ReceiverStats, SentLog, checked_part};
+use crate::metrics::{Arrival, ReceiverStats, SentLog, checked_part};
 
 /// Most messages a client takes from its socket at once (a video frame's packets, or with GRO
 /// several frames).
@@ -139,6 +139,9 @@ pub async fn media_session(
     if shared.udp_gro && !enable_gro(&socket) {
         tracing::debug!("UDP GRO unavailable; receiving datagrams one by one");
     }
+    if !enable_rx_timestamps(&socket) {
+        tracing::debug!("no receive timestamps; latency runs to when this client reads");
+    }
     let local = socket.local_addr()?;
     // SAFETY: the socket owns a valid fd, which nothing replaces or closes while it is registered.
     let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE)? };
@@ -188,7 +191,10 @@ pub async fn media_session(
             &shared,
             &stats,
             started,
-            last_receive,
+            Arrival {
+                queued: last_receive,
+                handled: last_receive,
+            },
         )?;
         if !rtc.is_alive() {
             bail!("media connection closed");
@@ -202,6 +208,7 @@ pub async fn media_session(
             r = socket.readable() => {
                 let mut ready = r?;
                 last_receive = Instant::now();
+                let wall = SystemTime::now();
                 let drained = BATCH.with_borrow_mut(|batch| -> anyhow::Result<bool> {
                     let n = match batch.recv(ready.get_inner()) {
                         Ok(n) => n,
@@ -210,6 +217,13 @@ pub async fn media_session(
                     };
                     for i in 0..n {
                         let Some((datagrams, source)) = batch.get(i) else { continue };
+                        // The kernel's stamp, taken to the monotonic clock the sent log uses.
+                        let queued = batch
+                            .queued_at(i)
+                            .and_then(|t| wall.duration_since(t).ok())
+                            .and_then(|ago| last_receive.checked_sub(ago))
+                            .unwrap_or(last_receive);
+                        let arrival = Arrival { queued, handled: last_receive };
                         for data in datagrams {
                             let Ok(contents) = data.try_into() else { continue };
                             rtc.handle_input(Input::Receive(last_receive, Receive {
@@ -220,7 +234,7 @@ pub async fn media_session(
                             }))?;
                             // str0m keeps a received packet only until the next poll: record
                             // each before taking the next.
-                            drain_events(&mut rtc, ready.get_inner(), &mut heard, &shared, &stats, started, last_receive)?;
+                            drain_events(&mut rtc, ready.get_inner(), &mut heard, &shared, &stats, started, arrival)?;
                         }
                     }
                     Ok(n < batch.capacity())
@@ -278,7 +292,7 @@ fn drain_events(
     shared: &Shared,
     stats: &RefCell<ReceiverStats>,
     started: Instant,
-    received_at: Instant,
+    arrival: Arrival,
 ) -> anyhow::Result<Instant> {
     loop {
         match rtc.poll_output()? {
@@ -286,12 +300,15 @@ fn drain_events(
             Output::Transmit(t) => {
                 let _ = socket.send_to(&t.contents, t.destination);
             }
-            Output::Event(Event::Connected) => heard.connected = true,
+            Output::Event(Event::Connected) => {
+                heard.connected = true;
+                stats.borrow_mut().connected = true;
+            }
             Output::Event(Event::KeyframeRequest(_)) => heard.keyframe_wanted = true,
             Output::Event(Event::RtpPacket(p)) => {
                 let mut st = stats.borrow_mut();
                 if st.join_time.is_none() {
-                    st.join_time = Some(received_at - started);
+                    st.join_time = Some(arrival.handled - started);
                     shared.joined.fetch_add(1, Ordering::Relaxed);
                 }
                 let pt = p.header.payload_type;
@@ -306,7 +323,7 @@ fn drain_events(
                     *p.seq_no,
                     p.header.timestamp,
                     &p.payload,
-                    received_at,
+                    arrival,
                     &shared.sent.read().unwrap_or_else(PoisonError::into_inner),
                     shared.window.get().copied(),
                 );

@@ -67,6 +67,17 @@ impl SentLog {
     }
 }
 
+/// When a received packet got to a client.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    /// When the kernel took it into the client's socket (its receive timestamp; on loopback,
+    /// when the server's send call handed it over). What the server's latency is measured by.
+    pub queued: Instant,
+    /// When the client's thread read it: later by however long that thread was busy with its
+    /// other clients.
+    pub handled: Instant,
+}
+
 /// Sequence bookkeeping for one received track.
 #[derive(Default)]
 struct SeqTrack {
@@ -112,6 +123,8 @@ impl SeqTrack {
 pub struct ReceiverStats {
     /// From holding the token to the first media packet.
     pub join_time: Option<Duration>,
+    /// Whether its media connection (ICE and DTLS) came up.
+    pub connected: bool,
     tracks: HashMap<u32, SeqTrack>,
     /// Per stream: received timestamp minus sent timestamp.
     ts_offsets: HashMap<u32, u32>,
@@ -121,11 +134,13 @@ pub struct ReceiverStats {
     pub bytes_in_window: u64,
     /// Packets whose content no publisher sent.
     pub corrupt: u64,
-    /// Send-to-receive latencies in the window, in microseconds.
+    /// Send-to-socket latencies in the window ([`Arrival::queued`]), in microseconds.
     pub latencies_us: Vec<u32>,
     /// The same, of audio packets only: the teacher's voice, which a lesson needs most, and
     /// which waits whenever it arrives while a video frame is still being sent to everyone.
     pub audio_latencies_us: Vec<u32>,
+    /// Send-to-read latencies in the window ([`Arrival::handled`]), in microseconds.
+    pub handled_latencies_us: Vec<u32>,
     /// What the server said of this client's link, in video packets received by then.
     pub weak_link: WeakLinkLog,
 }
@@ -157,7 +172,7 @@ impl ReceiverStats {
         seq: u64,
         timestamp: u32,
         payload: &[u8],
-        received: Instant,
+        arrival: Arrival,
         sent: &SentLog,
         window: Option<(Instant, Instant)>,
     ) {
@@ -190,18 +205,23 @@ impl ReceiverStats {
             self.corrupt += 1;
         }
         if let Some((start, end)) = window
-            && received >= start
-            && received < end
+            && arrival.handled >= start
+            && arrival.handled < end
         {
             self.in_window += 1;
             self.bytes_in_window += size;
             if let Some(at) = sent_at {
-                let us = received.saturating_duration_since(at).as_micros();
-                let us = us.min(u32::MAX as u128) as u32;
-                self.latencies_us.push(us);
+                let us = |t: Instant| {
+                    t.saturating_duration_since(at)
+                        .as_micros()
+                        .min(u32::MAX as u128) as u32
+                };
+                let queued = us(arrival.queued);
+                self.latencies_us.push(queued);
                 if !video {
-                    self.audio_latencies_us.push(us);
+                    self.audio_latencies_us.push(queued);
                 }
+                self.handled_latencies_us.push(us(arrival.handled));
             }
         }
     }
@@ -338,6 +358,14 @@ impl Millis {
 mod tests {
     use super::*;
 
+    /// A packet read the moment it arrived.
+    fn together(t: Instant) -> Arrival {
+        Arrival {
+            queued: t,
+            handled: t,
+        }
+    }
+
     #[test]
     fn loss_and_duplicates_come_from_sequence_numbers() {
         let mut t = SeqTrack::default();
@@ -367,14 +395,14 @@ mod tests {
         log.record(1960, b"second", t0);
         let mut r = ReceiverStats::default();
         // The server shifted timestamps by 5000.
-        r.record(7, || false, 1, 6000, b"first", t0, &log, None);
-        r.record(7, || false, 2, 6960, b"second", t0, &log, None);
-        r.record(7, || false, 3, 7920, b"forged", t0, &log, None);
+        r.record(7, || false, 1, 6000, b"first", together(t0), &log, None);
+        r.record(7, || false, 2, 6960, b"second", together(t0), &log, None);
+        r.record(7, || false, 3, 7920, b"forged", together(t0), &log, None);
         assert_eq!(r.corrupt, 1);
         assert_eq!(r.counts(), (3, 0, 0));
         // Re-based (a layer switch): learned again from the content, not taken as corrupt.
         log.record(2920, b"third", t0);
-        r.record(7, || false, 4, 9920, b"third", t0, &log, None);
+        r.record(7, || false, 4, 9920, b"third", together(t0), &log, None);
         assert_eq!(r.corrupt, 1);
     }
 
@@ -387,10 +415,10 @@ mod tests {
         let mut r = ReceiverStats::default();
         // The SFU renumbered the PictureID and TL0PICIDX for this subscriber.
         let forwarded = crate::media::with_picture_id(&[0x10, 1, 2, 3], 7, 9);
-        r.record(7, || true, 1, 1000, &forwarded, t0, &log, None);
+        r.record(7, || true, 1, 1000, &forwarded, together(t0), &log, None);
         assert_eq!(r.corrupt, 0);
         let damaged = crate::media::with_picture_id(&[0x10, 1, 2, 4], 7, 9);
-        r.record(7, || true, 2, 1000, &damaged, t0, &log, None);
+        r.record(7, || true, 2, 1000, &damaged, together(t0), &log, None);
         assert_eq!(r.corrupt, 1);
     }
 
@@ -400,10 +428,10 @@ mod tests {
         let t0 = Instant::now();
         let mut r = ReceiverStats::default();
         for seq in [1, 2, 4] {
-            r.record(1, || true, seq, 0, b"v", t0, &log, None);
+            r.record(1, || true, seq, 0, b"v", together(t0), &log, None);
         }
         for seq in [1, 3, 4, 6] {
-            r.record(2, || false, seq, 0, b"a", t0, &log, None);
+            r.record(2, || false, seq, 0, b"a", together(t0), &log, None);
         }
         assert_eq!(r.video_counts(), (3, 1));
         assert_eq!(r.counts(), (7, 3, 0));
@@ -417,7 +445,7 @@ mod tests {
         log.record(0, b"a", t0);
         let window = Some((t0, t0 + Duration::from_secs(1)));
         let mut r = ReceiverStats::default();
-        let at = |ms| t0 + Duration::from_millis(ms);
+        let at = |ms| together(t0 + Duration::from_millis(ms));
         r.record(1, || true, 1, 0, b"vp8", at(9), &log, window);
         r.record(2, || false, 1, 0, b"a", at(2), &log, window);
         r.record(2, || false, 2, 0, b"a", at(2000), &log, window);
@@ -432,6 +460,46 @@ mod tests {
             [2000],
             "audio only, in the window only"
         );
+    }
+
+    #[test]
+    fn latency_runs_to_the_socket_and_apart_to_the_read() {
+        let mut log = SentLog::default();
+        let t0 = Instant::now();
+        log.record(0, b"a", t0);
+        log.record(960, b"b", t0);
+        let window = Some((t0, t0 + Duration::from_secs(1)));
+        let mut r = ReceiverStats::default();
+        let ms = |ms| t0 + Duration::from_millis(ms);
+        let queued_then_read = |q, h| Arrival {
+            queued: ms(q),
+            handled: ms(h),
+        };
+        r.record(
+            2,
+            || false,
+            1,
+            0,
+            b"a",
+            queued_then_read(1, 5),
+            &log,
+            window,
+        );
+        // Read after the window: not counted, although it reached the socket inside it.
+        r.record(
+            2,
+            || false,
+            2,
+            960,
+            b"b",
+            queued_then_read(999, 1001),
+            &log,
+            window,
+        );
+        assert_eq!(r.latencies_us, [1000]);
+        assert_eq!(r.audio_latencies_us, [1000]);
+        assert_eq!(r.handled_latencies_us, [5000]);
+        assert_eq!(r.in_window, 1);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::client::{self, ClientSpec, Shared};
 use crate::janus;
@@ -116,6 +116,9 @@ pub struct Report {
     pub first_error: Option<String>,
     /// Token to first media packet.
     pub join_ms: Millis,
+    /// From the first client starting to every receiver having media (or the join timeout):
+    /// how long the class took to fill.
+    pub filling_s: f64,
     /// Measurement window, seconds.
     pub window_s: f64,
     /// Packets received by all clients in the window (= forwarded by the server).
@@ -140,10 +143,15 @@ pub struct Report {
     pub duplicates: u64,
     /// Packets whose content no publisher sent.
     pub corrupt: u64,
-    /// Send-to-receive latency in the window (same clock).
+    /// Send-to-receive latency in the window (same clock): from the publisher handing a packet
+    /// to its WebRTC stack to the kernel taking it into the receiver's socket, so the time the
+    /// generator's threads are busy with other clients is not in it.
     pub latency_ms: Millis,
     /// The same, of audio packets only.
     pub audio_latency_ms: Millis,
+    /// From the same send to the receiving client reading the packet: the generator's own
+    /// queueing included.
+    pub handled_latency_ms: Millis,
     /// The server's resource use, when its pid was given.
     pub server: Option<ServerUsage>,
     /// The generator's own CPU over the window, all its threads, % of one core.
@@ -243,7 +251,7 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
     });
     let crew = Crew {
         shared: shared.clone(),
-        gate: Arc::new(Semaphore::new(config.join_concurrency.max(1))),
+        gate: Arc::new(JoinGate::new(config.join_concurrency, publishers)),
         join_timeout: config.join_timeout,
         url: config.url.clone(),
         ended: Arc::new(AtomicUsize::new(0)),
@@ -283,13 +291,15 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
     let here = tokio::task::spawn_local(crew.run(mine, via_janus));
 
     // Wait until every receiver has media, or the join timeout.
-    let deadline = Instant::now() + config.join_timeout;
+    let filling = Instant::now();
+    let deadline = filling + config.join_timeout;
     while Instant::now() < deadline
         && shared.joined.load(Ordering::Relaxed) < receivers
         && ended.load(Ordering::Relaxed) < clients
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let filling = filling.elapsed();
     tokio::time::sleep(config.warmup).await;
 
     let start = Instant::now();
@@ -320,6 +330,7 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
         &config,
         (clients, publishers),
         &outcomes,
+        filling,
         window,
         server_before.zip(server_after),
         (self_before, self_after),
@@ -334,12 +345,49 @@ struct Outcome {
     error: Option<String>,
 }
 
+/// Join slots, shared by every client thread (`LoadConfig::join_concurrency`). A client that
+/// only receives holds its slot until media comes, so it asks for one only once every publisher
+/// has one: else students' slots could keep the teacher out until they give up.
+struct JoinGate {
+    slots: Arc<Semaphore>,
+    publishers: usize,
+    /// Publishers that hold a slot so far.
+    admitted: watch::Sender<usize>,
+}
+
+impl JoinGate {
+    fn new(slots: usize, publishers: usize) -> JoinGate {
+        JoinGate {
+            slots: Arc::new(Semaphore::new(slots.max(1))),
+            publishers,
+            admitted: watch::channel(0).0,
+        }
+    }
+
+    /// Waits for a slot, held until the permit is dropped.
+    async fn enter(&self, publish: bool) -> OwnedSemaphorePermit {
+        if !publish {
+            let mut admitted = self.admitted.subscribe();
+            let _ = admitted.wait_for(|&n| n >= self.publishers).await;
+        }
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the join slots are never closed");
+        if publish {
+            self.admitted.send_modify(|n| *n += 1);
+        }
+        permit
+    }
+}
+
 /// What every client thread needs to run its share of the clients.
 #[derive(Clone)]
 struct Crew {
     shared: Arc<Shared>,
-    /// Join slots, across all threads (`LoadConfig::join_concurrency`).
-    gate: Arc<Semaphore>,
+    gate: Arc<JoinGate>,
     join_timeout: Duration,
     url: String,
     /// Clients whose session ended, across all threads.
@@ -378,7 +426,11 @@ impl Crew {
                     }
                 },
             };
-            let task = tokio::task::spawn_local(self.clone().client(session, st.clone()));
+            let task = tokio::task::spawn_local(self.clone().client(
+                session,
+                (p.publish, p.receives),
+                st.clone(),
+            ));
             tasks.push((Some(task), st, p.receives, None));
         }
         let mut stop = self.shared.stop.clone();
@@ -402,14 +454,27 @@ impl Crew {
         outcomes
     }
 
-    /// One client, holding a join slot until it receives media (or gives up).
-    async fn client(self, session: Session, st: Rc<RefCell<ReceiverStats>>) -> anyhow::Result<()> {
-        let permit = self.gate.clone().acquire_owned().await;
+    /// One client, holding a join slot until it is in (or gives up): until media comes, or for
+    /// a client that only publishes, until its connection is up.
+    async fn client(
+        self,
+        session: Session,
+        (publish, receives): (bool, bool),
+        st: Rc<RefCell<ReceiverStats>>,
+    ) -> anyhow::Result<()> {
+        let permit = self.gate.enter(publish).await;
         let joined = st.clone();
         let join_timeout = self.join_timeout;
         let release = async move {
             let deadline = Instant::now() + join_timeout;
-            while joined.borrow().join_time.is_none() && Instant::now() < deadline {
+            let is_in = |s: &ReceiverStats| {
+                if receives {
+                    s.join_time.is_some()
+                } else {
+                    s.connected
+                }
+            };
+            while !is_in(&joined.borrow()) && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             drop(permit);
@@ -437,6 +502,7 @@ fn report(
     config: &LoadConfig,
     (clients, publishers): (usize, usize),
     outcomes: &[Outcome],
+    filling: Duration,
     window: Duration,
     server: Option<(crate::metrics::ProcSample, crate::metrics::ProcSample)>,
     generator: (crate::metrics::ProcSample, crate::metrics::ProcSample),
@@ -444,6 +510,7 @@ fn report(
     let mut joins = Vec::new();
     let mut latencies = Vec::new();
     let mut audio_latencies = Vec::new();
+    let mut handled_latencies = Vec::new();
     let (mut received, mut lost, mut dups, mut corrupt, mut in_window) = (0, 0, 0, 0, 0);
     let mut bytes_in_window = 0;
     let (mut video_received, mut video_lost) = (0, 0);
@@ -473,6 +540,7 @@ fn report(
         bytes_in_window += s.bytes_in_window;
         latencies.extend_from_slice(&s.latencies_us);
         audio_latencies.extend_from_slice(&s.audio_latencies_us);
+        handled_latencies.extend_from_slice(&s.handled_latencies_us);
     }
     let secs = window.as_secs_f64();
     let server = server.map(|(before, after)| {
@@ -502,6 +570,7 @@ fn report(
         failed: outcomes.iter().filter(|o| o.error.is_some()).count(),
         first_error: outcomes.iter().find_map(|o| o.error.clone()),
         join_ms: Millis::of_micros(&mut joins),
+        filling_s: filling.as_secs_f64(),
         window_s: secs,
         packets_in_window: in_window,
         packets_per_second: in_window as f64 / secs,
@@ -519,6 +588,7 @@ fn report(
         corrupt,
         latency_ms: Millis::of_micros(&mut latencies),
         audio_latency_ms: Millis::of_micros(&mut audio_latencies),
+        handled_latency_ms: Millis::of_micros(&mut handled_latencies),
         server,
         generator_cpu_percent: 100.0 * (generator.1.cpu - generator.0.cpu).as_secs_f64() / secs,
         told_audio_only,
@@ -728,6 +798,7 @@ impl Report {
                 ms(self.join_ms.p99)
             ),
         );
+        line("class filled in", format!("{:.1} s", self.filling_s));
         line(
             "forwarded in window",
             format!(
@@ -761,6 +832,14 @@ impl Report {
                 ms(self.audio_latency_ms.p99)
             ),
         );
+        line(
+            "read latency ms p50 / p99",
+            format!(
+                "{} / {}",
+                ms(self.handled_latency_ms.p50),
+                ms(self.handled_latency_ms.p99)
+            ),
+        );
         match &self.server {
             Some(s) => {
                 line("server CPU", format!("{:.1}% of a core", s.cpu_percent));
@@ -780,5 +859,30 @@ impl Report {
             format!("{:.1}% of a core", self.generator_cpu_percent),
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_student_first_at_the_gate_waits_until_the_teacher_has_a_slot() {
+        let gate = Arc::new(JoinGate::new(1, 1));
+        let student = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.enter(false).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!student.is_finished(), "no slot before the teacher has one");
+        let teacher = tokio::time::timeout(Duration::from_secs(1), gate.enter(true))
+            .await
+            .expect("the teacher is let in at once");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!student.is_finished(), "one slot, the teacher's");
+        drop(teacher);
+        let _slot = student
+            .await
+            .expect("the student is let in once the slot is free");
     }
 }

@@ -10,32 +10,48 @@ use jinke_load::{LoadConfig, Scenario};
 
 const KEY: &str = "load-smoke-key-0123456789";
 
+/// Each run's data folder has its own number (tests run in parallel).
+static NEXT_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 async fn smoke(
     scenario: Scenario,
     size: usize,
     simulcast: bool,
     threads: usize,
 ) -> jinke_load::Report {
+    smoke_with(scenario, size, move |load| LoadConfig {
+        simulcast,
+        threads,
+        ..load
+    })
+    .await
+}
+
+/// A run of `scenario` with the generator's configuration changed by `tune`.
+async fn smoke_with(
+    scenario: Scenario,
+    size: usize,
+    tune: impl FnOnce(LoadConfig) -> LoadConfig,
+) -> jinke_load::Report {
     let dir = std::env::temp_dir().join(format!(
-        "jinke-load-smoke-{}-{scenario:?}-{simulcast}-{threads}",
-        std::process::id()
+        "jinke-load-smoke-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = ServeConfig::loopback(dir.clone());
     config.api_key = Some(KEY.into());
     let server = Server::start(config).await.unwrap();
-    let load = LoadConfig {
+    let load = tune(LoadConfig {
         warmup: Duration::from_millis(500),
         server_pid: Some(std::process::id()),
-        simulcast,
-        threads,
         ..LoadConfig::local(
             format!("http://{}", server.http_addr()),
             KEY,
             scenario,
             size,
         )
-    };
+    });
     // The generator runs on its own thread, as it would in its own process.
     let report = std::thread::spawn(move || jinke_load::run_blocking(load))
         .join()
@@ -82,6 +98,27 @@ async fn lecture_on_three_client_threads_smoke() {
         r.packets_per_second > 5.0 * 100.0,
         "{}",
         r.packets_per_second
+    );
+}
+
+/// One join at a time on three threads: the teacher joins first and gives its slot back once
+/// its connection is up (it never receives media, which is when a student gives its slot back),
+/// and the class fills at once, not after the join timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lecture_joined_one_at_a_time_on_three_threads_fills_at_once() {
+    let join_timeout = Duration::from_secs(8);
+    let r = smoke_with(Scenario::Lecture, 4, move |load| LoadConfig {
+        threads: 3,
+        join_concurrency: 1,
+        join_timeout,
+        ..load
+    })
+    .await;
+    assert_whole(&r, 4);
+    assert!(
+        r.filling_s < join_timeout.as_secs_f64() / 2.0,
+        "the class took {} s to fill: a join slot was held until the join timeout",
+        r.filling_s
     );
 }
 

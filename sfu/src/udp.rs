@@ -9,6 +9,7 @@ use std::mem::{size_of, zeroed};
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
+use std::time::{Duration, SystemTime};
 
 /// Most segments in one GSO send (the kernel allows 64; keep the super-packet under 64 KiB).
 const MAX_SEGMENTS: usize = 40;
@@ -60,7 +61,8 @@ pub const MAX_DATAGRAM: usize = 2048;
 
 /// Largest buffer a GRO receive fills (the kernel coalesces up to 64 KiB).
 const MAX_GRO: usize = 65536;
-/// Room for one `UDP_GRO` control message (an int) per received message.
+/// Room per received message for one `UDP_GRO` control message (an int, 24 bytes with its
+/// header) and one `SO_TIMESTAMPNS` message (a timespec, 32 bytes).
 const CONTROL: usize = 64;
 
 /// Receives every datagram queued on a socket, up to a batch, with one `recvmmsg` call and
@@ -69,16 +71,19 @@ const CONTROL: usize = 64;
 ///
 /// With [`RecvBatch::with_gro`], on a socket where [`enable_gro`] succeeded, the kernel may
 /// deliver several datagrams from one sender as one buffer (as it received them: one GSO send)
-/// and [`RecvBatch::get`] splits them again.
+/// and [`RecvBatch::get`] splits them again; on a socket where [`enable_rx_timestamps`]
+/// succeeded, [`RecvBatch::queued_at`] says when the kernel took each message in.
 pub struct RecvBatch {
     /// `capacity` buffers of `slot` bytes, back to back.
     data: Box<[u8]>,
     slot: usize,
     addrs: Box<[libc::sockaddr_storage]>,
     lens: Box<[usize]>,
-    /// Per message: control buffer space (GRO only), and the segment size it reported.
+    /// Per message: control buffer space (GRO batches only), the segment size it reported, and
+    /// the kernel's receive timestamp.
     control: Box<[u8]>,
     segments: Box<[usize]>,
+    stamps: Box<[Option<SystemTime>]>,
     /// The call's headers, kept between calls to save allocating them; their pointers are
     /// written afresh before each call.
     iovs: Vec<libc::iovec>,
@@ -96,7 +101,8 @@ impl RecvBatch {
         Self::with_slot(capacity, MAX_DATAGRAM, false)
     }
 
-    /// Room for `capacity` messages of up to 64 KiB each, with their GRO segment sizes.
+    /// Room for `capacity` messages of up to 64 KiB each, with their GRO segment sizes and
+    /// receive timestamps.
     pub fn with_gro(capacity: usize) -> RecvBatch {
         Self::with_slot(capacity, MAX_GRO, true)
     }
@@ -111,6 +117,7 @@ impl RecvBatch {
             lens: vec![0; capacity].into_boxed_slice(),
             control: vec![0; if gro { capacity * CONTROL } else { 0 }].into_boxed_slice(),
             segments: vec![0; capacity].into_boxed_slice(),
+            stamps: vec![None; capacity].into_boxed_slice(),
             iovs: Vec::with_capacity(capacity),
             hdrs: Vec::with_capacity(capacity),
             filled: 0,
@@ -176,9 +183,20 @@ impl RecvBatch {
         self.filled = n as usize;
         for (i, h) in self.hdrs[..self.filled].iter().enumerate() {
             self.lens[i] = h.msg_len as usize;
-            self.segments[i] = gro_segment(&h.msg_hdr).unwrap_or(self.lens[i]).max(1);
+            let (segment, stamp) = read_control(&h.msg_hdr);
+            self.segments[i] = segment.unwrap_or(self.lens[i]).max(1);
+            self.stamps[i] = stamp;
         }
         Ok(self.filled)
+    }
+
+    /// When the kernel took in the `i`th message of the last [`recv`](Self::recv) (on
+    /// loopback: when its sender's send call handed it over), if the batch has room for control
+    /// messages ([`RecvBatch::with_gro`]) and the socket asked for timestamps
+    /// ([`enable_rx_timestamps`]). The load generator measures the server's latency by it, not
+    /// by when its own busy thread got round to the socket.
+    pub fn queued_at(&self, i: usize) -> Option<SystemTime> {
+        self.stamps[..self.filled].get(i).copied().flatten()
     }
 
     /// The `i`th message of the last [`recv`](Self::recv) as the datagrams it holds (one,
@@ -195,40 +213,64 @@ impl RecvBatch {
     }
 }
 
-/// The segment size a `UDP_GRO` control message reports, if the message carries one.
-fn gro_segment(msg: &libc::msghdr) -> Option<usize> {
+/// The segment size a `UDP_GRO` control message reports and the time an `SO_TIMESTAMPNS` one
+/// gives, where the message carries them.
+fn read_control(msg: &libc::msghdr) -> (Option<usize>, Option<SystemTime>) {
+    let (mut segment, mut stamp) = (None, None);
     if msg.msg_controllen == 0 {
-        return None;
+        return (segment, stamp);
     }
     // SAFETY: the kernel filled msg_control with msg_controllen bytes of cmsgs; the CMSG macros
-    // walk within them.
+    // walk within them, and each payload read is of the type its level and type say it holds.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
-                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
-                return usize::try_from(size).ok();
+            match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
+                (libc::SOL_UDP, libc::UDP_GRO) => {
+                    let size =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                    segment = usize::try_from(size).ok();
+                }
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
+                    let t =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
+                    stamp = u64::try_from(t.tv_sec)
+                        .ok()
+                        .map(|secs| SystemTime::UNIX_EPOCH + Duration::new(secs, t.tv_nsec as u32));
+                }
+                _ => {}
             }
             cmsg = libc::CMSG_NXTHDR(msg, cmsg);
         }
     }
-    None
+    (segment, stamp)
 }
 
-/// Asks the kernel to coalesce datagrams arriving on `socket` (UDP GRO), for a
-/// [`RecvBatch::with_gro`]. Returns whether it agreed.
-pub fn enable_gro(socket: &impl AsRawFd) -> bool {
+/// Asks the kernel to stamp each datagram `socket` receives with when it took it in
+/// (`SO_TIMESTAMPNS`), for [`RecvBatch::queued_at`]. Returns whether it agreed.
+pub fn enable_rx_timestamps(socket: &impl AsRawFd) -> bool {
+    set_int_option(socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
+}
+
+/// Sets an int socket option to 1; returns whether the kernel agreed.
+fn set_int_option(socket: &impl AsRawFd, level: libc::c_int, name: libc::c_int) -> bool {
     let on: libc::c_int = 1;
     // SAFETY: setsockopt with a valid int option on the caller's socket.
     unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
+            level,
+            name,
             (&on as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         ) == 0
     }
+}
+
+/// Asks the kernel to coalesce datagrams arriving on `socket` (UDP GRO), for a
+/// [`RecvBatch::with_gro`]. Returns whether it agreed.
+pub fn enable_gro(socket: &impl AsRawFd) -> bool {
+    set_int_option(socket, libc::SOL_UDP, libc::UDP_GRO)
 }
 
 /// Waits until `socket` has something to read, `wake` is written to, or `timeout` passed.
@@ -621,5 +663,50 @@ mod tests {
             "{messages} messages for {} datagrams: the runs arrived coalesced",
             expect.len()
         );
+    }
+
+    #[test]
+    fn a_stamped_datagram_says_when_the_kernel_took_it_in_not_when_it_was_read() {
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = receiver.local_addr().unwrap();
+        let mut batch = RecvBatch::with_gro(4);
+        // Without asking, no time.
+        sender.send_to(b"unstamped", to).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(batch.recv(&receiver).unwrap(), 1);
+        assert_eq!(batch.queued_at(0), None);
+
+        assert!(
+            enable_rx_timestamps(&receiver),
+            "this kernel stamps datagrams"
+        );
+        // The kernel turns stamping on a moment later (a deferred static key); until then it
+        // stamps a datagram when it is read. Wait for a probe stamped before its read.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            sender.send_to(b"probe", to).unwrap();
+            let sent = SystemTime::now();
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(batch.recv(&receiver).unwrap(), 1);
+            if batch.queued_at(0).expect("a stamped datagram") <= sent {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "stamping never began");
+        }
+        let before = SystemTime::now();
+        sender.send_to(b"one", to).unwrap();
+        sender.send_to(b"two", to).unwrap();
+        let after = SystemTime::now();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(batch.recv(&receiver).unwrap(), 2);
+        for i in 0..2 {
+            let at = batch.queued_at(i).expect("a stamped datagram");
+            assert!(
+                before <= at && at <= after,
+                "{at:?} is not between {before:?} and {after:?}"
+            );
+        }
+        assert_eq!(batch.queued_at(2), None, "past the messages taken");
     }
 }
