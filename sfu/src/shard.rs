@@ -693,8 +693,10 @@ impl Shard {
         }
     }
 
-    /// Forwards one received packet to every subscriber of its track: this shard's, then (once
-    /// each, shared) the other shards'.
+    /// Forwards one received packet to every subscriber of its track: first to the other
+    /// shards that have some (once each, shared), then to this shard's. In that order the other
+    /// shards fan out while this one does: handed over after this shard's own fan-out, a frame
+    /// reached their subscribers only after a whole fan-out here (~1.7 ms for 125 subscribers).
     fn forward(&mut self, id: PeerId, packet: str0m::rtp::RtpPacket) {
         let Some(publisher) = self.peers.get_mut(&id) else {
             return;
@@ -727,18 +729,17 @@ impl Shard {
             return;
         };
         let packet = MediaPacket::new((id, mid), params, layer, packet);
-        self.fan_out(&packet, now);
-        let Some(route) = self.routes.get(&(id, mid)) else {
+        if route.shards.is_empty() {
+            self.fan_out(&packet, now);
             return;
-        };
-        if !route.shards.is_empty() {
-            let packet = Arc::new(packet);
-            for &shard in &route.shards {
-                // A shard that stopped (shutting down) needs nothing more.
-                let _ = self.shards[shard].send(Command::Media(packet.clone()));
-            }
-            self.handoffs += route.shards.len() as u64;
         }
+        let packet = Arc::new(packet);
+        for &shard in &route.shards {
+            // A shard that stopped (shutting down) needs nothing more.
+            let _ = self.shards[shard].send(Command::Media(packet.clone()));
+        }
+        self.handoffs += route.shards.len() as u64;
+        self.fan_out(&packet, now);
     }
 
     /// Answers a subscriber's NACK from its track's cache: each packet still there is sent
