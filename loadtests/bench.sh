@@ -23,8 +23,8 @@
 # Exits non-zero when a run had corrupt packets, or failed clients or missing joins at the first
 # (smallest) N (errors, not performance); further up, failures and loss above 1% only stop N from
 # growing.
-# Needs root (unshare --net), taskset, python3 and Debian's janus (installed when missing); `ip`
-# and curl where present.
+# Needs root (unshare --net), taskset, python3, and for Janus iproute2's `ip` and Debian's janus
+# (installed when missing). Jinke alone runs without `ip` or curl.
 # Results (JSON per run) are left in $OUT (default: a fresh folder under /tmp). BENCHMARKS.md
 # records the figures.
 set -euo pipefail
@@ -76,8 +76,8 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, struct.pack("16sH14x", b"lo", 0)))[1]
 fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))'
 fi
-# Janus refuses loopback interfaces: its addresses go on a veth. Jinke's work on lo, all of
-# 127.0.0.0/8 being local.
+# Janus refuses loopback interfaces: its addresses go on a veth. Jinke's work on lo alone, all
+# of 127.0.0.0/8 being local.
 if [[ " $SERVERS " == *" janus "* ]]; then
   ip link add bench0 type veth peer name bench1
   ip addr add "$SERVER_IP/32" dev bench0

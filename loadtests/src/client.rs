@@ -277,7 +277,8 @@ pub async fn media_session(
 /// What a media session's events told it, besides the media.
 #[derive(Default)]
 struct Heard {
-    /// ICE and DTLS are up.
+    /// This session's ICE and DTLS are up (a Janus participant has two sessions, which
+    /// share its statistics' `connected`).
     connected: bool,
     /// The server asked the publisher for a keyframe.
     keyframe_wanted: bool,

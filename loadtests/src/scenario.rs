@@ -277,7 +277,8 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
             .spawn(move || -> anyhow::Result<Vec<Outcome>> {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .build()?;
+                    .build()
+                    .context("a client thread's runtime")?;
                 let local = tokio::task::LocalSet::new();
                 Ok(runtime.block_on(local.run_until(crew.run(group, None))))
             })
@@ -413,38 +414,33 @@ impl Crew {
                     publish: p.publish,
                     bind_ip,
                 }),
-                Join::Janus(spec) => match &janus {
-                    Some((session, feeds)) => Session::Janus(
+                Join::Janus(spec) => {
+                    // `run_local` refuses Janus on more than one thread.
+                    let (session, feeds) = janus.as_ref().expect("Janus clients run on its thread");
+                    Session::Janus(
                         session.clone(),
                         janus::JanusSpec { bind_ip, ..spec },
                         feeds.clone(),
-                    ),
-                    None => {
-                        let error = Some("a Janus client on a thread without Janus".into());
-                        tasks.push((None, st, p.receives, error));
-                        continue;
-                    }
-                },
+                    )
+                }
             };
             let task = tokio::task::spawn_local(self.clone().client(
                 session,
                 (p.publish, p.receives),
                 st.clone(),
             ));
-            tasks.push((Some(task), st, p.receives, None));
+            tasks.push((task, st, p.receives));
         }
         let mut stop = self.shared.stop.clone();
         let _ = stop.wait_for(|s| *s).await;
         let mut outcomes = Vec::new();
-        for (task, st, receives, mut error) in tasks {
-            if let Some(task) = task {
-                error = match tokio::time::timeout(Duration::from_secs(5), task).await {
-                    Ok(Ok(Ok(()))) => None,
-                    Ok(Ok(Err(e))) => Some(format!("{e:#}")),
-                    Ok(Err(e)) => Some(format!("client task: {e}")),
-                    Err(_) => Some("client did not stop".into()),
-                };
-            }
+        for (task, st, receives) in tasks {
+            let error = match tokio::time::timeout(Duration::from_secs(5), task).await {
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(e))) => Some(format!("{e:#}")),
+                Ok(Err(e)) => Some(format!("client task: {e}")),
+                Err(_) => Some("client did not stop".into()),
+            };
             outcomes.push(Outcome {
                 stats: std::mem::take(&mut *st.borrow_mut()),
                 receives,
@@ -820,25 +816,15 @@ impl Report {
                 self.corrupt
             ),
         );
-        line(
-            "added latency ms p50 / p99",
-            format!("{} / {}", ms(self.latency_ms.p50), ms(self.latency_ms.p99)),
-        );
+        let p50_p99 = |m: &Millis| format!("{} / {}", ms(m.p50), ms(m.p99));
+        line("added latency ms p50 / p99", p50_p99(&self.latency_ms));
         line(
             "audio latency ms p50 / p99",
-            format!(
-                "{} / {}",
-                ms(self.audio_latency_ms.p50),
-                ms(self.audio_latency_ms.p99)
-            ),
+            p50_p99(&self.audio_latency_ms),
         );
         line(
             "read latency ms p50 / p99",
-            format!(
-                "{} / {}",
-                ms(self.handled_latency_ms.p50),
-                ms(self.handled_latency_ms.p99)
-            ),
+            p50_p99(&self.handled_latency_ms),
         );
         match &self.server {
             Some(s) => {

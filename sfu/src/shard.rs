@@ -696,7 +696,9 @@ impl Shard {
     /// Forwards one received packet to every subscriber of its track: first to the other
     /// shards that have some (once each, shared), then to this shard's. In that order the other
     /// shards fan out while this one does: handed over after this shard's own fan-out, a frame
-    /// reached their subscribers only after a whole fan-out here (~1.7 ms for 125 subscribers).
+    /// reached their subscribers only after a whole fan-out here (an estimate: 125 subscribers
+    /// × ~3 packets × ~4.5 us a send, the 16-core machine's cost, is ~1.7 ms; BENCHMARKS.md has
+    /// what two shards measured).
     fn forward(&mut self, id: PeerId, packet: str0m::rtp::RtpPacket) {
         let Some(publisher) = self.peers.get_mut(&id) else {
             return;
