@@ -25,6 +25,7 @@ async fn nack_and_rtx_repair_a_lossy_delayed_student_link() {
         Impairment {
             loss_per_mille: 50,
             delay: Duration::from_millis(50),
+            ..Impairment::default()
         },
     )
     .await;

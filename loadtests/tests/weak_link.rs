@@ -29,6 +29,7 @@ async fn a_starved_student_drops_to_audio_and_gets_video_back_when_the_link_reco
         Impairment {
             loss_per_mille: 0,
             delay: Duration::from_millis(20),
+            ..Impairment::default()
         },
     )
     .await;

@@ -186,6 +186,14 @@ impl Peer {
             .map(|t| t.source)
     }
 
+    /// The tracks forwarded to this peer whose negotiation is through.
+    pub fn open_sources(&self) -> impl Iterator<Item = TrackKey> + '_ {
+        self.out
+            .iter()
+            .filter(|t| matches!(t.state, OutState::Open(_)))
+            .map(|t| t.source)
+    }
+
     /// If forwarded tracks were added or ended and no offer is outstanding, makes the next offer
     /// and reports it. Returns whether it made one.
     pub fn negotiate_if_needed(&mut self) -> bool {

@@ -350,6 +350,7 @@ impl Shard {
     fn accept_answer(&mut self, id: PeerId, answer: &str) -> Result<(), SfuError> {
         let peer = self.peers.get_mut(&id).ok_or(SfuError::UnknownPeer)?;
         let opened = peer.accept_answer(answer)?;
+        let connected = peer.connected;
         let now = Instant::now();
         for (source, mid) in opened {
             let Some(route) = self.routes.get_mut(&source) else {
@@ -379,14 +380,9 @@ impl Shard {
                 // Before any keyframe request, so the publisher's shard sends what it asks for.
                 self.tell_publisher_shard(source, true);
             }
-            let Some(route) = self.routes.get_mut(&source) else {
-                continue;
-            };
-            if route.track.kind == MediaKind::Video {
-                // A new subscriber needs a keyframe (of its layer) to start decoding.
-                let mut wanted = route.retarget();
-                wanted.push(route.layer_for(id));
-                self.ask_keyframes(source, &wanted, now);
+            if connected {
+                // A renegotiation: the session is up and takes the track from now on.
+                self.ask_keyframe_to_start(id, source, now);
             }
         }
         self.mark_dirty(id);
@@ -572,6 +568,12 @@ impl Shard {
                     peer.give_up_at = None;
                     peer.connected = true;
                     peer.report(PeerEvent::Connected);
+                    // Its subscriptions were taking nothing until now (see
+                    // `send_to_subscribers`): their videos start at a keyframe.
+                    let now = Instant::now();
+                    for source in peer.open_sources().collect::<Vec<_>>() {
+                        self.ask_keyframe_to_start(id, source, now);
+                    }
                 }
             }
             Event::Closed => {
@@ -853,7 +855,11 @@ impl Shard {
                 subs[ahead].lines.fetch();
             }
             let sub = &mut subs[i];
-            let Some(peer) = self.peers.get_mut(&sub.peer) else {
+            // A session whose handshake is not through cannot send: what it was given would
+            // wait in it, and reach the subscriber late (seconds, after a lost handshake
+            // flight), in a burst, and with holes where it ran over. It gets the track from
+            // when it connects, starting at a keyframe.
+            let Some(peer) = self.peers.get_mut(&sub.peer).filter(|p| p.connected) else {
                 continue;
             };
             for packet in packets {
@@ -873,6 +879,19 @@ impl Shard {
             if (n + 1) % FLUSH_EVERY == 0 {
                 self.outbox.flush(&self.socket);
             }
+        }
+    }
+
+    /// A subscriber starts taking a track: a video needs a keyframe (of its layer) before it
+    /// can be decoded.
+    fn ask_keyframe_to_start(&mut self, id: PeerId, source: TrackKey, now: Instant) {
+        let Some(route) = self.routes.get_mut(&source) else {
+            return;
+        };
+        if route.track.kind == MediaKind::Video {
+            let mut wanted = route.retarget();
+            wanted.push(route.layer_for(id));
+            self.ask_keyframes(source, &wanted, now);
         }
     }
 

@@ -18,12 +18,16 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 /// What happens to an impaired flow's datagrams, in each direction.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Impairment {
     /// Datagrams dropped, per thousand.
     pub loss_per_mille: u32,
     /// Added one-way delay.
     pub delay: Duration,
+    /// For this long after a flow's first datagram, DTLS towards the client is dropped: its
+    /// handshake is held up (as lost handshake flights hold it up until their retransmission)
+    /// while ICE, and its signaling, are already through.
+    pub hold_dtls: Duration,
 }
 
 /// RTP packets seen towards impaired clients, by payload type (the RTP header is not encrypted).
@@ -219,6 +223,8 @@ struct Lane {
     /// The cap, for a lane towards an impaired client, and when its queue empties.
     rate: Option<Arc<AtomicU64>>,
     busy_until: std::cell::Cell<Instant>,
+    /// Until when DTLS towards an impaired client is dropped.
+    dtls_held_until: Instant,
     delay_line: mpsc::UnboundedSender<(Instant, Vec<u8>)>,
 }
 
@@ -247,6 +253,7 @@ impl Lane {
             counts: counts.filter(|_| impair.is_some()),
             rate: rate.filter(|_| impair.is_some()),
             busy_until: std::cell::Cell::new(Instant::now()),
+            dtls_held_until: Instant::now() + impair.map_or(Duration::ZERO, |i| i.hold_dtls),
             delay_line,
         }
     }
@@ -257,7 +264,8 @@ impl Lane {
             return;
         };
         let now = Instant::now();
-        let mut drop = self.next_random() % 1000 < u64::from(impair.loss_per_mille);
+        let mut drop = self.next_random() % 1000 < u64::from(impair.loss_per_mille)
+            || (self.counts.is_some() && is_dtls(datagram) && now < self.dtls_held_until);
         let mut leaves = now;
         let bps = self.rate.as_ref().map_or(0, |r| r.load(Ordering::Relaxed));
         if bps > 0 && !drop {
@@ -291,6 +299,11 @@ impl Lane {
         self.rng.set(x);
         x
     }
+}
+
+/// Whether a datagram is DTLS (RFC 7983 demultiplexing: its first byte is 20 to 63).
+fn is_dtls(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| (20..=63).contains(b))
 }
 
 /// The payload type of an RTP packet (RFC 5761 demultiplexing: not STUN, DTLS or RTCP).

@@ -1,0 +1,62 @@
+//! Students whose DTLS handshake is held up for seconds after their signaling is through (as a
+//! lost handshake flight holds it up until its retransmission). The server has their
+//! subscriptions from the moment it accepted their answers, but nothing can reach them before
+//! their session is up: what they get must start there, fresh and without holes, not with
+//! what piled up in their sessions while they were connecting.
+
+mod relay;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use jinke_load::{LoadConfig, Scenario};
+use relay::{Impairment, RelayedServer};
+
+const KEY: &str = "slow-handshake-key-0123456789";
+/// The students' media sockets bind here; the relay holds up their handshakes only.
+const STUDENT_IP: &str = "127.0.0.7";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_student_whose_handshake_was_slow_gets_media_from_then_on_without_holes() {
+    let relayed = RelayedServer::start(
+        "slow-handshake",
+        KEY,
+        STUDENT_IP.parse().unwrap(),
+        Impairment {
+            hold_dtls: Duration::from_millis(2500),
+            ..Impairment::default()
+        },
+    )
+    .await;
+    let load = LoadConfig {
+        duration: Duration::from_secs(3),
+        receiver_bind_ip: Some(STUDENT_IP.parse::<IpAddr>().unwrap()),
+        ..LoadConfig::local(
+            format!("http://{}", relayed.server.http_addr()),
+            KEY,
+            Scenario::Lecture,
+            2,
+        )
+    };
+    let report = std::thread::spawn(move || jinke_load::run_blocking(load))
+        .join()
+        .unwrap()
+        .unwrap();
+    relayed.stop().await;
+    println!("{}", report.table());
+    assert_eq!(report.failed, 0, "{:?}", report.first_error);
+    assert_eq!(report.joined, 2);
+    let joined_after = report.join_ms.p50.unwrap_or(0.0);
+    assert!(
+        joined_after >= 2000.0,
+        "the handshakes were held up: joined after {joined_after} ms"
+    );
+    assert!(
+        report.packets_in_window > 300,
+        "the students got the lesson"
+    );
+    assert_eq!(
+        report.lost, 0,
+        "no holes: nothing was sent to the students before they could take it"
+    );
+}
