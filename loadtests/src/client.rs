@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -54,6 +54,10 @@ pub struct Shared {
     pub audio: Vec<crate::media::AudioFrame>,
     /// Becomes true when clients must leave.
     pub stop: watch::Receiver<bool>,
+    /// Set when the window has ended: publishers send nothing more, while receivers go on
+    /// listening for [`crate::LoadConfig::settle`], so that a packet lost just before the end
+    /// has its round trip to be repaired and the loss counted is what stayed lost.
+    pub quiet: AtomicBool,
     /// Publishers started so far (each starts at its own point of the loops).
     pub publishers: AtomicUsize,
     /// Clients that received their first media packet.
@@ -262,7 +266,8 @@ pub async fn media_session(
             () = &mut timer => {
                 rtc.handle_input(Input::Timeout(Instant::now()))?;
             }
-            _ = media_tick.tick(), if heard.connected && publisher.is_some() => {
+            _ = media_tick.tick(), if heard.connected && publisher.is_some()
+                && !shared.quiet.load(Ordering::Relaxed) => {
                 if let Some(p) = &mut publisher {
                     if std::mem::take(&mut heard.keyframe_wanted) && shared.simulcast {
                         p.skip_to_keyframe(&shared);

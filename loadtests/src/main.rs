@@ -37,6 +37,10 @@ struct Args {
     /// Seconds to measure.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
+    /// Seconds receivers go on listening after the publishers stop, for losses at the very end
+    /// to be repaired before loss is counted.
+    #[arg(long, default_value_t = 0.5)]
+    settle: f64,
     /// The server's process id, to measure its CPU and memory from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -81,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         size: args.size,
         warmup: Duration::from_secs_f64(args.warmup),
         duration: Duration::from_secs_f64(args.duration),
+        settle: Duration::from_secs_f64(args.settle),
         server_pid: args.server_pid,
         bind_ip: args.bind_ip,
         receiver_bind_ip: args.receiver_bind_ip,

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,9 @@ pub struct LoadConfig {
     pub warmup: Duration,
     /// Length of the measurement window.
     pub duration: Duration,
+    /// After the window, how long receivers go on listening once publishers have stopped: a
+    /// packet lost in the last round trip is repaired in this time, or counts as lost.
+    pub settle: Duration,
     /// The server's process id, to measure its CPU and memory.
     pub server_pid: Option<u32>,
     /// Local address for the clients' media sockets.
@@ -189,6 +192,7 @@ impl LoadConfig {
             size,
             warmup: Duration::from_secs(1),
             duration: Duration::from_secs(2),
+            settle: Duration::from_millis(500),
             server_pid: None,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             receiver_bind_ip: None,
@@ -244,6 +248,7 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
         video: media::video_frames()?,
         audio: media::audio_frames(Duration::from_secs(6))?,
         stop,
+        quiet: AtomicBool::new(false),
         publishers: AtomicUsize::new(0),
         joined: AtomicUsize::new(0),
         udp_gro: config.udp_gro,
@@ -315,6 +320,8 @@ async fn run_local(config: LoadConfig) -> anyhow::Result<Report> {
     let self_after = sample_process(std::process::id())?;
     let window = start.elapsed();
 
+    shared.quiet.store(true, Ordering::Relaxed);
+    tokio::time::sleep(config.settle).await;
     stop_tx.send_replace(true);
     let mut outcomes = here.await.context("the clients of the main thread")?;
     for worker in workers {

@@ -64,10 +64,12 @@ async fn nack_and_rtx_repair_a_lossy_delayed_student_link() {
     assert!(sent > 1000, "the students got video through the relay");
     assert!(dropped >= 30, "the link lost video: {dropped}");
     assert!(rtx >= dropped / 2, "lost packets were retransmitted: {rtx}");
-    // Only packets lost in the last round trip before the run stopped may stay missing.
+    // Packets lost in the last round trips are repaired while the run settles (publishers
+    // quiet, students listening); what may stay missing is a packet whose every NACK or
+    // retransmission the link lost.
     assert!(
-        report.video_lost * 20 <= dropped,
-        "at least 95% of the lost video was repaired: {} of {dropped} still missing",
+        report.video_lost * 100 <= dropped,
+        "at least 99% of the lost video was repaired: {} of {dropped} still missing",
         report.video_lost
     );
 }
