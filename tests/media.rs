@@ -44,14 +44,47 @@ async fn garbage_at_the_media_port_disturbs_nobody() {
     for i in 0..200u32 {
         junk.push(payload(0x5A, i, 20 + (i as usize * 7) % 1400));
     }
+    // A well-formed ICE check, for a username fragment no session has.
+    junk.push(stun_binding_request("nobodys:ufrag"));
+    let before = server.stats().await.strays;
     for d in &junk {
         for &shard in &media {
             let _ = attacker.send_to(d, shard);
         }
     }
     lecture.assert_delivery(50).await;
-    assert_eq!(server.stats().await.peers, 2);
+    let stats = server.stats().await;
+    assert_eq!(stats.peers, 2);
+    // The empty datagram is not even read as one.
+    let counted = (junk.iter().filter(|d| !d.is_empty()).count() * media.len()) as u64;
+    assert!(
+        stats.strays - before >= counted,
+        "each junk datagram is counted as no peer's: {} of {counted}",
+        stats.strays - before,
+    );
     server.stop().await;
+}
+
+/// A STUN binding request (RFC 8489) with what an ICE check must carry: USERNAME, PRIORITY,
+/// and a MESSAGE-INTEGRITY that no session's key signed.
+fn stun_binding_request(username: &str) -> Vec<u8> {
+    let mut attrs = Vec::new();
+    for (kind, value) in [
+        (0x0006u16, username.as_bytes()),
+        (0x0024, &[0, 0, 0, 1][..]),
+        (0x0008, &[0x55; 20][..]),
+    ] {
+        attrs.extend_from_slice(&kind.to_be_bytes());
+        attrs.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(value);
+        attrs.resize(attrs.len().div_ceil(4) * 4, 0);
+    }
+    let mut m = vec![0x00, 0x01];
+    m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    m.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]); // magic cookie
+    m.extend_from_slice(&[7; 12]); // transaction id
+    m.extend_from_slice(&attrs);
+    m
 }
 
 /// The UDP port of the first loopback host candidate in a session description.

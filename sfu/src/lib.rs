@@ -267,6 +267,10 @@ pub struct SfuStats {
     /// Packets handed to another shard since start, counted once per shard they went to (only
     /// shards with subscribers of the track get them).
     pub handoffs: u64,
+    /// Datagrams dropped since start as no peer's: neither STUN, DTLS, RTP nor RTCP, or from
+    /// an address no peer uses and no ICE check addressed to a peer (junk, a port scan, late
+    /// packets of a closed session).
+    pub strays: u64,
 }
 
 /// Handle to the running SFU. Cheap to share behind an `Arc`. [`Sfu::shutdown`] closes every
@@ -460,6 +464,7 @@ impl Sfu {
             total.shards_in_use += s.shards_in_use;
             total.incomplete_frames += s.incomplete_frames;
             total.handoffs += s.handoffs;
+            total.strays += s.strays;
         }
         Ok(total)
     }

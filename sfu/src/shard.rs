@@ -62,6 +62,9 @@ pub(crate) struct Shard {
     peers: HashMap<PeerId, Peer>,
     /// Which peer a remote address belongs to, learned from accepted datagrams.
     by_addr: HashMap<SocketAddr, PeerId>,
+    /// Which peer an ICE username fragment is ours for. A session's fragment is made with it
+    /// and kept (the SFU restarts no ICE), so it is noted once, when the peer is added.
+    by_ufrag: HashMap<String, PeerId>,
     /// Every published track, on this shard or another.
     routes: HashMap<TrackKey, Route>,
     /// Rooms whose non-moderator peers receive nothing yet (lessons in their lobby).
@@ -80,6 +83,8 @@ pub(crate) struct Shard {
     incomplete_frames: u64,
     /// Packets handed to other shards (see [`SfuStats::handoffs`]).
     handoffs: u64,
+    /// Datagrams no peer takes (see [`SfuStats::strays`]).
+    strays: u64,
 }
 
 impl Shard {
@@ -100,6 +105,7 @@ impl Shard {
             shards,
             peers: HashMap::new(),
             by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
             routes: HashMap::new(),
             held: HashSet::new(),
             dirty: Vec::new(),
@@ -110,6 +116,7 @@ impl Shard {
             keyframe_requests: 0,
             incomplete_frames: 0,
             handoffs: 0,
+            strays: 0,
         }
     }
 
@@ -282,6 +289,7 @@ impl Shard {
                     shards_in_use: usize::from(!self.peers.is_empty()),
                     incomplete_frames: self.incomplete_frames,
                     handoffs: self.handoffs,
+                    strays: self.strays,
                 });
             }
             Command::Shutdown => unreachable!("handled by the run loop"),
@@ -330,6 +338,7 @@ impl Shard {
         let id = spec.id;
         // Without a client offer, the clock starts with the SFU's first offer.
         let deadline = answer.as_ref().map(|_| now + self.connect_timeout);
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         let mut peer = Peer::new(spec, rtc, now, deadline);
         // Everything already published in the room is forwarded to the newcomer (unless it only
         // publishes, or waits in a held room), except its own identity's tracks.
@@ -343,6 +352,7 @@ impl Shard {
         }
         tracing::debug!(?id, identity = %peer.identity, room = %peer.room, "peer added");
         self.peers.insert(id, peer);
+        self.by_ufrag.insert(ufrag, id);
         self.mark_dirty(id);
         Ok(answer.map(|a| a.to_sdp_string()))
     }
@@ -391,7 +401,8 @@ impl Shard {
 
     fn handle_datagram(&mut self, data: &[u8], source: SocketAddr) {
         let Ok(contents) = data.try_into() else {
-            return; // Neither STUN, DTLS, RTP nor RTCP.
+            self.strays += 1; // Neither STUN, DTLS, RTP nor RTCP.
+            return;
         };
         let now = Instant::now();
         let input = Input::Receive(
@@ -403,20 +414,23 @@ impl Shard {
                 contents,
             },
         );
-        // The address cache makes the common case one lookup; a miss (a new peer, or an address
-        // that moved) falls back to asking every peer.
-        let cached = self
-            .by_addr
-            .get(&source)
-            .copied()
-            .filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
-        let Some(id) = cached.or_else(|| {
-            let id = self.peers.values().find(|p| p.rtc.accepts(&input))?.id;
-            self.by_addr.insert(source, id);
-            Some(id)
+        // A client's first datagram from any of its addresses is an ICE check (a STUN binding
+        // request) addressed to its session's username fragment: that finds the peer, and the
+        // address is noted for what follows. Anything else from an address no peer uses is
+        // dropped without asking every peer, so that junk sprayed at the port costs two
+        // lookups a datagram, not a pass over all the shard's sessions.
+        let known = self.by_addr.get(&source).copied();
+        let takes = |id: &PeerId| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input));
+        let Some(id) = known.filter(takes).or_else(|| {
+            let ufrag = contents_ufrag(&input)?;
+            self.by_ufrag.get(ufrag).copied().filter(takes)
         }) else {
+            self.strays += 1;
             return;
         };
+        if known != Some(id) {
+            self.by_addr.insert(source, id);
+        }
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -945,6 +959,7 @@ impl Shard {
         };
         peer.rtc.disconnect();
         self.by_addr.retain(|_, p| *p != id);
+        self.by_ufrag.retain(|_, p| *p != id);
         if let Some(reason) = reason {
             peer.report(PeerEvent::Closed { reason });
         }
@@ -1200,6 +1215,14 @@ impl Shard {
 /// browser estimates its uplink from our feedback. A receiver whose link we `estimate` keeps
 /// transport-wide numbers (our estimator's input); most subscribers (a lecture's) have their
 /// links judged from loss alone (`link.rs`).
+/// The username fragment a received STUN binding request is addressed to.
+fn contents_ufrag<'a>(input: &'a Input) -> Option<&'a str> {
+    match input {
+        Input::Receive(_, receive) => receive.contents.stun_request_ufrag(),
+        Input::Timeout(_) => None,
+    }
+}
+
 fn extensions(may_publish: bool, estimate: bool) -> ExtensionMap {
     let mut exts = ExtensionMap::empty();
     for (id, ext) in ExtensionMap::standard().iter() {

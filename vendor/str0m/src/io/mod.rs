@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 pub use is::stun::StunMessage;
+use is::stun::{Class as StunClass, Method as StunMethod};
 
 pub use str0m_proto::DATAGRAM_MTU_TARGET;
 pub use str0m_proto::DATAGRAM_MTU_TARGET_MAX;
@@ -82,6 +83,23 @@ pub(crate) enum DatagramRecvInner<'a> {
     Dtls(&'a [u8]),
     Rtp(&'a [u8]),
     Rtcp(&'a [u8]),
+}
+
+impl DatagramRecv<'_> {
+    /// For a STUN binding request: the ICE username fragment of the agent it is addressed to
+    /// (its USERNAME up to the colon). An application serving many sessions on one socket
+    /// finds by it the one session that a datagram from a new address may be for, where
+    /// [`crate::Rtc::accepts`] has to ask every session.
+    pub fn stun_request_ufrag(&self) -> Option<&str> {
+        match &self.inner {
+            DatagramRecvInner::Stun(m)
+                if m.method() == StunMethod::Binding && m.class() == StunClass::Request =>
+            {
+                m.split_username().map(|(local, _)| local)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl<'a> TryFrom<&'a [u8]> for DatagramRecv<'a> {
@@ -179,4 +197,44 @@ impl fmt::Debug for DatagramRecvInner<'_> {
         }
     }
     //
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// A STUN message as bytes, signed with a made-up key (parsing does not verify it).
+    fn bytes_of(message: StunMessage<'_>) -> Vec<u8> {
+        let mut buf = vec![0; 1500];
+        let n = message
+            .to_bytes(Some(b"password"), &mut buf, |_, _| [0x55; 20])
+            .unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn a_binding_request_names_the_fragment_it_is_for() {
+        let request = bytes_of(StunMessage::binding_request(
+            "ours:theirs",
+            is::stun::TransId::new(),
+            true,
+            1,
+            1,
+            false,
+        ));
+        let datagram = DatagramRecv::try_from(&request[..]).unwrap();
+        assert_eq!(datagram.stun_request_ufrag(), Some("ours"));
+
+        let reply = bytes_of(StunMessage::binding_reply(
+            is::stun::TransId::new(),
+            "127.0.0.1:5000".parse().unwrap(),
+        ));
+        let datagram = DatagramRecv::try_from(&reply[..]).unwrap();
+        assert_eq!(datagram.stun_request_ufrag(), None);
+
+        let rtp = [0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xab];
+        let datagram = DatagramRecv::try_from(&rtp[..]).unwrap();
+        assert_eq!(datagram.stun_request_ufrag(), None);
+    }
 }
