@@ -2,13 +2,13 @@
 //! announces), the relay forwards to the server from one socket per client and back. Flows from
 //! one chosen client address are impaired in both directions: random loss and a fixed delay;
 //! towards those clients the link can also be capped (a bottleneck with a 100 ms queue, as
-//! `tc tbf` makes one). (This kernel has no `netem`; see shared/notes/network-impairment.md.)
+//! `tc tbf` makes one), and their links can be cut both ways. (This kernel has no `netem`; see shared/notes/network-impairment.md.)
 
 #![allow(dead_code)] // Each test binary uses a different part of the relay.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -113,6 +113,8 @@ pub struct Relay {
     counts: Arc<Counts>,
     /// Bits per second towards impaired clients; 0: no cap.
     rate: Arc<AtomicU64>,
+    /// Whether impaired clients' links are cut: nothing passes either way.
+    cut: Arc<AtomicBool>,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
 }
 
@@ -133,6 +135,7 @@ impl Relay {
         });
         let tasks = Arc::new(Mutex::new(Vec::new()));
         let rate = Arc::new(AtomicU64::new(0));
+        let cut = Arc::new(AtomicBool::new(false));
         let spawn = {
             let tasks = tasks.clone();
             move |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
@@ -143,6 +146,7 @@ impl Relay {
         let accept = {
             let counts = counts.clone();
             let rate = rate.clone();
+            let cut = cut.clone();
             let spawn = spawn.clone();
             async move {
                 let mut flows: HashMap<SocketAddr, Lane> = HashMap::new();
@@ -165,6 +169,7 @@ impl Relay {
                             salt,
                             Some(counts.clone()),
                             Some(rate.clone()),
+                            cut.clone(),
                             &spawn,
                         );
                         let reader = back.clone();
@@ -175,7 +180,8 @@ impl Relay {
                             }
                         }));
                         // Upstream: client -> relay -> server.
-                        Lane::new(Target::Connected(back), impair, !salt, None, None, &spawn)
+                        let up = Target::Connected(back);
+                        Lane::new(up, impair, !salt, None, None, cut.clone(), &spawn)
                     });
                     lane.push(&buf[..n]);
                 }
@@ -185,6 +191,7 @@ impl Relay {
         Relay {
             counts,
             rate,
+            cut,
             tasks,
         }
     }
@@ -193,6 +200,12 @@ impl Relay {
     pub fn set_rate(&self, bits_per_second: Option<u64>) {
         self.rate
             .store(bits_per_second.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Cuts impaired clients' links (`true`: nothing passes either way, as when a phone loses
+    /// its signal) or restores them.
+    pub fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::Relaxed);
     }
 
     /// What was sent and dropped towards impaired clients so far.
@@ -222,6 +235,8 @@ struct Lane {
     counts: Option<Arc<Counts>>,
     /// The cap, for a lane towards an impaired client, and when its queue empties.
     rate: Option<Arc<AtomicU64>>,
+    /// Set while the link is cut (impaired lanes only).
+    cut: Option<Arc<AtomicBool>>,
     busy_until: std::cell::Cell<Instant>,
     /// Until when DTLS towards an impaired client is dropped.
     dtls_held_until: Instant,
@@ -235,6 +250,7 @@ impl Lane {
         seed: u64,
         counts: Option<Arc<Counts>>,
         rate: Option<Arc<AtomicU64>>,
+        cut: Arc<AtomicBool>,
         spawn: &impl Fn(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
     ) -> Lane {
         let (delay_line, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
@@ -252,6 +268,7 @@ impl Lane {
             rng: std::cell::Cell::new(seed | 1),
             counts: counts.filter(|_| impair.is_some()),
             rate: rate.filter(|_| impair.is_some()),
+            cut: impair.map(|_| cut),
             busy_until: std::cell::Cell::new(Instant::now()),
             dtls_held_until: Instant::now() + impair.map_or(Duration::ZERO, |i| i.hold_dtls),
             delay_line,
@@ -264,7 +281,9 @@ impl Lane {
             return;
         };
         let now = Instant::now();
-        let mut drop = self.next_random() % 1000 < u64::from(impair.loss_per_mille)
+        let cut = self.cut.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+        let mut drop = cut
+            || self.next_random() % 1000 < u64::from(impair.loss_per_mille)
             || (self.counts.is_some() && is_dtls(datagram) && now < self.dtls_held_until);
         let mut leaves = now;
         let bps = self.rate.as_ref().map_or(0, |r| r.load(Ordering::Relaxed));

@@ -1,0 +1,65 @@
+//! A student whose link dies without a word (a phone that loses its signal: no DTLS close, its
+//! signaling still up): nothing comes from it any more, so only the server's own timers can
+//! notice. Its ICE times out, the grace for coming back passes, and the server tells it the
+//! connection was lost and lets its session go, while the lesson goes on.
+
+mod relay;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use jinke_load::{LoadConfig, Scenario};
+use relay::{Impairment, RelayedServer, VP8_PT};
+
+const KEY: &str = "silent-link-key-0123456789";
+/// The student's media socket binds here; the relay cuts its link only.
+const STUDENT_IP: &str = "127.0.0.8";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_student_whose_link_dies_silently_is_told_the_connection_was_lost() {
+    let relayed = RelayedServer::start(
+        "silent-link",
+        KEY,
+        STUDENT_IP.parse().unwrap(),
+        Impairment::default(),
+    )
+    .await;
+    // ICE gives up after ~21.5 s without a check from the student (str0m's STUN timing), then
+    // the server waits 5 s for it to come back.
+    let load = LoadConfig {
+        duration: Duration::from_secs(34),
+        receiver_bind_ip: Some(STUDENT_IP.parse::<IpAddr>().unwrap()),
+        ..LoadConfig::local(
+            format!("http://{}", relayed.server.http_addr()),
+            KEY,
+            Scenario::Lecture,
+            1,
+        )
+    };
+    let run = std::thread::spawn(move || jinke_load::run_blocking(load));
+    let video = || relayed.total(|c| c.sent(VP8_PT));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while video() < 100 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        video() >= 100,
+        "the student got the lesson before its link died"
+    );
+    for r in &relayed.relays {
+        r.set_cut(true);
+    }
+    let report = tokio::task::spawn_blocking(move || run.join().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    relayed.stop().await;
+    println!("{}", report.table());
+    assert_eq!(report.joined, 1);
+    assert_eq!(report.failed, 1, "the student's session ended");
+    let error = report.first_error.unwrap_or_default();
+    assert!(
+        error.contains("ConnectionLost"),
+        "the server said why: {error}"
+    );
+}
