@@ -22,6 +22,7 @@ mod shard;
 mod simulcast;
 mod speaker;
 mod srtp_gcm;
+mod timers;
 pub mod udp;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};

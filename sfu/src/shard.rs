@@ -20,6 +20,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use crate::mailbox::{Inbox, Mailbox};
 use crate::peer::{Peer, TrackKey};
 use crate::route::{MediaPacket, Route, Subscription};
+use crate::timers::Timers;
 use crate::udp::{Outbox, RecvBatch, wait_readable};
 use crate::{CloseReason, Command, PeerEvent, PeerId, PeerSpec, SfuError, SfuStats};
 
@@ -71,6 +72,8 @@ pub(crate) struct Shard {
     held: HashSet<String>,
     /// Peers queued for polling.
     dirty: Vec<PeerId>,
+    /// When each peer's `next_timeout` or `give_up_at` comes.
+    timers: Timers,
     /// Datagrams produced by the current poll round, sent together at its end.
     outbox: Outbox,
     /// Scratch for `send_to_subscribers`: the positions, in the route's list, of the
@@ -78,6 +81,8 @@ pub(crate) struct Shard {
     takers: Vec<usize>,
     /// Peers whose session died, to be removed after the current poll round.
     dead: Vec<PeerId>,
+    /// Scratch for `drive_time`: the peers due.
+    peers_due: Vec<PeerId>,
     next_track: u64,
     keyframe_requests: u64,
     incomplete_frames: u64,
@@ -109,9 +114,11 @@ impl Shard {
             routes: HashMap::new(),
             held: HashSet::new(),
             dirty: Vec::new(),
+            timers: Timers::default(),
             outbox: Outbox::default(),
             takers: Vec::new(),
             dead: Vec::new(),
+            peers_due: Vec::new(),
             next_track: 1,
             keyframe_requests: 0,
             incomplete_frames: 0,
@@ -353,6 +360,10 @@ impl Shard {
         tracing::debug!(?id, identity = %peer.identity, room = %peer.room, "peer added");
         self.peers.insert(id, peer);
         self.by_ufrag.insert(ufrag, id);
+        self.timers.at(now, id);
+        if let Some(deadline) = deadline {
+            self.timers.at(deadline, id);
+        }
         self.mark_dirty(id);
         Ok(answer.map(|a| a.to_sdp_string()))
     }
@@ -445,22 +456,38 @@ impl Shard {
     }
 
     /// Feeds timeouts to peers whose timers expired, closes peers that never connected, and
-    /// releases deferred keyframe requests.
+    /// releases deferred keyframe requests. The peers come from `timers`: a pass over all of
+    /// them at every wake-up cost more the bigger the lesson.
     fn drive_time(&mut self, now: Instant) {
-        let mut expired = Vec::new();
-        for peer in self.peers.values_mut() {
+        let mut peers_due = std::mem::take(&mut self.peers_due);
+        while let Some(id) = self.timers.pop_due(now) {
+            peers_due.push(id);
+        }
+        // A peer's stale entries may come due with its live one.
+        peers_due.sort_unstable();
+        peers_due.dedup();
+        for id in peers_due.drain(..) {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue; // Removed since.
+            };
             if peer.give_up_at.is_some_and(|d| d <= now) {
-                tracing::debug!(id = ?peer.id, "peer did not (re)connect in time; closing it");
+                tracing::debug!(?id, "peer did not (re)connect in time; closing it");
                 peer.rtc.disconnect();
-                expired.push(peer.id);
             } else if peer.next_timeout <= now {
                 peer.advance(now);
-                expired.push(peer.id);
+            } else {
+                continue; // A stale entry.
             }
-        }
-        for id in expired {
             self.mark_dirty(id);
         }
+        self.peers_due = peers_due;
+        self.timers.compact(
+            self.peers.len(),
+            self.peers.values().flat_map(|p| {
+                let timeout = Some((p.next_timeout, p.id));
+                timeout.into_iter().chain(p.give_up_at.map(|d| (d, p.id)))
+            }),
+        );
         let mut due = Vec::new();
         let mut quiet = Vec::new();
         let mut frames = Vec::new();
@@ -500,7 +527,7 @@ impl Shard {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let peers = self.peers.values().map(|p| p.next_timeout);
+        let peers = self.timers.next();
         let routes = self.routes.values().flat_map(|r| {
             r.layers
                 .iter()
@@ -508,7 +535,7 @@ impl Shard {
                 .chain([r.frame_deadline])
                 .flatten()
         });
-        peers.chain(routes).min()
+        peers.into_iter().chain(routes).min()
     }
 
     fn mark_dirty(&mut self, id: PeerId) {
@@ -543,7 +570,9 @@ impl Shard {
             && !peer.connected
             && peer.give_up_at.is_none()
         {
-            peer.give_up_at = Some(Instant::now() + self.connect_timeout);
+            let deadline = Instant::now() + self.connect_timeout;
+            peer.give_up_at = Some(deadline);
+            self.timers.at(deadline, id);
         }
         if let Some(peer) = self.peers.get_mut(&id)
             && std::mem::take(&mut peer.written)
@@ -561,7 +590,10 @@ impl Shard {
             match peer.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => self.outbox.push(t.destination, &t.contents),
                 Ok(Output::Timeout(t)) => {
+                    // Armed at every poll: the entry that brought a due peer here is spent,
+                    // even when str0m names the same time again.
                     peer.next_timeout = t;
+                    self.timers.at(t, id);
                     peer.dirty = false;
                     break;
                 }
@@ -604,9 +636,10 @@ impl Shard {
                     && peer.connected
                 {
                     match state {
-                        IceConnectionState::Disconnected => {
-                            peer.give_up_at
-                                .get_or_insert(Instant::now() + ICE_RECONNECT_GRACE);
+                        IceConnectionState::Disconnected if peer.give_up_at.is_none() => {
+                            let deadline = Instant::now() + ICE_RECONNECT_GRACE;
+                            peer.give_up_at = Some(deadline);
+                            self.timers.at(deadline, id);
                         }
                         IceConnectionState::Connected | IceConnectionState::Completed => {
                             peer.give_up_at = None;
