@@ -4,13 +4,11 @@
 
 mod relay;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use jinke_load::{LoadConfig, Scenario};
+use jinke_load::LoadConfig;
 use relay::{Impairment, RelayedServer, VP8_PT};
 
-const KEY: &str = "loss-repair-key-0123456789";
 /// The students' media sockets bind here; the relay impairs their flows only.
 const STUDENT_IP: &str = "127.0.0.5";
 /// str0m's default payload type for VP8's RTX, as the SFU offers it to students.
@@ -20,7 +18,6 @@ const VP8_RTX_PT: u8 = 97;
 async fn nack_and_rtx_repair_a_lossy_delayed_student_link() {
     let relayed = RelayedServer::start(
         "loss-repair",
-        KEY,
         STUDENT_IP.parse().unwrap(),
         Impairment {
             loss_per_mille: 50,
@@ -31,14 +28,8 @@ async fn nack_and_rtx_repair_a_lossy_delayed_student_link() {
     .await;
     let load = LoadConfig {
         duration: Duration::from_secs(8),
-        receiver_bind_ip: Some(STUDENT_IP.parse::<IpAddr>().unwrap()),
         join_concurrency: 4,
-        ..LoadConfig::local(
-            format!("http://{}", relayed.server.http_addr()),
-            KEY,
-            Scenario::Lecture,
-            3,
-        )
+        ..relayed.lecture(3)
     };
     let report = std::thread::spawn(move || jinke_load::run_blocking(load))
         .join()

@@ -5,13 +5,11 @@
 
 mod relay;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use jinke_load::{LoadConfig, Scenario};
+use jinke_load::LoadConfig;
 use relay::{Impairment, RelayedServer, VP8_PT};
 
-const KEY: &str = "silent-link-key-0123456789";
 /// The student's media socket binds here; the relay cuts its link only.
 const STUDENT_IP: &str = "127.0.0.8";
 
@@ -19,7 +17,6 @@ const STUDENT_IP: &str = "127.0.0.8";
 async fn a_student_whose_link_dies_silently_is_told_the_connection_was_lost() {
     let relayed = RelayedServer::start(
         "silent-link",
-        KEY,
         STUDENT_IP.parse().unwrap(),
         Impairment::default(),
     )
@@ -28,13 +25,7 @@ async fn a_student_whose_link_dies_silently_is_told_the_connection_was_lost() {
     // the server waits 5 s for it to come back.
     let load = LoadConfig {
         duration: Duration::from_secs(34),
-        receiver_bind_ip: Some(STUDENT_IP.parse::<IpAddr>().unwrap()),
-        ..LoadConfig::local(
-            format!("http://{}", relayed.server.http_addr()),
-            KEY,
-            Scenario::Lecture,
-            1,
-        )
+        ..relayed.lecture(1)
     };
     let run = std::thread::spawn(move || jinke_load::run_blocking(load));
     let video = || relayed.total(|c| c.sent(VP8_PT));

@@ -6,13 +6,11 @@
 
 mod relay;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use jinke_load::{LoadConfig, Scenario};
+use jinke_load::LoadConfig;
 use relay::{Impairment, RelayedServer};
 
-const KEY: &str = "slow-handshake-key-0123456789";
 /// The students' media sockets bind here; the relay holds up their handshakes only.
 const STUDENT_IP: &str = "127.0.0.7";
 
@@ -20,7 +18,6 @@ const STUDENT_IP: &str = "127.0.0.7";
 async fn a_student_whose_handshake_was_slow_gets_media_from_then_on_without_holes() {
     let relayed = RelayedServer::start(
         "slow-handshake",
-        KEY,
         STUDENT_IP.parse().unwrap(),
         Impairment {
             hold_dtls: Duration::from_millis(2500),
@@ -30,13 +27,7 @@ async fn a_student_whose_handshake_was_slow_gets_media_from_then_on_without_hole
     .await;
     let load = LoadConfig {
         duration: Duration::from_secs(3),
-        receiver_bind_ip: Some(STUDENT_IP.parse::<IpAddr>().unwrap()),
-        ..LoadConfig::local(
-            format!("http://{}", relayed.server.http_addr()),
-            KEY,
-            Scenario::Lecture,
-            2,
-        )
+        ..relayed.lecture(2)
     };
     let report = std::thread::spawn(move || jinke_load::run_blocking(load))
         .join()

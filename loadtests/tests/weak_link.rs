@@ -5,13 +5,11 @@
 
 mod relay;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use jinke_load::{LoadConfig, Scenario};
+use jinke_load::LoadConfig;
 use relay::{Impairment, RelayedServer, VP8_PT};
 
-const KEY: &str = "weak-link-key-0123456789";
 /// The student's media socket binds here; the relay caps its flows only.
 const STUDENT_IP: &str = "127.0.0.6";
 /// The lesson's video is ~570 kbps and its audio ~32 kbps.
@@ -24,7 +22,6 @@ const QUIET: Duration = Duration::from_secs(1);
 async fn a_starved_student_drops_to_audio_and_gets_video_back_when_the_link_recovers() {
     let relayed = RelayedServer::start(
         "weak-link",
-        KEY,
         STUDENT_IP.parse().unwrap(),
         Impairment {
             loss_per_mille: 0,
@@ -39,13 +36,7 @@ async fn a_starved_student_drops_to_audio_and_gets_video_back_when_the_link_reco
     let load = LoadConfig {
         warmup: Duration::from_secs(1),
         duration: Duration::from_secs(22),
-        receiver_bind_ip: Some(STUDENT_IP.parse::<IpAddr>().unwrap()),
-        ..LoadConfig::local(
-            format!("http://{}", relayed.server.http_addr()),
-            KEY,
-            Scenario::Lecture,
-            1,
-        )
+        ..relayed.lecture(1)
     };
     let run = std::thread::spawn(move || jinke_load::run_blocking(load));
     // Lift the cap once the server stopped sending video: from then on the link is clean, and

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jinke_load::{LoadConfig, Scenario};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -60,22 +61,20 @@ pub const RELAY_IP: &str = "127.0.0.9";
 pub struct RelayedServer {
     pub server: jinke::server::Server,
     pub relays: Vec<Relay>,
+    key: String,
+    impaired: IpAddr,
     dir: std::path::PathBuf,
 }
 
 impl RelayedServer {
-    /// Starts a server (API key `key`, data under a temporary folder named after `name`) and
+    /// Starts a server (its API key and its data's temporary folder named after `name`) and
     /// its relays; flows from `impaired` get `impairment`.
-    pub async fn start(
-        name: &str,
-        key: &str,
-        impaired: IpAddr,
-        impairment: Impairment,
-    ) -> RelayedServer {
+    pub async fn start(name: &str, impaired: IpAddr, impairment: Impairment) -> RelayedServer {
+        let key = format!("{name}-key-0123456789");
         let dir = std::env::temp_dir().join(format!("jinke-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut config = jinke::config::ServeConfig::loopback(dir.clone());
-        config.api_key = Some(key.into());
+        config.api_key = Some(key.clone());
         config.announce_ip = Some(RELAY_IP.parse().unwrap());
         let server = jinke::server::Server::start(config).await.unwrap();
         let mut relays = Vec::new();
@@ -87,7 +86,23 @@ impl RelayedServer {
         RelayedServer {
             server,
             relays,
+            key,
+            impaired,
             dir,
+        }
+    }
+
+    /// A short lecture of `students` on this server (as `LoadConfig::local` makes one), the
+    /// students bound to the impaired address and the teacher not.
+    pub fn lecture(&self, students: usize) -> LoadConfig {
+        LoadConfig {
+            receiver_bind_ip: Some(self.impaired),
+            ..LoadConfig::local(
+                format!("http://{}", self.server.http_addr()),
+                &self.key,
+                Scenario::Lecture,
+                students,
+            )
         }
     }
 
