@@ -63,6 +63,7 @@ if [ "${JINKE_BENCH_IN_NS:-}" != 1 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq janus >/dev/null
   fi
   export OUT=${OUT:-$(mktemp -d /tmp/jinke-bench.XXXXXX)}
+  mkdir -p "$OUT"
   exec unshare --net -- env JINKE_BENCH_IN_NS=1 OUT="$OUT" "$0" "$@"
 fi
 
