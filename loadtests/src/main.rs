@@ -32,15 +32,15 @@ struct Args {
     #[arg(short = 'n', long, default_value_t = 50)]
     size: usize,
     /// Seconds to wait after everyone joined before measuring.
-    #[arg(long, default_value_t = 2.0)]
-    warmup: f64,
+    #[arg(long, default_value = "2.0", value_parser = seconds)]
+    warmup: Duration,
     /// Seconds to measure.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
+    #[arg(long, default_value = "10.0", value_parser = seconds)]
+    duration: Duration,
     /// Seconds receivers go on listening after the publishers stop, for losses at the very end
     /// to be repaired before loss is counted.
-    #[arg(long, default_value_t = 0.5)]
-    settle: f64,
+    #[arg(long, default_value = "0.5", value_parser = seconds)]
+    settle: Duration,
     /// The server's process id, to measure its CPU and memory from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -54,8 +54,8 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     join_concurrency: usize,
     /// Seconds a client may take to receive media before it counts as failed.
-    #[arg(long, default_value_t = 60.0)]
-    join_timeout: f64,
+    #[arg(long, default_value = "60.0", value_parser = seconds)]
+    join_timeout: Duration,
     /// Clients' sockets take each datagram alone, without UDP GRO.
     #[arg(long)]
     no_udp_gro: bool,
@@ -71,6 +71,15 @@ struct Args {
     json: bool,
 }
 
+/// A duration given in seconds (fractions allowed), refused with a reason when it is negative
+/// or not a number.
+fn seconds(arg: &str) -> Result<Duration, String> {
+    let secs: f64 = arg
+        .parse()
+        .map_err(|e| format!("{arg:?} is not seconds: {e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{arg:?} seconds: {e}"))
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
@@ -83,14 +92,14 @@ fn main() -> anyhow::Result<()> {
         api_key: args.api_key,
         scenario: args.scenario,
         size: args.size,
-        warmup: Duration::from_secs_f64(args.warmup),
-        duration: Duration::from_secs_f64(args.duration),
-        settle: Duration::from_secs_f64(args.settle),
+        warmup: args.warmup,
+        duration: args.duration,
+        settle: args.settle,
         server_pid: args.server_pid,
         bind_ip: args.bind_ip,
         receiver_bind_ip: args.receiver_bind_ip,
         join_concurrency: args.join_concurrency,
-        join_timeout: Duration::from_secs_f64(args.join_timeout),
+        join_timeout: args.join_timeout,
         udp_gro: !args.no_udp_gro,
         simulcast: args.simulcast,
         threads: args.threads,

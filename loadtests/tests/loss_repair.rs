@@ -31,17 +31,13 @@ async fn nack_and_rtx_repair_a_lossy_delayed_student_link() {
         join_concurrency: 4,
         ..relayed.lecture(3)
     };
-    let report = std::thread::spawn(move || jinke_load::run_blocking(load))
-        .join()
-        .unwrap()
-        .unwrap();
+    let report = RelayedServer::finished(RelayedServer::run(load)).await;
     let (sent, dropped, rtx) = (
         relayed.total(|c| c.sent(VP8_PT)),
         relayed.total(|c| c.dropped(VP8_PT)),
         relayed.total(|c| c.sent(VP8_RTX_PT)),
     );
     relayed.stop().await;
-    println!("{}", report.table());
     println!(
         "video towards the students: {sent} delivered, {dropped} dropped by the link, \
          {rtx} retransmissions delivered; {} still missing at the students ({} of {} repaired)",

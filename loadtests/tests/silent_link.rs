@@ -27,7 +27,7 @@ async fn a_student_whose_link_dies_silently_is_told_the_connection_was_lost() {
         duration: Duration::from_secs(34),
         ..relayed.lecture(1)
     };
-    let run = std::thread::spawn(move || jinke_load::run_blocking(load));
+    let run = RelayedServer::run(load);
     let video = || relayed.total(|c| c.sent(VP8_PT));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while video() < 100 && tokio::time::Instant::now() < deadline {
@@ -40,12 +40,8 @@ async fn a_student_whose_link_dies_silently_is_told_the_connection_was_lost() {
     for r in &relayed.relays {
         r.set_cut(true);
     }
-    let report = tokio::task::spawn_blocking(move || run.join().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let report = RelayedServer::finished(run).await;
     relayed.stop().await;
-    println!("{}", report.table());
     assert_eq!(report.joined, 1);
     assert_eq!(report.failed, 1, "the student's session ended");
     let error = report.first_error.unwrap_or_default();

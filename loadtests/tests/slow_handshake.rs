@@ -29,12 +29,8 @@ async fn a_student_whose_handshake_was_slow_gets_media_from_then_on_without_hole
         duration: Duration::from_secs(3),
         ..relayed.lecture(2)
     };
-    let report = std::thread::spawn(move || jinke_load::run_blocking(load))
-        .join()
-        .unwrap()
-        .unwrap();
+    let report = RelayedServer::finished(RelayedServer::run(load)).await;
     relayed.stop().await;
-    println!("{}", report.table());
     assert_eq!(report.failed, 0, "{:?}", report.first_error);
     assert_eq!(report.joined, 2);
     let joined_after = report.join_ms.p50.unwrap_or(0.0);

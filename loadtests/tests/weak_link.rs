@@ -38,7 +38,7 @@ async fn a_starved_student_drops_to_audio_and_gets_video_back_when_the_link_reco
         duration: Duration::from_secs(22),
         ..relayed.lecture(1)
     };
-    let run = std::thread::spawn(move || jinke_load::run_blocking(load));
+    let run = RelayedServer::run(load);
     // Lift the cap once the server stopped sending video: from then on the link is clean, and
     // the server must notice and give the video back.
     let video = || relayed.total(|c| c.sent(VP8_PT) + c.dropped(VP8_PT));
@@ -56,12 +56,8 @@ async fn a_starved_student_drops_to_audio_and_gets_video_back_when_the_link_reco
     for r in &relayed.relays {
         r.set_rate(None);
     }
-    let report = tokio::task::spawn_blocking(move || run.join().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let report = RelayedServer::finished(run).await;
     relayed.stop().await;
-    println!("{}", report.table());
     println!(
         "told audio only: {}, told video back: {}; video packets while audio only: {}, \
          after video came back: {}",

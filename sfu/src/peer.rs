@@ -118,10 +118,12 @@ impl Peer {
         !std::mem::replace(&mut self.dirty, true)
     }
 
-    /// The cache lines a send to this peer reads (see `prefetch`): the peer's own and its
-    /// session's.
+    /// The cache lines a send to this peer reads (see `prefetch`): the peer's own (its start
+    /// and its `connected` flag) and its session's.
     pub fn send_lines(&self, line: &mut dyn FnMut(*const u8)) {
         line((self as *const Self).cast());
+        // The fan-out reads it before each send (only a connected session is sent to).
+        line((&self.connected as *const bool).cast());
         self.rtc.send_lines(&mut |p| line(p));
     }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jinke_load::{LoadConfig, Scenario};
+use jinke_load::{LoadConfig, Report, Scenario};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -104,6 +104,21 @@ impl RelayedServer {
                 students,
             )
         }
+    }
+
+    /// Starts `load` on a thread of its own: the run blocks, and the relays go on running on
+    /// the test's runtime meanwhile.
+    pub fn run(load: LoadConfig) -> std::thread::JoinHandle<Report> {
+        std::thread::spawn(move || jinke_load::run_blocking(load).expect("the load run"))
+    }
+
+    /// Waits for a run without holding up the relays, and prints its table.
+    pub async fn finished(run: std::thread::JoinHandle<Report>) -> Report {
+        let report = tokio::task::spawn_blocking(move || run.join().expect("the load thread"))
+            .await
+            .unwrap();
+        println!("{}", report.table());
+        report
     }
 
     /// What all relays together sent (`sent`) or dropped towards impaired clients, by payload
