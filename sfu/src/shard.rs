@@ -808,7 +808,7 @@ impl Shard {
         for seq in &req.seq_nos {
             if let Some(write) = route.resend(id, **seq, now)
                 && self.outbox.write_with(|out| {
-                    api.resend_rtp_now(req.mid, req.rid, write, now, out)
+                    api.resend_rtp_now(req.mid, req.rid, &write, now, out)
                         .map(|s| s.destination)
                 })
             {
@@ -915,7 +915,7 @@ impl Shard {
                 };
                 let mut api = peer.rtc.direct_api();
                 let sent = self.outbox.write_with(|out| {
-                    api.send_rtp_now(sub.mid, None, write, now, out)
+                    api.send_rtp_now(sub.mid, None, &write, now, out)
                         .map(|s| s.destination)
                 });
                 if !sent && peer.written_to() {

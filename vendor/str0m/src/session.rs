@@ -1281,6 +1281,7 @@ impl Session {
             midrid,
             cluster_id,
             &mut protected,
+            &[],
             |stream, exts, twcc, params, buf| stream.poll_packet(now, exts, twcc, params, buf),
         )?;
         self.pacer.register_send(now, payload_size.into(), midrid);
@@ -1297,36 +1298,48 @@ impl Session {
         &mut self,
         now: Instant,
         midrid: MidRid,
-        rtp: RtpWrite,
+        rtp: &RtpWrite,
         resend: bool,
         connected: bool,
         out: &mut Vec<u8>,
     ) -> Option<usize> {
         if !connected || self.srtp_tx.is_none() || !matches!(self.pacer, PacerImpl::Null(_)) {
             if !resend {
-                self.streams.stream_tx_by_midrid(midrid)?.write_rtp(rtp);
+                self.streams
+                    .stream_tx_by_midrid(midrid)?
+                    .write_rtp(rtp.clone());
             }
             return None;
         }
         let start = out.len();
-        self.send_packet(now, midrid, None, out, |stream, exts, twcc, params, buf| {
-            if resend {
-                stream.resend_now(rtp, now, exts, twcc, params, buf)
-            } else {
-                stream.send_now(rtp, now, exts, twcc, params, buf)
-            }
-        })?;
+        let apart = rtp.payload();
+        self.send_packet(
+            now,
+            midrid,
+            None,
+            out,
+            apart,
+            |stream, exts, twcc, params, buf| {
+                if resend {
+                    stream.resend_now(rtp, now, exts, twcc, params, buf)
+                } else {
+                    stream.send_now(rtp, now, exts, twcc, params, buf)
+                }
+            },
+        )?;
         Some(out.len() - start)
     }
 
     /// Takes one packet from the stream `midrid` (what `next` gives), accounts for it (TWCC,
-    /// BWE, counters) and appends it, protected, to `out`. Returns its payload size.
+    /// BWE, counters) and appends it, protected, to `out`. Returns its payload size. `apart`
+    /// is its body when `next` left it where it is (`PacketReceipt::body_apart`).
     fn send_packet(
         &mut self,
         now: Instant,
         midrid: MidRid,
         cluster_id: Option<TwccClusterId>,
         out: &mut Vec<u8>,
+        apart: &[u8],
         next: impl FnOnce(
             &mut StreamTx,
             &ExtensionMap,
@@ -1360,12 +1373,13 @@ impl Session {
             is_padding,
             payload_size,
             len,
-            body,
+            body_apart,
         } = receipt;
         let written = &buf[..len];
-        let (head, body) = match &body {
-            Some(body) => (written, &body[..]),
-            None => written.split_at(header.header_len),
+        let (head, body) = if body_apart {
+            (written, apart)
+        } else {
+            written.split_at(header.header_len)
         };
 
         trace!(payload_size, is_padding, "Poll RTP: {:?}", header);
@@ -1664,11 +1678,11 @@ pub struct PacketReceipt {
     pub is_padding: bool,
     pub payload_size: usize,
     /// How much of the buffer the packet was written to is this packet's: its header, and
-    /// its body unless `body` holds it.
+    /// its body unless `body_apart`.
     pub len: usize,
-    /// The packet's body when it was not copied after the header (Jinke's patch: a packet
-    /// sent at once unchanged is encrypted from its payload where it is).
-    pub body: Option<Arc<[u8]>>,
+    /// Whether the packet's body was left where it is, not copied after the header (Jinke's
+    /// patch: a packet sent at once unchanged is encrypted from its payload).
+    pub body_apart: bool,
 }
 
 /// Find the PayloadParams for the given Pt, either when the Pt is the main Pt for the Codec or
@@ -1821,7 +1835,7 @@ mod tests {
         // A send's scan goes from the first entry to its payload type's, each line read.
         let pt = params[4].pt();
         let write = RtpWrite::new(pt, 1.into(), 900, now, vec![7_u8; 50]);
-        session.send_rtp_now(now, midrid, write, false, true, &mut Vec::new());
+        session.send_rtp_now(now, midrid, &write, false, true, &mut Vec::new());
         let lines = lines_of_session(&session);
         for i in 0..=4 {
             assert!(
@@ -1840,8 +1854,8 @@ mod tests {
 
         // Two datagrams appended to one buffer, each its own SRTP packet.
         let mut out = vec![0xee];
-        let first = session.send_rtp_now(now, midrid, write(1), false, true, &mut out);
-        let second = session.send_rtp_now(now, midrid, write(2), false, true, &mut out);
+        let first = session.send_rtp_now(now, midrid, &write(1), false, true, &mut out);
+        let second = session.send_rtp_now(now, midrid, &write(2), false, true, &mut out);
         let (first, second) = (first.expect("sent at once"), second.expect("sent at once"));
         // What the peer's receiving context (the same keys: the test's peer is ourselves).
         let crypto = crate::crypto::test_default_provider();
@@ -1865,14 +1879,14 @@ mod tests {
 
         // Not connected: queued for the next poll, nothing appended.
         let before = out.len();
-        let queued = session.send_rtp_now(now, midrid, write(3), false, false, &mut out);
+        let queued = session.send_rtp_now(now, midrid, &write(3), false, false, &mut out);
         assert!(queued.is_none());
         assert_eq!(out.len(), before);
 
         // A session that paces (BWE on) always queues: the pacer decides when.
         let paced = RtcConfig::default().enable_bwe(Some(Bitrate::kbps(500)));
         let (mut paced, midrid) = sending_session(&paced);
-        let sent = paced.send_rtp_now(now, midrid, write(1), false, true, &mut out);
+        let sent = paced.send_rtp_now(now, midrid, &write(1), false, true, &mut out);
         assert!(sent.is_none());
         assert_eq!(out.len(), before);
         let stream = paced.streams.stream_tx_by_midrid(midrid).unwrap();
@@ -1892,7 +1906,7 @@ mod tests {
         let write = RtpWrite::new(pt, 1.into(), 900, now, vec![7_u8; 50]);
         let mut out = Vec::new();
         let connected = true;
-        let sent = unpaced.send_rtp_now(now, midrid, write, false, connected, &mut out);
+        let sent = unpaced.send_rtp_now(now, midrid, &write, false, connected, &mut out);
         assert_eq!(sent, Some(out.len()), "sent at once, not held for a pacer");
 
         // Its media could carry probes, as the paced session's does; it has no pacer for them.

@@ -382,7 +382,7 @@ impl<'a> DirectApi<'a> {
         &mut self,
         mid: Mid,
         rid: Option<Rid>,
-        rtp: RtpWrite,
+        rtp: &RtpWrite,
         now: Instant,
         out: &mut Vec<u8>,
     ) -> Option<SentNow> {
@@ -398,7 +398,7 @@ impl<'a> DirectApi<'a> {
         &mut self,
         mid: Mid,
         rid: Option<Rid>,
-        rtp: RtpWrite,
+        rtp: &RtpWrite,
         now: Instant,
         out: &mut Vec<u8>,
     ) -> Option<SentNow> {
@@ -408,7 +408,7 @@ impl<'a> DirectApi<'a> {
     fn send_now(
         &mut self,
         midrid: MidRid,
-        rtp: RtpWrite,
+        rtp: &RtpWrite,
         resend: bool,
         now: Instant,
         out: &mut Vec<u8>,

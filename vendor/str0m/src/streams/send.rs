@@ -196,7 +196,7 @@ pub struct StreamTx {
 ///
 /// Optional RTP fields default to the common unmarked non-nackable packet with
 /// no header extension values, no CSRC entries and no VP8 rewrite.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RtpWrite {
     pt: Pt,
     seq_no: SeqNo,
@@ -363,6 +363,12 @@ impl RtpWrite {
     pub fn vp8_patch(mut self, patch: Vp8Patch) -> Self {
         self.vp8_patch = Some(patch);
         self
+    }
+
+    /// The packet's payload, without its header: what a send at once encrypts from where it
+    /// is when no VP8 patch changes it.
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.payload
     }
 }
 
@@ -642,18 +648,20 @@ impl StreamTx {
         self.poll_packet_of(now, exts, twcc, params, buf, Take::Any)
     }
 
-    /// Writes `rtp` and makes it the next packet at once, without waiting for a timeout to
-    /// stamp it (Jinke's patch: an SFU forwarding a frame to many subscribers sends it without
-    /// a full `handle_timeout` and `poll_output` round of each subscriber's session).
+    /// Sends `rtp` at once, its header written to `buf` (Jinke's patch: an SFU forwarding a
+    /// frame to many subscribers sends it without a full `handle_timeout` and `poll_output`
+    /// round of each subscriber's session).
     ///
-    /// Only when nothing is queued before it: otherwise it is queued behind the others (sent by
-    /// the next poll, in order) and `None` is returned, as it is when it cannot be sent. A
-    /// packet sent at once never enters the send queue (its 408 bytes are not moved in and out
-    /// of a queue that is cold in an SFU's cache), and its payload is not copied into `buf`
-    /// when it goes unchanged: the receipt's `body` hands it on to be encrypted from where it is.
+    /// Only when nothing is queued before it: otherwise a copy is queued behind the others
+    /// (sent by the next poll, in order) and `None` is returned, as it is when it cannot be
+    /// sent. A packet sent at once is borrowed, not moved through the send path (its 320
+    /// bytes copied at each step, its header 288 more): the header is made from it once, here.
+    /// It never enters the send queue, nor the resend cache (the application answers NACKs,
+    /// [`StreamTx::set_nacks_to_app`]). Its payload is not copied into `buf` when it goes
+    /// unchanged (the receipt's `body_apart`): it is encrypted from where it is.
     pub(crate) fn send_now(
         &mut self,
-        rtp: RtpWrite,
+        rtp: &RtpWrite,
         now: Instant,
         exts: &ExtensionMap,
         twcc: Option<&mut u64>,
@@ -661,19 +669,65 @@ impl StreamTx {
         buf: &mut Vec<u8>,
     ) -> Option<PacketReceipt> {
         if !self.send_queue.is_empty() {
-            self.write_rtp(rtp);
+            self.write_rtp(rtp.clone());
             return None;
         }
-        self.note_write(&rtp);
-        let mut packet = self.packet_of(rtp);
-        packet.timestamp = now;
-        let receipt =
-            self.poll_packet_of(now, exts, twcc, params, buf, Take::Direct(&mut packet))?;
-        self.send_queue.note_emitted(now);
-        if packet.nackable {
-            self.rtx_cache.cache_sent_packet(packet, now);
+        self.note_write(rtp);
+        let param = main_params_of(params, rtp.pt)?;
+        self.stats.count_sent(now, rtp.payload.len() as u64, false);
+        let mut header = RtpHeader {
+            csrc_count: rtp.csrc_count,
+            sequence_number: *rtp.seq_no as u16,
+            marker: rtp.marker,
+            payload_type: rtp.pt,
+            timestamp: rtp.time,
+            ssrc: self.ssrc,
+            csrc: rtp.csrc,
+            ext_vals: rtp.ext_vals.clone(),
+            ..Default::default()
+        };
+        // Until the peer has bound the SSRC (see `poll_packet_of`).
+        if !self.remote_acked_ssrc {
+            header.ext_vals.mid = Some(self.midrid.mid());
+            header.ext_vals.rid = self.midrid.rid();
         }
-        Some(receipt)
+        let header_len = write_header(&mut header, exts, twcc, now, buf);
+        let body_len = rtp.payload.len();
+        let body_apart = rtp.vp8_patch.is_none();
+        if let Some(patch) = &rtp.vp8_patch {
+            patch.copy_to(&rtp.payload, &mut buf[header_len..header_len + body_len]);
+        }
+        self.note_regular_sent(rtp.seq_no, rtp.pt, param, now);
+        self.send_queue.note_emitted(now);
+        Some(PacketReceipt {
+            header,
+            seq_no: rtp.seq_no,
+            is_padding: false,
+            payload_size: body_len,
+            len: if body_apart {
+                header_len
+            } else {
+                header_len + body_len
+            },
+            body_apart,
+        })
+    }
+
+    /// What sending a regular packet of type `pt` (`param`'s codec) tells the stream: its
+    /// sequence number as the last sent, its clock rate, and the type padding goes as (when
+    /// it can be resent). Padding comes as "spurious resends" of sent packets the remote side
+    /// did not ask for, or as blank packets of zeroes: on media streams these use _some_ RTX
+    /// PT, and a good pick is the RTX of the PT last used to send regular media.
+    fn note_regular_sent(&mut self, seq_no: SeqNo, pt: Pt, param: &PayloadParams, now: Instant) {
+        self.last_sent_seq_no = seq_no;
+        self.last_used = now;
+        if resendable(param, pt) && self.pt_for_padding != Some(pt) {
+            self.pt_for_padding = Some(pt);
+        }
+        let clock_rate = Some(param.spec().rtp_clock_rate());
+        if self.clock_rate != clock_rate {
+            self.clock_rate = clock_rate;
+        }
     }
 
     /// Sends `rtp`, a packet sent before (its sequence number the original one), again at
@@ -682,7 +736,7 @@ impl StreamTx {
     /// is reached, or it could not be sent: a resend is not queued.
     pub(crate) fn resend_now(
         &mut self,
-        rtp: RtpWrite,
+        rtp: &RtpWrite,
         now: Instant,
         exts: &ExtensionMap,
         twcc: Option<&mut u64>,
@@ -700,7 +754,8 @@ impl StreamTx {
                 return None;
             }
         }
-        let mut packet = self.packet_of(rtp);
+        // Resends are few: this one is copied into a packet and sent as a poll sends one.
+        let mut packet = self.packet_of(rtp.clone());
         packet.timestamp = now;
         self.stats
             .count_sent(now, packet.payload.len() as u64, true);
@@ -727,14 +782,7 @@ impl StreamTx {
         let remote_acked_ssrc = self.remote_acked_ssrc;
         let remote_acked_rtx_ssrc = self.remote_acked_rtx_ssrc;
 
-        let direct = matches!(take, Take::Direct(_));
         let (next, is_padding) = match take {
-            Take::Direct(pkt) => {
-                self.stats.count_sent(now, pkt.payload.len() as u64, false);
-                let seq_no = pkt.seq_no;
-                let kind = NextPacketKind::Regular;
-                (NextPacket { kind, seq_no, pkt }, false)
-            }
             Take::AppResend(pkt) => {
                 let seq_no = self.seq_no_rtx.inc();
                 let kind = NextPacketKind::Resend(pkt.seq_no);
@@ -752,7 +800,7 @@ impl StreamTx {
             }
         };
 
-        let pop_send_queue = next.kind == NextPacketKind::Regular && !direct;
+        let pop_send_queue = next.kind == NextPacketKind::Regular;
 
         // Need the header for the receipt and modifications
         // TODO: Can we remove this?
@@ -777,13 +825,7 @@ impl StreamTx {
         let pt_main = header_ref.payload_type;
 
         // The pt in next.pkt is the "main" pt, or a RED PT folded onto its primary codec.
-        let Some(param) = params
-            .iter()
-            .find(|p| p.pt() == pt_main || p.red() == Some(pt_main))
-        else {
-            // PT does not exist in the connected media.
-            warn!("Media is missing PT ({}) used in RTP packet", pt_main);
-
+        let Some(param) = main_params_of(params, pt_main) else {
             // Get rid of this packet we can't send.
             if pop_send_queue {
                 self.send_queue.pop(now);
@@ -792,25 +834,9 @@ impl StreamTx {
             return None;
         };
 
-        let mut set_pt_for_padding = None;
-        let mut set_cr = None;
-
         let mut header = match next.kind {
             NextPacketKind::Regular => {
-                // A RED-wrapped packet (pt_main is the RED PT) must not be nackable: an RTX
-                // resend carries the RTX PT with the primary codec's apt, so the peer would
-                // parse the RED bytes as raw primary codec. RED carries its own redundancy, so
-                // it does not need RTX anyway. Plain packets on this PT stay nackable.
-                let is_red_packet = param.red() == Some(pt_main);
-                let rtx_possible = param.resend().is_some() && !is_red_packet;
-
-                if rtx_possible {
-                    // Remember PT We want to set these directly on `self` here, but can't
-                    // because we already have a mutable borrow. We are using pt_main
-                    // since the above loop figuring out param needs to be correct also
-                    // for the NextPacketKind::Blank case.
-                    set_pt_for_padding = Some(pt_main);
-                } else {
+                if !resendable(param, pt_main) {
                     // If the PT we're sending on doesn't have a corresponding RTX PT,
                     // the packet is de-facto not nackable.
                     //
@@ -820,7 +846,6 @@ impl StreamTx {
                 }
 
                 let clock_rate = param.spec().rtp_clock_rate();
-                set_cr = Some(clock_rate);
 
                 // Modify the cached packet time. This is so write_rtp can use u32 media time without
                 // worrying about lengthening or the clock rate.
@@ -845,7 +870,7 @@ impl StreamTx {
                 // * For the Resend case, we will not have accepted/cached the packet unless
                 //   we have a RTX PT (see logic setting next.pkt.nackable above).
                 // * For the Blank case, we will only have produced blank packets if we
-                //   got a "real" PTX RT, either via set_pt_for_padding above, or via
+                //   got a "real" PTX RT, either via note_regular_sent, or via
                 //   the on_first_timeout() further down.
                 // Either way, unwrapping this optional _should_ be correct.
                 let pt_rtx = param.resend().expect("PT for resend or blank");
@@ -869,30 +894,7 @@ impl StreamTx {
             }
         };
 
-        // These need to match `Extension::is_supported()` so we are sending what we are
-        // declaring we support.
-
-        // Absolute Send Time might not be enabled for this m-line.
-        if exts.id_of(Extension::AbsoluteSendTime).is_some() {
-            header.ext_vals.abs_send_time = Some(now);
-        }
-
-        // TWCC might not be enabled for this m-line.
-        if let Some(twcc) = twcc {
-            header.ext_vals.transport_cc = Some(*twcc as u16);
-            *twcc += 1;
-        }
-
-        // Sized once and never truncated (the receipt says how much is this packet's): a
-        // shorter buffer grown back per packet would be zeroed per packet.
-        if buf.len() < DATAGRAM_MAX_PACKET_SIZE {
-            buf.resize(DATAGRAM_MAX_PACKET_SIZE, 0);
-        }
-
-        let header_len = header.write_to(buf, exts);
-        assert!(header_len % 4 == 0, "RTP header must be multiple of 4");
-        header.header_len = header_len;
-
+        let header_len = write_header(&mut header, exts, twcc, now, buf);
         let mut body_out = &mut buf[header_len..];
 
         // For resends, the original seq_no is inserted before the payload.
@@ -904,11 +906,7 @@ impl StreamTx {
 
         let pkt = &next.pkt;
 
-        // A packet sent at once unchanged is encrypted from its payload where it is.
-        let body_apart = (direct && pkt.vp8_patch.is_none()).then(|| pkt.payload.clone());
-
         let body_len = match next.kind {
-            NextPacketKind::Regular if body_apart.is_some() => pkt.payload.len(),
             NextPacketKind::Regular | NextPacketKind::Resend(_) => {
                 let body_len = pkt.payload.len();
                 if let Some(patch) = pkt.vp8_patch.as_ref() {
@@ -940,11 +938,7 @@ impl StreamTx {
             }
         };
 
-        let len = if body_apart.is_some() {
-            header_len
-        } else {
-            header_len + body_len
-        };
+        let len = header_len + body_len;
 
         #[cfg(feature = "_internal_dont_use_log_stats")]
         {
@@ -963,24 +957,9 @@ impl StreamTx {
 
         let seq_no = next.seq_no;
         if next.kind == NextPacketKind::Regular {
-            self.last_sent_seq_no = seq_no;
-        }
-
-        self.last_used = now;
-
-        // Padding comes in two forms, "spurious resends" of sent packets where
-        // the remote side didn't ask for a resend. The other variant are blank
-        // packets, containing nothing but zeroes. On media streams these use
-        // _some_ RTX PT. A good pick is the RTX for the PT last used to send
-        // regular media data.
-        //
-        // This is set here due to borrow checker.
-        if set_pt_for_padding.is_some() && self.pt_for_padding != set_pt_for_padding {
-            self.pt_for_padding = set_pt_for_padding;
-        }
-
-        if set_cr.is_some() && self.clock_rate != set_cr {
-            self.clock_rate = set_cr;
+            self.note_regular_sent(seq_no, pt_main, param, now);
+        } else {
+            self.last_used = now;
         }
 
         if pop_send_queue {
@@ -1000,7 +979,7 @@ impl StreamTx {
             is_padding,
             payload_size: body_len,
             len,
-            body: body_apart,
+            body_apart: false,
         })
     }
 
@@ -1554,13 +1533,57 @@ struct NextPacket<'a> {
     pkt: &'a mut RtpPacket,
 }
 
+/// The codec a packet of payload type `pt` is sent as: its main payload type's, or the one it
+/// is the RED type of. `None`, with a warning, for a type not negotiated.
+fn main_params_of(params: &[PayloadParams], pt: Pt) -> Option<&PayloadParams> {
+    let param = params.iter().find(|p| p.pt() == pt || p.red() == Some(pt));
+    if param.is_none() {
+        warn!("Media is missing PT ({}) used in RTP packet", pt);
+    }
+    param
+}
+
+/// Whether a packet of type `pt`, sent as `param`'s codec, can be resent on RTX. A RED-wrapped
+/// packet (`pt` the RED type) cannot: an RTX resend carries the RTX PT with the primary
+/// codec's apt, so the peer would parse the RED bytes as raw primary codec. RED carries its own
+/// redundancy, so it does not need RTX anyway.
+fn resendable(param: &PayloadParams, pt: Pt) -> bool {
+    param.resend().is_some() && param.red() != Some(pt)
+}
+
+/// Stamps the extensions a packet gets as it leaves (absolute send time, transport-wide
+/// sequence number, where negotiated: they match `Extension::is_supported()`, so we send what
+/// we declare we support) on `header` and writes it to the start of `buf`; returns its length.
+fn write_header(
+    header: &mut RtpHeader,
+    exts: &ExtensionMap,
+    twcc: Option<&mut u64>,
+    now: Instant,
+    buf: &mut Vec<u8>,
+) -> usize {
+    if exts.id_of(Extension::AbsoluteSendTime).is_some() {
+        header.ext_vals.abs_send_time = Some(now);
+    }
+    if let Some(twcc) = twcc {
+        header.ext_vals.transport_cc = Some(*twcc as u16);
+        *twcc += 1;
+    }
+    // Sized once and never truncated (the receipt says how much is this packet's): a shorter
+    // buffer grown back per packet would be zeroed per packet.
+    if buf.len() < DATAGRAM_MAX_PACKET_SIZE {
+        buf.resize(DATAGRAM_MAX_PACKET_SIZE, 0);
+    }
+    let header_len = header.write_to(buf, exts);
+    assert!(header_len % 4 == 0, "RTP header must be multiple of 4");
+    header.header_len = header_len;
+    header_len
+}
+
 /// Which packet [`StreamTx::poll_packet_of`] sends.
 #[derive(Debug)]
 enum Take<'a> {
     /// A resend, else the head of the send queue, else padding: a poll.
     Any,
-    /// This packet, written now and not queued ([`StreamTx::send_now`]).
-    Direct(&'a mut RtpPacket),
     /// The application's resend of this packet ([`StreamTx::resend_now`]).
     AppResend(&'a mut RtpPacket),
 }
@@ -1745,17 +1768,36 @@ mod test {
         let mut buf = vec![];
         let write = |seq: u64| RtpWrite::new(pt, seq.into(), 0, now, vec![seq as u8; 100]);
 
+        let first = RtpWrite::new(pt, 0.into(), 7_000, now, vec![0_u8; 100])
+            .marker(true)
+            .ext_vals(ExtensionValues {
+                audio_level: Some(-30),
+                voice_activity: Some(true),
+                ..Default::default()
+            });
         let sent = stream
-            .send_now(write(0), now, &exts, None, codecs.params(), &mut buf)
+            .send_now(&first, now, &exts, None, codecs.params(), &mut buf)
             .expect("sent at once");
         assert_eq!(*sent.seq_no, 0);
         assert_eq!(sent.len, sent.header.header_len, "the header only in buf");
-        assert_eq!(
-            sent.body.as_deref(),
-            Some(&[0_u8; 100][..]),
-            "the body apart"
-        );
+        assert!(sent.body_apart, "the body left where it is");
+        assert_eq!(sent.payload_size, 100);
         assert_eq!(stream.queue_state(now).snapshot.packet_count, 0);
+        // The header as the peer reads it: the write's fields, the stream's SSRC, its mid
+        // (the peer has not bound the SSRC yet), and the write's extension values.
+        let header = RtpHeader::parse(&buf[..sent.len], &exts).expect("a header");
+        assert_eq!(header.sequence_number, 0);
+        assert_eq!(header.payload_type, pt);
+        assert_eq!(header.timestamp, 7_000);
+        assert!(header.marker);
+        assert_eq!(header.ssrc, 42.into());
+        assert_eq!(header.ext_vals.mid, Some("vid".into()));
+        assert_eq!(header.ext_vals.audio_level, Some(-30));
+        assert_eq!(stream.last_sent_seq_no, 0.into());
+        assert_eq!(
+            stream.clock_rate,
+            Some(codecs.params()[0].spec().rtp_clock_rate())
+        );
 
         // A payload that is patched is written, patched, after the header.
         let vp8 = [0x90, 0x80, 0x80 | 0x01, 0x02, 0x10, 0x20, 0x30];
@@ -1767,9 +1809,9 @@ mod test {
             .unwrap();
         let patched = RtpWrite::new(pt, 1.into(), 0, now, vp8.to_vec()).vp8_patch(patch);
         let sent = stream
-            .send_now(patched, now, &exts, None, codecs.params(), &mut buf)
+            .send_now(&patched, now, &exts, None, codecs.params(), &mut buf)
             .expect("sent at once");
-        assert!(sent.body.is_none());
+        assert!(!sent.body_apart);
         assert_eq!(
             buf[sent.header.header_len..sent.len],
             [0x90, 0x80, 0x80 | 0x03, 0x45, 0x10, 0x20, 0x30]
@@ -1777,7 +1819,7 @@ mod test {
 
         // One waits for a timeout: the next goes behind it, and both leave in order.
         stream.write_rtp(write(2));
-        let queued = stream.send_now(write(3), now, &exts, None, codecs.params(), &mut buf);
+        let queued = stream.send_now(&write(3), now, &exts, None, codecs.params(), &mut buf);
         assert!(queued.is_none(), "not ahead of a queued packet");
         stream.send_queue.handle_timeout(now);
         for seq in [2, 3] {
@@ -1791,7 +1833,7 @@ mod test {
         for i in 4..304_u64 {
             let at = now + Duration::from_millis(i * 10);
             let write = RtpWrite::new(pt, i.into(), 0, at, vec![0_u8; 100]);
-            stream.send_now(write, at, &exts, None, codecs.params(), &mut buf);
+            stream.send_now(&write, at, &exts, None, codecs.params(), &mut buf);
         }
         let counted = stream.stats.bytes_transmitted.as_ref().unwrap().sum();
         assert!(
@@ -1821,7 +1863,7 @@ mod test {
                 .nackable(false)
         };
         for seq in 0..10 {
-            stream.send_now(write(seq), now, &exts, None, codecs.params(), &mut buf);
+            stream.send_now(&write(seq), now, &exts, None, codecs.params(), &mut buf);
         }
 
         // 3 and 5 lost: the stream does not answer, it hands them on.
@@ -1837,14 +1879,14 @@ mod test {
 
         let stream = streams.stream_tx_by_midrid(midrid).unwrap();
         let sent = stream
-            .resend_now(write(5), now, &exts, None, codecs.params(), &mut buf)
+            .resend_now(&write(5), now, &exts, None, codecs.params(), &mut buf)
             .expect("resent");
         assert_eq!(sent.header.ssrc, 43.into());
         assert_eq!(sent.header.payload_type, rtx_pt);
         assert_eq!(sent.header.timestamp, 450);
         // RTX: the original sequence number, then the original payload.
         assert!(
-            sent.body.is_none(),
+            !sent.body_apart,
             "a resend's body is written after its header"
         );
         let body = &buf[sent.header.header_len..sent.len];
@@ -1853,7 +1895,7 @@ mod test {
 
         // Without RTX there is nothing to resend on.
         let plain = streams.declare_stream_tx(44.into(), None, MidRid("aud".into(), None));
-        let resent = plain.resend_now(write(1), now, &exts, None, codecs.params(), &mut buf);
+        let resent = plain.resend_now(&write(1), now, &exts, None, codecs.params(), &mut buf);
         assert!(resent.is_none());
     }
 
