@@ -467,7 +467,7 @@ impl Subscription {
         codecs: &CodecConfig,
         packet: &MediaPacket,
         now: Instant,
-    ) -> Option<RtpWrite> {
+    ) -> Option<Sent> {
         if self.paused {
             return None;
         }
@@ -513,7 +513,7 @@ impl Subscription {
         if packet.params.spec().codec.is_video() {
             self.sent.note(sent);
         }
-        Some(write_of(packet, &sent, now))
+        Some(sent)
     }
 
     /// The packet this subscriber numbers `seq` as it was sent, to send again (a NACK's answer),
@@ -521,43 +521,49 @@ impl Subscription {
     fn resend(&self, seq: u64, cache: &PacketCache, now: Instant) -> Option<RtpWrite> {
         let sent = self.sent.get(seq)?;
         let packet = cache.get(sent.layer as usize, sent.source_seq, now)?;
-        Some(write_of(packet, &sent, now))
+        let mut write = write_for(packet, now);
+        sent.number(packet, &mut write);
+        Some(write)
     }
 }
 
-/// A publisher's packet as written for a subscriber: with its numbers as `sent` says.
+/// A publisher's packet as every subscriber is sent it, numbered for none yet
+/// ([`Sent::number`] numbers it for one): made once per packet and renumbered per subscriber.
 /// str0m keeps no copy for resends (the track's [`PacketCache`] does).
-fn write_of(packet: &MediaPacket, sent: &Sent, now: Instant) -> RtpWrite {
+pub(crate) fn write_for(packet: &MediaPacket, now: Instant) -> RtpWrite {
     let ext_vals = ExtensionValues {
         audio_level: packet.audio_level,
         voice_activity: packet.voice_activity,
         video_orientation: packet.video_orientation,
         ..Default::default()
     };
-    let mut write = RtpWrite::new(
-        sent.pt,
-        SeqNo::from(sent.seq),
-        sent.timestamp,
+    RtpWrite::new(
+        packet.pt,
+        SeqNo::from(packet.seq),
+        packet.timestamp,
         now,
         packet.payload.clone(),
     )
     .marker(packet.marker)
     .ext_vals(ext_vals)
-    .nackable(false);
-    let vp8_patch = packet.layer.and(packet.vp8.as_ref()).and_then(|vp8| {
-        let mut patch = vp8.descriptor.patch();
-        if let Some(pid) = sent.picture_id {
-            patch = patch.picture_id(pid);
-        }
-        if let Some(tl0) = sent.tl0_pic_idx {
-            patch = patch.tl0_pic_idx(tl0);
-        }
-        patch.build().ok()
-    });
-    if let Some(patch) = vp8_patch {
-        write = write.vp8_patch(patch);
+    .nackable(false)
+}
+
+impl Sent {
+    /// Gives `write` (of `packet`, [`write_for`]) the numbers the subscriber has it under.
+    pub(crate) fn number(&self, packet: &MediaPacket, write: &mut RtpWrite) {
+        let vp8_patch = packet.layer.and(packet.vp8.as_ref()).and_then(|vp8| {
+            let mut patch = vp8.descriptor.patch();
+            if let Some(pid) = self.picture_id {
+                patch = patch.picture_id(pid);
+            }
+            if let Some(tl0) = self.tl0_pic_idx {
+                patch = patch.tl0_pic_idx(tl0);
+            }
+            patch.build().ok()
+        });
+        write.renumber(self.pt, SeqNo::from(self.seq), self.timestamp, vp8_patch);
     }
-    write
 }
 
 #[cfg(test)]

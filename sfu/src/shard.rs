@@ -14,12 +14,12 @@ use str0m::change::SdpOffer;
 use str0m::format::{Codec, CodecConfig, FormatParams};
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, Mid, NackRequest};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{Extension, ExtensionMap};
+use str0m::rtp::{Extension, ExtensionMap, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::mailbox::{Inbox, Mailbox};
 use crate::peer::{Peer, TrackKey};
-use crate::route::{MediaPacket, Route, Subscription};
+use crate::route::{MediaPacket, Route, Subscription, write_for};
 use crate::timers::Timers;
 use crate::udp::{Outbox, RecvBatch, wait_readable};
 use crate::{CloseReason, Command, PeerEvent, PeerId, PeerSpec, SfuError, SfuStats};
@@ -79,6 +79,9 @@ pub(crate) struct Shard {
     /// Scratch for `send_to_subscribers`: the positions, in the route's list, of the
     /// subscribers a batch of packets may go to (kept to reuse its memory).
     takers: Vec<usize>,
+    /// Scratch for `send_to_subscribers`: the batch's packets as written, renumbered for each
+    /// subscriber in turn.
+    writes: Vec<RtpWrite>,
     /// Peers whose session died, to be removed after the current poll round.
     dead: Vec<PeerId>,
     /// Scratch for `drive_time`: the peers due.
@@ -117,6 +120,7 @@ impl Shard {
             timers: Timers::default(),
             outbox: Outbox::default(),
             takers: Vec::new(),
+            writes: Vec::new(),
             dead: Vec::new(),
             peers_due: Vec::new(),
             next_track: 1,
@@ -892,6 +896,9 @@ impl Shard {
         self.takers.clear();
         self.takers
             .extend((0..subs.len()).filter(|&i| subs[i].may_take(layers)));
+        // Each packet is written once, and renumbered per subscriber: not built for each.
+        self.writes
+            .extend(packets.iter().map(|packet| write_for(packet, now)));
         for (n, &i) in self.takers.iter().enumerate() {
             // The sessions of the subscribers two takers on are fetched into the cache while
             // this one is sent to (`prefetch`): without, each send waited on its misses.
@@ -909,13 +916,14 @@ impl Shard {
             let Some(peer) = self.peers.get_mut(&sub.peer).filter(|p| p.connected) else {
                 continue;
             };
-            for packet in packets {
-                let Some(write) = sub.rewrite(peer.rtc.codec_config(), packet, now) else {
+            for (packet, write) in packets.iter().zip(&mut self.writes) {
+                let Some(numbers) = sub.rewrite(peer.rtc.codec_config(), packet, now) else {
                     continue;
                 };
+                numbers.number(packet, write);
                 let mut api = peer.rtc.direct_api();
                 let sent = self.outbox.write_with(|out| {
-                    api.send_rtp_now(sub.mid, None, &write, now, out)
+                    api.send_rtp_now(sub.mid, None, write, now, out)
                         .map(|s| s.destination)
                 });
                 if !sent && peer.written_to() {
@@ -927,6 +935,7 @@ impl Shard {
                 self.outbox.flush(&self.socket);
             }
         }
+        self.writes.clear();
     }
 
     /// A subscriber starts taking a track: a video needs a keyframe (of its layer) before it
