@@ -912,7 +912,15 @@ pub use error::RtcError;
 ///     rtc.handle_input(input).unwrap();
 /// }
 /// ```
+// Jinke's patch 14 (vendor/PATCHES.md): what a send at once
+// reads first, then the session (see `StreamTx`).
+#[repr(C)]
 pub struct Rtc {
+    send_addr: Option<SendAddr>,
+    peer_bytes_tx: u64,
+    last_now: Instant,
+    session: Session,
+
     state: RtcState,
     ice: IceAgent,
     dtls: Dtls,
@@ -922,14 +930,10 @@ pub struct Rtc {
     sctp: RtcSctp,
     chan: ChannelHandler,
     stats: Option<Stats>,
-    session: Session,
     remote_fingerprint: Option<Fingerprint>,
     remote_addrs: Vec<SocketAddr>,
-    send_addr: Option<SendAddr>,
     need_init_time: bool,
-    last_now: Instant,
     peer_bytes_rx: u64,
-    peer_bytes_tx: u64,
     change_counter: usize,
     last_timeout_reason: Reason,
     crypto_provider: Arc<crate::crypto::CryptoProvider>,

@@ -56,16 +56,26 @@ const MAX_PENDING_RRTRS: usize = 300;
 /// Maximum number of DLRR items to include in a single ExtendedReport.
 const MAX_DLRR_PER_REPORT: usize = 50;
 
+// Jinke's patch 14 (vendor/PATCHES.md): what a send at once
+// reads first, together (see `StreamTx`).
+#[repr(C)]
 pub(crate) struct Session {
-    id: SessionId,
-
     // These fields are pub to allow session_sdp.rs modify them.
     // Notice the fields are maybe not in m-line index order since the app
     // might be spliced in somewhere.
     pub medias: Vec<Media>,
-
+    // Configuration of how we are sending/receiving media.
+    pub codec_config: CodecConfig,
+    // temporary buffer when getting the next (unencrypted) RTP packet from Media line.
+    poll_packet_buf: Vec<u8>,
+    raw_packets: Option<VecDeque<Box<RawPacket>>>,
+    twcc: u64,
+    media_bytes_tx: u64,
     // The actual RTP encoded streams.
     pub streams: Streams,
+    srtp_tx: Option<SrtpContext>,
+
+    id: SessionId,
 
     /// The app m-line. Spliced into medias above.
     app: Option<(Mid, usize)>,
@@ -81,18 +91,13 @@ pub(crate) struct Session {
     /// in WebRTC (one ice connection), so they are effectively per session.
     pub exts: ExtensionMap,
 
-    // Configuration of how we are sending/receiving media.
-    pub codec_config: CodecConfig,
-
     // Payload params for SSRC 0 BWE probes.
     // Lazy init when we see the PT.
     probe_payload_params: Option<PayloadParams>,
 
     srtp_rx: Option<SrtpContext>,
-    srtp_tx: Option<SrtpContext>,
     last_nack: Instant,
     last_twcc: Instant,
-    twcc: u64,
     twcc_rx_register: TwccRecvRegister,
     twcc_tx_register: TwccSendRegister,
     max_rx_seq_lookup: HashMap<Ssrc, SeqNoWindow>,
@@ -106,15 +111,11 @@ pub(crate) struct Session {
     pacer: PacerImpl,
     pacer_control: PacerControl,
 
-    // temporary buffer when getting the next (unencrypted) RTP packet from Media line.
-    poll_packet_buf: Vec<u8>,
-
     // Next packet for RtpPacket event.
     pending_packet: Option<RtpPacket>,
 
     // Total RTP payload bytes for media, including retransmissions.
     media_bytes_rx: u64,
-    media_bytes_tx: u64,
 
     pub ice_lite: bool,
 
@@ -132,8 +133,6 @@ pub(crate) struct Session {
     /// A new RRTR for an already-pending SSRC updates its value in place.
     /// Capped at 300 entries; at most 50 are consumed per DLRR report.
     pending_rrtrs: VecDeque<(Ssrc, LastRrtr)>,
-
-    raw_packets: Option<VecDeque<Box<RawPacket>>>,
 
     // Pending application-specific feedback (PSFB FMT=15) messages to emit as events.
     pending_app_feedback: Option<AppSpecificFeedback>,

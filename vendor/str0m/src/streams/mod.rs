@@ -122,7 +122,16 @@ impl RtpPacket {
 /// Each encoded stream is uniquely identified by an SSRC. The concept of mid/rid sits on the Media
 /// level together with the ability to translate a mid/rid to an encoded stream.
 #[derive(Debug)]
+// Jinke's patch 14 (vendor/PATCHES.md): the send streams first,
+// read by every send (see `StreamTx`).
+#[repr(C)]
 pub(crate) struct Streams {
+    /// All outgoing encoded streams, each knowing its SSRC (Jinke's patch: a list, not a map
+    /// by SSRC). A session sends on a few; every send finds its stream by mid and rid, which a
+    /// map could only scan too, through its control bytes: one more cache miss per packet
+    /// that `Rtc::send_lines` could not name.
+    streams_tx: Vec<StreamTx>,
+
     /// All incoming encoded streams.
     streams_rx: HashMap<Ssrc, StreamRx>,
 
@@ -132,12 +141,6 @@ pub(crate) struct Streams {
 
     /// Time we last cleaned up unused entries from source_keys_rx.
     last_rx_lookup_cleanup: Instant,
-
-    /// All outgoing encoded streams, each knowing its SSRC (Jinke's patch: a list, not a map
-    /// by SSRC). A session sends on a few; every send finds its stream by mid and rid, which a
-    /// map could only scan too, through its control bytes: one more cache miss per packet
-    /// that `Rtc::send_lines` could not name.
-    streams_tx: Vec<StreamTx>,
 
     /// Non-media padding source. Its sequence counter survives media changes.
     probe_tx: StreamTx,

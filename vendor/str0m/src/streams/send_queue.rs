@@ -7,10 +7,14 @@ use crate::util::not_happening;
 use super::RtpPacket;
 
 #[derive(Debug)]
+// Jinke's patch 14 (vendor/PATCHES.md): what a send at once
+// reads and writes first (see `StreamTx`).
+#[repr(C)]
 pub(crate) struct SendQueue {
     queue: VecDeque<RtpPacket>,
-    total: TotalQueue,
     last_emitted: Option<Instant>,
+
+    total: TotalQueue,
 }
 
 impl SendQueue {
