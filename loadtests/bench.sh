@@ -9,6 +9,9 @@
 #   loadtests/bench.sh                 # N = 50 200 500 1000, 10 s windows
 #   SIZES="100 2000" DURATION=20 loadtests/bench.sh
 #   SERVERS=jinke loadtests/bench.sh   # one server only
+#   SIZES=200 ROUNDS=5 loadtests/bench.sh   # five rounds of Jinke then Janus at each N: each
+#                                      # round's ratio and their median (this machine drifts by
+#                                      # ±15% in minutes; a single pair can mislead)
 #   SIZES=5 DURATION=2 PROFILE=debug loadtests/bench.sh   # the smoke run scripts/test.sh does
 #   SIMULCAST=1 SERVERS=jinke loadtests/bench.sh          # the teacher's camera in three
 #                                      # simulcast layers, as browsers send it (Jinke only)
@@ -32,6 +35,7 @@ cd "$(dirname "$0")/.."
 SIZES=${SIZES:-"50 200 500 1000"}
 SERVERS=${SERVERS:-"jinke janus"}
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-1}
 WARMUP=${WARMUP:-3}
 SERVER_CORE=${SERVER_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
@@ -154,17 +158,19 @@ first=1
 status=0
 for n in $SIZES; do
   over=0
-  for server in $SERVERS; do
-    "start_$server"
-    taskset -c "$LOAD_CORE" "$BIN/jinke-load" "${LOAD_ARGS[@]}" --bind-ip "$CLIENT_IP" \
-      --scenario lecture -n "$n" --warmup "$WARMUP" --duration "$DURATION" --threads "$LOAD_THREADS" \
-      --server-pid "$server_pid" --json > "$OUT/$server-lecture-$n.json"
-    stop_server
-    loss=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["loss_percent"])' "$OUT/$server-lecture-$n.json")
-    echo "  $server N=$n done (loss $loss%)"
-    # Packets not as sent are always an error. Failed or missing joins are one at the first
-    # (smallest) N, where every server must cope; further up they mean the server is overloaded.
-    python3 - "$OUT/$server-lecture-$n.json" "$n" <<'CHECK' || status=$?
+  for round in $(seq "$ROUNDS"); do
+    for server in $SERVERS; do
+      result="$OUT/$server-lecture-$n-$round.json"
+      "start_$server"
+      taskset -c "$LOAD_CORE" "$BIN/jinke-load" "${LOAD_ARGS[@]}" --bind-ip "$CLIENT_IP" \
+        --scenario lecture -n "$n" --warmup "$WARMUP" --duration "$DURATION" --threads "$LOAD_THREADS" \
+        --server-pid "$server_pid" --json > "$result"
+      stop_server
+      loss=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["loss_percent"])' "$result")
+      echo "  $server N=$n round $round done (loss $loss%)"
+      # Packets not as sent are always an error. Failed or missing joins are one at the first
+      # (smallest) N, where every server must cope; further up they mean the server is overloaded.
+      python3 - "$result" "$n" <<'CHECK' || status=$?
 import json, sys
 r, n = json.load(open(sys.argv[1])), int(sys.argv[2])
 if r["corrupt"]:
@@ -177,13 +183,14 @@ if failed:
     print("  " + "; ".join(failed))
     sys.exit(2)
 CHECK
-    case "${status:-0}" in
-      0) ;;
-      2) if [ "$first" = 1 ]; then errors=1; else over=1; fi ;;
-      *) errors=1 ;;
-    esac
-    status=0
-    if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 1.0 else 1)' "$loss"; then over=1; fi
+      case "${status:-0}" in
+        0) ;;
+        2) if [ "$first" = 1 ]; then errors=1; else over=1; fi ;;
+        *) errors=1 ;;
+      esac
+      status=0
+      if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 1.0 else 1)' "$loss"; then over=1; fi
+    done
   done
   first=0
   if [ "$over" = 1 ]; then
@@ -193,20 +200,21 @@ CHECK
 done
 
 python3 - "$OUT" <<'EOF'
-import glob, json, os, sys
+import glob, json, os, statistics, sys
 out = sys.argv[1]
 rows = []
-for path in glob.glob(os.path.join(out, "*-lecture-*.json")):
-    server = os.path.basename(path).split("-")[0]
+for path in glob.glob(os.path.join(out, "*-lecture-*-*.json")):
+    server, _, _, round_ = os.path.basename(path)[: -len(".json")].split("-")
     r = json.load(open(path))
-    rows.append((server, r["size"], r))
-rows.sort(key=lambda x: (x[1], x[0]))
+    rows.append((server, r["size"], int(round_), r))
+rows.sort(key=lambda x: (x[1], x[2], x[0]))
 fmt = "{:<7}{:>6}{:>8}{:>10}{:>10}{:>9}{:>10}{:>10}{:>11}{:>9}{:>9}{:>11}{:>10}{:>7}"
 print(fmt.format("server", "N", "joined", "pkt/s", "loss %", "us/pkt", "CPU %", "RSS MiB", "join p50", "lat p50", "lat p99",
                  "audio p99", "read p99", "B/pkt"))
-by = {(srv, n): r for srv, n, r in rows}
-for server, n, r in rows:
+us = {}
+for server, n, round_, r in rows:
     s = r.get("server") or {}
+    us[(server, n, round_)] = s.get("cpu_us_per_packet")
     f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
     print(fmt.format(server, n, r["joined"], f(r["packets_per_second"], 0), f(r["loss_percent"], 3),
                      f(s.get("cpu_us_per_packet"), 2), f(s.get("cpu_percent")), f(s.get("rss_mib")),
@@ -214,10 +222,16 @@ for server, n, r in rows:
                      f(r["audio_latency_ms"]["p99"], 2), f((r.get("handled_latency_ms") or {}).get("p99"), 2),
                      f(r.get("payload_bytes_per_packet"), 0)))
 print()
-print("CPU per forwarded packet, Janus / Jinke (higher is better for Jinke):")
-for n in sorted({n for _, n, _ in rows}):
-    a, b = by.get(("jinke", n)), by.get(("janus", n))
-    if a and b and (a.get("server") or {}).get("cpu_us_per_packet") and (b.get("server") or {}).get("cpu_us_per_packet"):
-        print(f"  N={n}: {b['server']['cpu_us_per_packet'] / a['server']['cpu_us_per_packet']:.2f}x")
+print("CPU per forwarded packet, Janus / Jinke (higher is better for Jinke), each round's pair:")
+for n in sorted({n for _, n, _, _ in rows}):
+    ratios = []
+    for round_ in sorted({k for _, m, k, _ in rows if m == n}):
+        a, b = us.get(("jinke", n, round_)), us.get(("janus", n, round_))
+        if a and b:
+            ratios.append(b / a)
+    if ratios:
+        each = ", ".join(f"{x:.2f}x" for x in ratios)
+        median = f" (median {statistics.median(ratios):.2f}x)" if len(ratios) > 1 else ""
+        print(f"  N={n}: {each}{median}")
 EOF
 exit "$errors"
