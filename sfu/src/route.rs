@@ -459,9 +459,10 @@ impl Subscription {
         !self.paused && layers.is_none_or(|mask| self.layers.taken() & mask != 0)
     }
 
-    /// One of the publisher's packets as this subscriber gets it (its payload type, sequence
-    /// number, timestamp and VP8 ids rewritten), or `None` if it gets none (paused, no
-    /// matching codec in `codecs`, another layer, or older than the subscription).
+    /// The numbers this subscriber gets one of the publisher's packets under (its payload
+    /// type, sequence number, timestamp and VP8 ids: [`Sent::number`] gives them to the
+    /// packet's write), noted for resends; `None` if it gets none (paused, no matching codec
+    /// in `codecs`, another layer, or older than the subscription).
     pub fn rewrite(
         &mut self,
         codecs: &CodecConfig,
