@@ -36,6 +36,11 @@ SIZES=${SIZES:-"50 200 500 1000"}
 SERVERS=${SERVERS:-"jinke janus"}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-1}
+# A ROUNDS that seq cannot count would run nothing and print an empty table.
+if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "ROUNDS must be a whole number of at least 1, not '$ROUNDS'" >&2
+  exit 2
+fi
 WARMUP=${WARMUP:-3}
 SERVER_CORE=${SERVER_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}

@@ -10,8 +10,11 @@ import socket
 import sys
 import time
 
-host, port = sys.argv[1].rsplit(":", 1)
-seconds, rate = float(sys.argv[2]), int(sys.argv[3])
+try:
+    host, port = sys.argv[1].rsplit(":", 1)
+    port, seconds, rate = int(port), float(sys.argv[2]), int(sys.argv[3])
+except (IndexError, ValueError):
+    sys.exit("usage: junk.py HOST:PORT SECONDS PACKETS_PER_SECOND (e.g. 127.0.0.1:40000 25 20000)")
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.bind((host, 0))
 datagram = bytes([0x80, 96]) + os.urandom(148)
@@ -22,7 +25,7 @@ sent = 0
 while time.monotonic() < end:
     for _ in range(burst):
         try:
-            sock.sendto(datagram, (host, int(port)))
+            sock.sendto(datagram, (host, port))
             sent += 1
         except OSError:
             pass

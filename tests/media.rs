@@ -65,26 +65,17 @@ async fn garbage_at_the_media_port_disturbs_nobody() {
     server.stop().await;
 }
 
-/// A STUN binding request (RFC 8489) with what an ICE check must carry: USERNAME, PRIORITY,
-/// and a MESSAGE-INTEGRITY that no session's key signed.
+/// An ICE check as a client sends one (str0m's STUN encoder): USERNAME, PRIORITY and a
+/// MESSAGE-INTEGRITY that no session's key signed.
 fn stun_binding_request(username: &str) -> Vec<u8> {
-    let mut attrs = Vec::new();
-    for (kind, value) in [
-        (0x0006u16, username.as_bytes()),
-        (0x0024, &[0, 0, 0, 1][..]),
-        (0x0008, &[0x55; 20][..]),
-    ] {
-        attrs.extend_from_slice(&kind.to_be_bytes());
-        attrs.extend_from_slice(&(value.len() as u16).to_be_bytes());
-        attrs.extend_from_slice(value);
-        attrs.resize(attrs.len().div_ceil(4) * 4, 0);
-    }
-    let mut m = vec![0x00, 0x01];
-    m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
-    m.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]); // magic cookie
-    m.extend_from_slice(&[7; 12]); // transaction id
-    m.extend_from_slice(&attrs);
-    m
+    use str0m::ice::{StunMessage, TransId};
+    let check = StunMessage::binding_request(username, TransId::new(), true, 1, 1, false);
+    let mut buf = vec![0; 1500];
+    let len = check
+        .to_bytes(Some(b"not-a-session-key"), &mut buf, |_, _| [0x55; 20])
+        .expect("a STUN message fits in 1500 bytes");
+    buf.truncate(len);
+    buf
 }
 
 /// The UDP port of the first loopback host candidate in a session description.

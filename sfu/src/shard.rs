@@ -1249,14 +1249,6 @@ impl Shard {
     }
 }
 
-/// The RTP header extensions a peer's session negotiates: str0m's standard set, without
-/// transport-wide sequence numbers and absolute send times for a peer that only receives.
-/// Those feed bandwidth estimators (ours from transport-wide feedback, the browser's own from
-/// send times), and they cost per packet per subscriber: a feedback report to parse and a send
-/// record, a clock conversion and 4 bytes (4% of an audio packet). A publisher keeps them: its
-/// browser estimates its uplink from our feedback. A receiver whose link we `estimate` keeps
-/// transport-wide numbers (our estimator's input); most subscribers (a lecture's) have their
-/// links judged from loss alone (`link.rs`).
 /// The username fragment a received STUN binding request is addressed to.
 fn contents_ufrag<'a>(input: &'a Input) -> Option<&'a str> {
     match input {
@@ -1265,6 +1257,14 @@ fn contents_ufrag<'a>(input: &'a Input) -> Option<&'a str> {
     }
 }
 
+/// The RTP header extensions a peer's session negotiates: str0m's standard set, without
+/// transport-wide sequence numbers and absolute send times for a peer that only receives.
+/// Those feed bandwidth estimators (ours from transport-wide feedback, the browser's own from
+/// send times), and they cost per packet per subscriber: a feedback report to parse and a send
+/// record, a clock conversion and 4 bytes (4% of an audio packet). A publisher keeps them: its
+/// browser estimates its uplink from our feedback. A receiver whose link we `estimate` keeps
+/// transport-wide numbers (our estimator's input); most subscribers (a lecture's) have their
+/// links judged from loss alone (`link.rs`).
 fn extensions(may_publish: bool, estimate: bool) -> ExtensionMap {
     let mut exts = ExtensionMap::empty();
     for (id, ext) in ExtensionMap::standard().iter() {

@@ -2,7 +2,8 @@
 //! announces), the relay forwards to the server from one socket per client and back. Flows from
 //! one chosen client address are impaired in both directions: random loss and a fixed delay;
 //! towards those clients the link can also be capped (a bottleneck with a 100 ms queue, as
-//! `tc tbf` makes one), and their links can be cut both ways. (This kernel has no `netem`; see shared/notes/network-impairment.md.)
+//! `tc tbf` makes one), and their links can be cut both ways. (This kernel has no `netem`; see
+//! shared/notes/network-impairment.md.)
 
 #![allow(dead_code)] // Each test binary uses a different part of the relay.
 

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 pub use is::stun::StunMessage;
-use is::stun::{Class as StunClass, Method as StunMethod};
 
 pub use str0m_proto::DATAGRAM_MTU_TARGET;
 pub use str0m_proto::DATAGRAM_MTU_TARGET_MAX;
@@ -92,9 +91,7 @@ impl DatagramRecv<'_> {
     /// [`crate::Rtc::accepts`] has to ask every session.
     pub fn stun_request_ufrag(&self) -> Option<&str> {
         match &self.inner {
-            DatagramRecvInner::Stun(m)
-                if m.method() == StunMethod::Binding && m.class() == StunClass::Request =>
-            {
+            DatagramRecvInner::Stun(m) if m.is_binding_request() => {
                 m.split_username().map(|(local, _)| local)
             }
             _ => None,
