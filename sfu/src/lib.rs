@@ -11,6 +11,7 @@
 mod h264;
 mod keyframe;
 mod link;
+mod lookup;
 mod mailbox;
 mod offer;
 mod peer;

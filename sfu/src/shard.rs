@@ -17,6 +17,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
+use crate::lookup::PeerLookup;
 use crate::mailbox::{Inbox, Mailbox};
 use crate::peer::{Peer, TrackKey};
 use crate::route::{MediaPacket, Route, Subscription, write_for};
@@ -61,11 +62,8 @@ pub(crate) struct Shard {
     /// Every shard's mailbox, this one's included (at `index`).
     shards: Arc<[Mailbox]>,
     peers: HashMap<PeerId, Peer>,
-    /// Which peer a remote address belongs to, learned from accepted datagrams.
-    by_addr: HashMap<SocketAddr, PeerId>,
-    /// Which peer an ICE username fragment is ours for. A session's fragment is made with it
-    /// and kept (the SFU restarts no ICE), so it is noted once, when the peer is added.
-    by_ufrag: HashMap<String, PeerId>,
+    /// Which peer a datagram is for: by its source address, or the ICE fragment it names.
+    lookup: PeerLookup,
     /// Every published track, on this shard or another.
     routes: HashMap<TrackKey, Route>,
     /// Rooms whose non-moderator peers receive nothing yet (lessons in their lobby).
@@ -112,8 +110,7 @@ impl Shard {
             index,
             shards,
             peers: HashMap::new(),
-            by_addr: HashMap::new(),
-            by_ufrag: HashMap::new(),
+            lookup: PeerLookup::default(),
             routes: HashMap::new(),
             held: HashSet::new(),
             dirty: Vec::new(),
@@ -363,7 +360,7 @@ impl Shard {
         }
         tracing::debug!(?id, identity = %peer.identity, room = %peer.room, "peer added");
         self.peers.insert(id, peer);
-        self.by_ufrag.insert(ufrag, id);
+        self.lookup.add(id, ufrag);
         self.timers.at(now, id);
         if let Some(deadline) = deadline {
             self.timers.at(deadline, id);
@@ -434,17 +431,17 @@ impl Shard {
         // address is noted for what follows. Anything else from an address no peer uses is
         // dropped without asking every peer, so that junk sprayed at the port costs two
         // lookups a datagram, not a pass over all the shard's sessions.
-        let known = self.by_addr.get(&source).copied();
+        let known = self.lookup.by_addr(&source);
         let takes = |id: &PeerId| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input));
         let Some(id) = known.filter(takes).or_else(|| {
             let ufrag = contents_ufrag(&input)?;
-            self.by_ufrag.get(ufrag).copied().filter(takes)
+            self.lookup.by_ufrag(ufrag).filter(takes)
         }) else {
             self.strays += 1;
             return;
         };
         if known != Some(id) {
-            self.by_addr.insert(source, id);
+            self.lookup.heard(source, id);
         }
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
@@ -1000,8 +997,7 @@ impl Shard {
             return;
         };
         peer.rtc.disconnect();
-        self.by_addr.retain(|_, p| *p != id);
-        self.by_ufrag.retain(|_, p| *p != id);
+        self.lookup.remove(id);
         if let Some(reason) = reason {
             peer.report(PeerEvent::Closed { reason });
         }
