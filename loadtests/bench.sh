@@ -22,6 +22,8 @@
 #                                      # of eight threads (one saturates near 1,000 students)
 #   BIN=/path/to/binaries SERVERS=jinke loadtests/bench.sh # prebuilt jinke, jinke-load and
 #                                      # jinke-ceiling, on a machine without cargo
+#   JANUS_LIB=DIR loadtests/bench.sh   # Janus's plugins and transports from DIR/plugins and
+#                                      # DIR/transports (loadtests/janus-portable.sh packs them)
 #
 # Exits non-zero when a run had corrupt packets, or failed clients or missing joins at the first
 # (smallest) N (errors, not performance); further up, failures and loss above 1% only stop N from
@@ -46,6 +48,7 @@ SERVER_CORE=${SERVER_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 LOAD_THREADS=${LOAD_THREADS:-1}
 JANUS_EVENT_LOOPS=${JANUS_EVENT_LOOPS:-2}
+JANUS_LIB=${JANUS_LIB:-/usr/lib/x86_64-linux-gnu/janus}
 # One media thread: the server gets one core (taskset), as Janus does.
 JINKE_MEDIA_THREADS=${JINKE_MEDIA_THREADS:-1}
 PROFILE=${PROFILE:-release}
@@ -146,7 +149,8 @@ start_janus() {
   rm -rf "$conf" && mkdir -p "$conf"
   for f in loadtests/janus/*.jcfg; do
     sed -e "s#@DIR@#$conf#; s#@EVENT_LOOPS@#$JANUS_EVENT_LOOPS#; s#@RTP_PORTS@#20000-60000#" \
-        -e "s#@JANUS_IP@#$SERVER_IP#; s#@HTTP_PORT@#18088#" "$f" > "$conf/$(basename "$f")"
+        -e "s#@JANUS_IP@#$SERVER_IP#; s#@HTTP_PORT@#18088#; s#@JANUS_LIB@#$JANUS_LIB#" "$f" \
+        > "$conf/$(basename "$f")"
   done
   taskset -c "$SERVER_CORE" janus -C "$conf/janus.jcfg" -F "$conf" > "$OUT/janus.log" 2>&1 &
   server_pid=$!
