@@ -1275,7 +1275,7 @@ impl StreamTx {
         s.values.push((SdesType::CNAME, cname.to_string()));
 
         let mut d = Descriptions {
-            reports: Box::new(ReportList::new()),
+            reports: ReportList::new(),
         };
         d.reports.push(s);
 

@@ -2,8 +2,16 @@ use std::fmt;
 use std::ops::Index;
 
 /// List containing max 31 items.
+///
+/// Its items are on the heap (Jinke's patch). It was `[Option<T>; 31]` in place: an SDES
+/// report (a list of 31 chunks of 31 values each) was 31 KB, cleared, built and moved for every
+/// sender report, and every `Rtcp` as big as its biggest list. Now an empty list allocates
+/// nothing and a list costs what it holds.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ReportList<T>([Option<T>; 31]);
+pub struct ReportList<T>(Vec<T>);
+
+/// The most items an RTCP count field (5 bits) can say.
+const MAX: usize = 31;
 
 impl<T> ReportList<T> {
     pub(crate) fn new() -> Self {
@@ -12,17 +20,17 @@ impl<T> ReportList<T> {
 
     /// Number of elements in the list.
     pub fn len(&self) -> usize {
-        self.0.iter().position(|i| i.is_none()).unwrap_or(31)
+        self.0.len()
     }
 
     pub(crate) fn push(&mut self, v: T) {
-        let pos = self.len();
-        self.0[pos] = Some(v);
+        assert!(!self.is_full(), "a ReportList holds at most {MAX} items");
+        self.0.push(v);
     }
 
     /// Get element at position.
     pub fn get(&self, i: usize) -> Option<&T> {
-        self.0[i].as_ref()
+        self.0.get(i)
     }
 
     /// Iterator over the elements in the list.
@@ -32,19 +40,17 @@ impl<T> ReportList<T> {
 
     /// Tells if the list contains zero elements.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_empty()
     }
 
     pub(crate) fn lists_from_iter(iterator: impl IntoIterator<Item = T>) -> Vec<Self> {
         let mut result = vec![];
         let mut current = Self::default();
 
-        for (i, item) in iterator.into_iter().enumerate() {
-            if i % 31 == 0 && i != 0 {
-                result.push(current);
-                current = Self::default();
+        for item in iterator {
+            if current.is_full() {
+                result.push(std::mem::take(&mut current));
             }
-
             current.push(item);
         }
 
@@ -56,50 +62,29 @@ impl<T> ReportList<T> {
     }
 
     pub(crate) fn is_full(&self) -> bool {
-        self.len() == 31
+        self.len() == MAX
     }
 }
 
 impl<T: private::WordSized> ReportList<T> {
+    /// Moves items from the front of `other` to the end of this list while they fit in
+    /// `words_left` and the list has room. Returns how many moved.
     pub(crate) fn append_all_possible(&mut self, other: &mut Self, mut words_left: usize) -> usize {
-        // Position where we start inserting in self.
-        let pos = self.len();
-
-        // Max number we can move.
-        let max = (31 - pos).min(other.len());
-
-        // after this loop ends, i will hold the number of items moved.
-        let mut i = 0;
-        loop {
-            if i == max {
-                break;
-            }
-
-            // first borrow item from other, to check the item size will fit.
-            let item = other.0[i].as_ref().unwrap();
-            let item_size = item.word_size();
-
-            // can we fit one more item?
-            if words_left < item_size {
-                break;
-            }
-
-            // it fits, move it.
-            self.0[pos + i] = other.0[i].take();
-
-            // reduce space left.
-            words_left -= item_size;
-
-            i += 1;
-        }
-
-        // shift down remaining in other
-        for j in i..31 {
-            other.0[j - i] = other.0[j].take();
-        }
-
-        // return number of appended items.
-        i
+        let room = MAX - self.len();
+        let moved = other
+            .0
+            .iter()
+            .take(room)
+            .take_while(|item| {
+                let fits = item.word_size() <= words_left;
+                if fits {
+                    words_left -= item.word_size();
+                }
+                fits
+            })
+            .count();
+        self.0.extend(other.0.drain(..moved));
+        moved
     }
 }
 
@@ -113,18 +98,13 @@ impl<T> Index<usize> for ReportList<T> {
     type Output = T;
 
     fn index(&self, index: usize) -> &Self::Output {
-        self.0[index].as_ref().unwrap()
+        &self.0[index]
     }
 }
 
 impl<T> Default for ReportList<T> {
     fn default() -> Self {
-        // We don't want to require T: Copy.
-        ReportList([
-            None, None, None, None, None, None, None, None, None, None, None, None, None, None,
-            None, None, None, None, None, None, None, None, None, None, None, None, None, None,
-            None, None, None,
-        ])
+        ReportList(Vec::new())
     }
 }
 
@@ -133,7 +113,7 @@ impl<'a, T> IntoIterator for &'a ReportList<T> {
     type IntoIter = Iter<'a, T>;
 
     fn into_iter(self) -> Self::IntoIter {
-        Iter(self, 0)
+        Iter(self.0.iter())
     }
 }
 
@@ -142,28 +122,19 @@ impl<T> IntoIterator for ReportList<T> {
     type IntoIter = IterOwned<T>;
 
     fn into_iter(self) -> Self::IntoIter {
-        IterOwned(self, 0)
+        IterOwned(self.0.into_iter())
     }
 }
 
-pub struct Iter<'a, T>(&'a ReportList<T>, usize);
+pub struct Iter<'a, T>(std::slice::Iter<'a, T>);
 
-pub struct IterOwned<T>(ReportList<T>, usize);
+pub struct IterOwned<T>(std::vec::IntoIter<T>);
 
 impl<'a, T> Iterator for Iter<'a, T> {
     type Item = &'a T;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.1 > 30 {
-            return None;
-        }
-
-        let n = self.0.0[self.1].as_ref();
-        if n.is_some() {
-            self.1 += 1;
-        }
-
-        n
+        self.0.next()
     }
 }
 
@@ -171,36 +142,24 @@ impl<T> Iterator for IterOwned<T> {
     type Item = T;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.1 > 30 {
-            return None;
-        }
-
-        let n = self.0.0[self.1].take();
-        if n.is_some() {
-            self.1 += 1;
-        }
-        n
+        self.0.next()
     }
 }
 
 impl<T> From<T> for ReportList<T> {
     fn from(t: T) -> Self {
-        let mut l = ReportList::default();
-        l.push(t);
-        l
+        ReportList(vec![t])
     }
 }
 
 impl<T: fmt::Debug> fmt::Debug for ReportList<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "[")?;
-        let len = self.len();
-        for (i, s) in self.0.iter().filter_map(|f| f.as_ref()).enumerate() {
-            if i == len - 1 {
-                write!(f, "{s:?}")?;
-            } else {
-                write!(f, "{s:?},")?;
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                write!(f, ",")?;
             }
+            write!(f, "{s:?}")?;
         }
         write!(f, "]")
     }
@@ -209,6 +168,46 @@ impl<T: fmt::Debug> fmt::Debug for ReportList<T> {
 #[cfg(test)]
 mod test {
     use super::ReportList;
+    use super::private::WordSized;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Words(usize);
+
+    impl WordSized for Words {
+        fn word_size(&self) -> usize {
+            self.0
+        }
+    }
+
+    fn words(sizes: &[usize]) -> ReportList<Words> {
+        let mut list = ReportList::new();
+        for &n in sizes {
+            list.push(Words(n));
+        }
+        list
+    }
+
+    #[test]
+    fn appending_moves_what_fits_from_the_front_and_keeps_the_rest_in_order() {
+        let mut to = words(&[1]);
+        let mut from = words(&[2, 3, 4, 1]);
+        assert_eq!(to.append_all_possible(&mut from, 6), 2);
+        assert_eq!(to, words(&[1, 2, 3]));
+        assert_eq!(from, words(&[4, 1]));
+
+        let mut full = ReportList::lists_from_iter((0..31).map(|_| Words(1))).remove(0);
+        let mut more = words(&[1, 1]);
+        assert_eq!(full.append_all_possible(&mut more, 100), 0);
+        assert_eq!((full.len(), more.len()), (31, 2));
+    }
+
+    #[test]
+    fn a_source_description_is_as_small_as_what_it_holds() {
+        use crate::rtp_::{Rtcp, Sdes};
+        // Was 31 chunks of 31 values in place: about 31 KB, cleared and moved for each SDES.
+        assert!(std::mem::size_of::<ReportList<Sdes>>() <= 32);
+        assert!(std::mem::size_of::<Rtcp>() <= 128, "{}", std::mem::size_of::<Rtcp>());
+    }
 
     #[test]
     fn test_lists_from_iter() {
