@@ -158,7 +158,7 @@ start_janus() {
   LOAD_ARGS=(--target janus --url "http://$SERVER_IP:18088/janus")
 }
 
-echo "ceiling on core $SERVER_CORE (GCM seal + UDP send per 1200-byte packet):"
+echo "ceiling on core $SERVER_CORE (GCM seal + UDP send per packet: 1200 bytes, then a lecture's mix):"
 taskset -c "$SERVER_CORE" "$BIN/jinke-ceiling" | tee "$OUT/ceiling.txt"
 echo
 echo "servers on core $SERVER_CORE, generator on core $LOAD_CORE; results in $OUT"

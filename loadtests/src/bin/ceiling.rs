@@ -1,6 +1,8 @@
 //! `jinke-ceiling`: what one core of this machine can do at best per forwarded packet — AES-128-GCM
 //! encryption of a 1200-byte packet (SRTP's AEAD profile) and sending it over loopback UDP, plain,
-//! batched with `sendmmsg`, and with UDP GSO. The SFU's figures are compared against this.
+//! batched with `sendmmsg`, and with UDP GSO. The SFU's figures are compared against this; and
+//! against the same sends in a lecture's shape (`lecture_shape`: each student its own datagrams),
+//! the most a fan-out can get from this kernel.
 //!
 //! Pin it to a core (`taskset -c 0 jinke-ceiling`). Packets go to a socket on 127.0.0.1 that
 //! nobody reads: the kernel's full delivery path runs, and the queue overflow drops them.
@@ -57,6 +59,114 @@ fn sockaddr(addr: std::net::SocketAddr) -> libc::sockaddr_in {
     sa.sin_port = v4.port().to_be();
     sa.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
     sa
+}
+
+/// Students in [`lecture_shape`], each a socket nobody reads.
+const STUDENTS: usize = 64;
+/// A video packet's and an audio packet's size in [`lecture_shape`] (the bench's clip sends
+/// ~880-byte video packets and ~80-byte Opus ones).
+const VIDEO: usize = 900;
+const AUDIO: usize = 100;
+/// A video frame's packets, and the frames and audio packets in a round (30 and 50 a second).
+const FRAME: usize = 3;
+const FRAMES: usize = 3;
+const AUDIOS: usize = 5;
+
+/// What a lecture's fan-out can do at best with this kernel: the ceiling's GCM and GSO, in the
+/// shape a lecture has. Each student gets its own datagrams: a video frame as one GSO send of
+/// its packets, each audio packet alone, sealed one by one, 64 messages to a `sendmmsg` (as
+/// the SFU batches them). The ceiling's 16 segments to one destination is a shape no fan-out
+/// has: this row is the bound for the SFU's figures.
+fn lecture_shape(key: &LessSafeKey, header: &[u8]) -> anyhow::Result<Row> {
+    let per_student = FRAMES * FRAME * VIDEO + AUDIOS * AUDIO;
+    let mut data = vec![0x5au8; STUDENTS * per_student];
+    let sinks = (0..STUDENTS)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let addrs = sinks
+        .iter()
+        .map(|s| s.local_addr().map(sockaddr))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sender = UdpSocket::bind("127.0.0.1:0")?;
+    // Each message: its student, its bytes and, for a frame, its segment size.
+    let mut plan: Vec<(usize, std::ops::Range<usize>, Option<u16>)> = Vec::new();
+    let mut at = 0;
+    for student in 0..STUDENTS {
+        for _ in 0..FRAMES {
+            plan.push((student, at..at + FRAME * VIDEO, Some(VIDEO as u16)));
+            at += FRAME * VIDEO;
+        }
+        for _ in 0..AUDIOS {
+            plan.push((student, at..at + AUDIO, None));
+            at += AUDIO;
+        }
+    }
+    // SAFETY: CMSG_SPACE and CMSG_LEN are pure size computations.
+    let (space, cmsg_len) = unsafe {
+        (
+            libc::CMSG_SPACE(size_of::<u16>() as u32) as usize,
+            libc::CMSG_LEN(size_of::<u16>() as u32) as usize,
+        )
+    };
+    let mut controls = vec![[0u64; 4]; plan.len()];
+    let mut iovs: Vec<libc::iovec> = plan
+        .iter()
+        .map(|(_, bytes, _)| libc::iovec {
+            iov_base: data[bytes.clone()].as_mut_ptr().cast(),
+            iov_len: bytes.len(),
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = Vec::with_capacity(plan.len());
+    for (((student, _, segment), iov), control) in plan.iter().zip(&mut iovs).zip(&mut controls) {
+        // SAFETY: mmsghdr is plain data; its pointers refer to `addrs`, `iovs`, `controls` and
+        // `data`, which are neither moved nor resized while it is used.
+        let mut m: libc::mmsghdr = unsafe { zeroed() };
+        m.msg_hdr.msg_name = (&addrs[*student] as *const libc::sockaddr_in) as *mut _;
+        m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+        m.msg_hdr.msg_iov = iov;
+        m.msg_hdr.msg_iovlen = 1;
+        if let Some(segment) = segment {
+            m.msg_hdr.msg_control = control.as_mut_ptr().cast();
+            m.msg_hdr.msg_controllen = space;
+            // SAFETY: the control buffer (32 bytes) holds one cmsg with a u16.
+            unsafe {
+                let cmsg = libc::CMSG_FIRSTHDR(&m.msg_hdr);
+                (*cmsg).cmsg_level = libc::SOL_UDP;
+                (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                (*cmsg).cmsg_len = cmsg_len;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), *segment);
+            }
+        }
+        msgs.push(m);
+    }
+    let datagrams = STUDENTS * (FRAMES * FRAME + AUDIOS);
+    let fd = sender.as_raw_fd();
+    let mut counter = 0u32;
+    let row = measure("GCM + a lecture's sends", datagrams, || {
+        for (_, bytes, segment) in &plan {
+            let step = segment.map_or(AUDIO, usize::from);
+            for packet in data[bytes.clone()].chunks_mut(step) {
+                counter = counter.wrapping_add(1);
+                let mut iv = [0u8; 12];
+                iv[8..].copy_from_slice(&counter.to_be_bytes());
+                let (plain, tag) = packet.split_at_mut(step - 16);
+                let sealed = key
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(iv),
+                        Aad::from(header),
+                        plain,
+                    )
+                    .expect("seal");
+                tag.copy_from_slice(sealed.as_ref());
+            }
+        }
+        for chunk in msgs.chunks_mut(64) {
+            // SAFETY: each header points at live buffers (above); the fd is ours.
+            unsafe { libc::sendmmsg(fd, chunk.as_mut_ptr(), chunk.len() as u32, 0) };
+        }
+    });
+    drop(sinks);
+    Ok(row)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -153,6 +263,7 @@ fn main() -> anyhow::Result<()> {
             }
             gso(&super_buf);
         }));
+        rows.push(lecture_shape(&key, &header)?);
     }
     let mut scratch = Vec::with_capacity(PACKET);
     rows.push(measure("GCM seal + sendmmsg x16", BATCH, || {
