@@ -22,6 +22,7 @@
 #                                      # of eight threads (one saturates near 1,000 students)
 #   BIN=/path/to/binaries SERVERS=jinke loadtests/bench.sh # prebuilt jinke, jinke-load and
 #                                      # jinke-ceiling, on a machine without cargo
+#                                      # (loadtests/bundle.sh packs them, Janus too)
 #   JANUS_LIB=DIR loadtests/bench.sh   # Janus's plugins and transports from DIR/plugins and
 #                                      # DIR/transports (loadtests/janus-portable.sh packs them)
 #
