@@ -424,7 +424,26 @@ impl Outbox {
 }
 
 /// Room for one `UDP_SEGMENT` control message (a u16), aligned as `cmsghdr` needs.
-type SegmentControl = [u64; 4];
+pub type SegmentControl = [u64; 4];
+
+/// Makes `msg` a GSO send of `segment`-byte datagrams (the last may be shorter): one
+/// `UDP_SEGMENT` control message, written in `control`, which must outlive the send.
+pub fn set_segment_size(msg: &mut libc::msghdr, control: &mut SegmentControl, segment: u16) {
+    // SAFETY: CMSG_SPACE and CMSG_LEN are pure size computations; `control` (32 bytes, aligned
+    // as cmsghdr) holds one cmsg with a u16 (CMSG_SPACE of 2 bytes is 24), and `msg` points at
+    // it before CMSG_FIRSTHDR reads it.
+    unsafe {
+        let space = libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
+        debug_assert!(space <= size_of::<SegmentControl>());
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
+    }
+}
 
 /// Sends `queue` (datagrams in `data`) with `sendmmsg`, one message per run (a GSO send when
 /// `gso` and the run has several datagrams, its datagrams as the message's iovecs: no
@@ -441,14 +460,6 @@ fn send_runs(
     } else {
         (0..queue.len()).map(|i| i..i + 1).collect()
     };
-    // SAFETY: CMSG_SPACE and CMSG_LEN are pure size computations.
-    let (space, cmsg_len) = unsafe {
-        (
-            libc::CMSG_SPACE(size_of::<u16>() as u32) as usize,
-            libc::CMSG_LEN(size_of::<u16>() as u32),
-        )
-    };
-    debug_assert!(space <= size_of::<SegmentControl>());
     for chunk in runs.chunks(MMSG_BATCH) {
         let addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> = chunk
             .iter()
@@ -475,17 +486,7 @@ fn send_runs(
             h.msg_hdr.msg_iovlen = run.len() as _;
             iov_at += run.len();
             if run.len() >= 2 {
-                h.msg_hdr.msg_control = control.as_mut_ptr().cast();
-                h.msg_hdr.msg_controllen = space as _;
-                let segment = queue[run.start].1.len() as u16;
-                // SAFETY: the control buffer holds one cmsg with a u16 (checked above).
-                unsafe {
-                    let cmsg = libc::CMSG_FIRSTHDR(&h.msg_hdr);
-                    (*cmsg).cmsg_level = libc::SOL_UDP;
-                    (*cmsg).cmsg_type = libc::UDP_SEGMENT;
-                    (*cmsg).cmsg_len = cmsg_len as _;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
-                }
+                set_segment_size(&mut h.msg_hdr, control, queue[run.start].1.len() as u16);
             }
             hdrs.push(h);
         }

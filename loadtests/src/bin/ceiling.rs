@@ -13,6 +13,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use jinke_sfu::udp::{SegmentControl, set_segment_size};
 use serde::Serialize;
 
 const PACKET: usize = 1200;
@@ -101,14 +102,7 @@ fn lecture_shape(key: &LessSafeKey, header: &[u8]) -> anyhow::Result<Row> {
             at += AUDIO;
         }
     }
-    // SAFETY: CMSG_SPACE and CMSG_LEN are pure size computations.
-    let (space, cmsg_len) = unsafe {
-        (
-            libc::CMSG_SPACE(size_of::<u16>() as u32) as usize,
-            libc::CMSG_LEN(size_of::<u16>() as u32) as usize,
-        )
-    };
-    let mut controls = vec![[0u64; 4]; plan.len()];
+    let mut controls: Vec<SegmentControl> = vec![[0; 4]; plan.len()];
     let mut iovs: Vec<libc::iovec> = plan
         .iter()
         .map(|(_, bytes, _)| libc::iovec {
@@ -126,16 +120,7 @@ fn lecture_shape(key: &LessSafeKey, header: &[u8]) -> anyhow::Result<Row> {
         m.msg_hdr.msg_iov = iov;
         m.msg_hdr.msg_iovlen = 1;
         if let Some(segment) = segment {
-            m.msg_hdr.msg_control = control.as_mut_ptr().cast();
-            m.msg_hdr.msg_controllen = space;
-            // SAFETY: the control buffer (32 bytes) holds one cmsg with a u16.
-            unsafe {
-                let cmsg = libc::CMSG_FIRSTHDR(&m.msg_hdr);
-                (*cmsg).cmsg_level = libc::SOL_UDP;
-                (*cmsg).cmsg_type = libc::UDP_SEGMENT;
-                (*cmsg).cmsg_len = cmsg_len;
-                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), *segment);
-            }
+            set_segment_size(&mut m.msg_hdr, control, *segment);
         }
         msgs.push(m);
     }
@@ -226,26 +211,16 @@ fn main() -> anyhow::Result<()> {
             iov_base: buf.as_ptr() as *mut _,
             iov_len: buf.len(),
         };
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
-        let mut control = vec![0u8; space];
+        let mut control: SegmentControl = [0; 4];
         // SAFETY: msghdr is plain data; every pointer in it refers to a live local.
         let mut msg: libc::msghdr = unsafe { zeroed() };
         msg.msg_name = &sa as *const _ as *mut _;
         msg.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut _;
-        msg.msg_controllen = space;
-        // SAFETY: the control buffer has room for one cmsg with a u16 (CMSG_SPACE above).
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_UDP;
-            (*cmsg).cmsg_type = libc::UDP_SEGMENT;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut u16, PACKET as u16);
-            libc::sendmsg(fd, &msg, 0)
-        }
+        set_segment_size(&mut msg, &mut control, PACKET as u16);
+        // SAFETY: msg points at live locals (above); the fd is ours.
+        unsafe { libc::sendmsg(fd, &msg, 0) }
     };
     if gso(&super_buf) < 0 {
         eprintln!("UDP GSO unavailable: {}", std::io::Error::last_os_error());
