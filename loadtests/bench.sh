@@ -25,6 +25,9 @@
 #                                      # (loadtests/bundle.sh packs them, Janus too)
 #   JANUS_LIB=DIR loadtests/bench.sh   # Janus's plugins and transports from DIR/plugins and
 #                                      # DIR/transports (loadtests/janus-portable.sh packs them)
+#   PERF_SECONDS=10 SIZES=500 DURATION=20 loadtests/bench.sh  # `perf record -g` on each server
+#                                      # for 10 s of its window, into $OUT/SERVER-N-ROUND.perf;
+#                                      # loadtests/perf-breakdown.py sums where the time went
 #
 # Exits non-zero when a run had corrupt packets, or failed clients or missing joins at the first
 # (smallest) N (errors, not performance); further up, failures and loss above 1% only stop N from
@@ -55,6 +58,16 @@ JINKE_MEDIA_THREADS=${JINKE_MEDIA_THREADS:-1}
 PROFILE=${PROFILE:-release}
 BIN=${BIN:-target/$PROFILE}
 SIMULCAST=${SIMULCAST:-0}
+PERF_SECONDS=${PERF_SECONDS:-0}
+# The profile starts once the students are in (warm-up plus a second) and must end within the
+# window. Sampling costs the server a little: a profiled run's figures are not for comparing.
+if [ "$PERF_SECONDS" != 0 ]; then
+  if ! [[ "$PERF_SECONDS" =~ ^[1-9][0-9]*$ ]] || [ "$PERF_SECONDS" -ge "$DURATION" ]; then
+    echo "PERF_SECONDS must be a whole number of seconds that fits in DURATION less one: $PERF_SECONDS" >&2
+    exit 2
+  fi
+  command -v perf >/dev/null || { echo "PERF_SECONDS needs perf (Debian: linux-perf)" >&2; exit 2; }
+fi
 if [ "$SIMULCAST" = 1 ] && [[ " $SERVERS " == *" janus "* ]]; then
   echo "SIMULCAST=1 is for Jinke only (the generator's Janus publisher sends one layer): SERVERS=jinke" >&2
   exit 2
@@ -172,9 +185,16 @@ for n in $SIZES; do
     for server in $SERVERS; do
       result="$OUT/$server-lecture-$n-$round.json"
       "start_$server"
+      perf_pid=""
+      if [ "$PERF_SECONDS" != 0 ]; then
+        (sleep $((WARMUP + 1)) && exec perf record -q -F 1999 -g -p "$server_pid" \
+          -o "$OUT/$server-$n-$round.perf" -- sleep "$PERF_SECONDS") > "$OUT/$server-$n-$round.perf.log" 2>&1 &
+        perf_pid=$!
+      fi
       taskset -c "$LOAD_CORE" "$BIN/jinke-load" "${LOAD_ARGS[@]}" --bind-ip "$CLIENT_IP" \
         --scenario lecture -n "$n" --warmup "$WARMUP" --duration "$DURATION" --threads "$LOAD_THREADS" \
         --server-pid "$server_pid" --json > "$result"
+      if [ -n "$perf_pid" ]; then wait "$perf_pid" || echo "  perf failed: $OUT/$server-$n-$round.perf.log"; fi
       stop_server
       loss=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["loss_percent"])' "$result")
       echo "  $server N=$n round $round done (loss $loss%)"

@@ -2,7 +2,8 @@
 # Installs what the tests need on a fresh Debian machine (as root): the wasm32 target, Debian's
 # chromium, Node.js with npm, iproute2 and util-linux (namespaces, and `tc` for shaped links), Janus (the
 # bench's comparison server), libopus and pkg-config (the load generator's audio), curl and python3
-# (the bench script), and the browser tests' npm packages. Quick when everything is already there.
+# (the bench script), perf (the bench's profiles), and the browser tests' npm packages. Quick when
+# everything is already there.
 set -eu
 cd "$(dirname "$0")/.."
 rustup target add wasm32-unknown-unknown >/dev/null
@@ -17,6 +18,7 @@ command -v curl >/dev/null || missing="$missing curl"
 command -v python3 >/dev/null || missing="$missing python3"
 command -v pkg-config >/dev/null || missing="$missing pkg-config"
 [ -e /usr/include/opus/opus.h ] || missing="$missing libopus-dev"
+command -v perf >/dev/null || missing="$missing linux-perf"
 if [ -n "$missing" ]; then
   echo "installing:$missing"
   apt-get update -qq
