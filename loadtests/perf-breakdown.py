@@ -21,7 +21,9 @@ from collections import defaultdict
 SENDS = ("sendmmsg", "sendmsg", "sendto")
 RECEIVES = ("recvmmsg", "recvmsg", "recvfrom")
 WAITS = ("poll", "ppoll", "epoll_wait", "epoll_pwait", "futex", "nanosleep", "clock_nanosleep")
-# The softirq that delivers datagrams to their sockets: on the sender's core over loopback.
+# The softirq that delivers datagrams to their sockets: on the sender's core over loopback or a
+# veth, nearly all of it inside the sends (1,208 of its 1,247 samples in a profile of Jinke at
+# N=500, counted with `perf script`); the rest runs where an interrupt happened to end.
 DELIVERY = "net_rx_action"
 
 
