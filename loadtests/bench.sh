@@ -187,8 +187,10 @@ for n in $SIZES; do
       "start_$server"
       perf_pid=""
       if [ "$PERF_SECONDS" != 0 ]; then
-        (sleep $((WARMUP + 1)) && exec perf record -q -F 1999 -g -p "$server_pid" \
-          -o "$OUT/$server-$n-$round.perf" -- sleep "$PERF_SECONDS") > "$OUT/$server-$n-$round.perf.log" 2>&1 &
+        # perf itself on the generator's cores: the server's pays only the samples.
+        (sleep $((WARMUP + 1)) && exec taskset -c "$LOAD_CORE" perf record -q -F 1999 -g \
+          -p "$server_pid" -o "$OUT/$server-$n-$round.perf" -- sleep "$PERF_SECONDS") \
+          > "$OUT/$server-$n-$round.perf.log" 2>&1 &
         perf_pid=$!
       fi
       taskset -c "$LOAD_CORE" "$BIN/jinke-load" "${LOAD_ARGS[@]}" --bind-ip "$CLIENT_IP" \
