@@ -60,7 +60,8 @@ BIN=${BIN:-target/$PROFILE}
 SIMULCAST=${SIMULCAST:-0}
 PERF_SECONDS=${PERF_SECONDS:-0}
 # The profile starts once the students are in (warm-up plus a second) and must end within the
-# window. Sampling costs the server a little: a profiled run's figures are not for comparing.
+# window. Sampling costs the server time (Jinke at N=500: 4.00-4.55 us a packet profiled, 3.68-4.20
+# not, the same day; BENCHMARKS.md): a profiled run's figures are not for comparing.
 if [ "$PERF_SECONDS" != 0 ]; then
   if ! [[ "$PERF_SECONDS" =~ ^[1-9][0-9]*$ ]] || [ "$PERF_SECONDS" -ge "$DURATION" ]; then
     echo "PERF_SECONDS must be a whole number of seconds that fits in DURATION less one: $PERF_SECONDS" >&2

@@ -62,6 +62,20 @@ fn sockaddr(addr: std::net::SocketAddr) -> libc::sockaddr_in {
     sa
 }
 
+/// SRTP-GCM nonces for the rows that seal: each seal its own, from a counter as SRTP's
+/// packet index would give.
+#[derive(Default)]
+struct Nonces(u32);
+
+impl Nonces {
+    fn next(&mut self) -> Nonce {
+        self.0 = self.0.wrapping_add(1);
+        let mut iv = [0u8; 12];
+        iv[8..].copy_from_slice(&self.0.to_be_bytes());
+        Nonce::assume_unique_for_key(iv)
+    }
+}
+
 /// Students in [`lecture_shape`], each a socket nobody reads.
 const STUDENTS: usize = 64;
 /// A video packet's and an audio packet's size in [`lecture_shape`] (the bench's clip sends
@@ -126,21 +140,14 @@ fn lecture_shape(key: &LessSafeKey, header: &[u8]) -> anyhow::Result<Row> {
     }
     let datagrams = STUDENTS * (FRAMES * FRAME + AUDIOS);
     let fd = sender.as_raw_fd();
-    let mut counter = 0u32;
+    let mut nonces = Nonces::default();
     let row = measure("GCM + a lecture's sends", datagrams, || {
         for (_, bytes, segment) in &plan {
             let step = segment.map_or(AUDIO, usize::from);
             for packet in data[bytes.clone()].chunks_mut(step) {
-                counter = counter.wrapping_add(1);
-                let mut iv = [0u8; 12];
-                iv[8..].copy_from_slice(&counter.to_be_bytes());
                 let (plain, tag) = packet.split_at_mut(step - 16);
                 let sealed = key
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(iv),
-                        Aad::from(header),
-                        plain,
-                    )
+                    .seal_in_place_separate_tag(nonces.next(), Aad::from(header), plain)
                     .expect("seal");
                 tag.copy_from_slice(sealed.as_ref());
             }
@@ -159,13 +166,10 @@ fn main() -> anyhow::Result<()> {
     let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &[7u8; 16]).expect("key"));
     let mut packet = vec![0x5au8; PACKET];
     let header = [0x80u8, 0x60, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3];
-    let mut counter = 0u32;
+    let mut nonces = Nonces::default();
     let mut seal = |buf: &mut Vec<u8>| {
-        counter = counter.wrapping_add(1);
-        let mut iv = [0u8; 12];
-        iv[8..].copy_from_slice(&counter.to_be_bytes());
         buf.truncate(PACKET - 16);
-        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(iv), Aad::from(&header), buf)
+        key.seal_in_place_append_tag(nonces.next(), Aad::from(&header), buf)
             .expect("seal");
     };
 
